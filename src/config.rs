@@ -1,1 +1,662 @@
-//! (Being written.)
+//! `sealgate.toml`: the typed configuration, its defaults, and its validation.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`) reported as `file:line:col: message`.
+//! Secrets never live here: an inline upstream password is refused; passwords come from
+//! `password_file` or `password_env`, private keys from key files checked by
+//! [`crate::secret`]. Relative paths are resolved against the config file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A configuration problem, always naming the file and, when known, the position.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{col}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+}
+
+/// The whole of `sealgate.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How local applications reach us.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Per-application identities (AUTH) and the senders each may use.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientConfig>,
+    /// Where accepted messages wait for the upstream.
+    pub spool: SpoolConfig,
+    /// The one upstream every message is relayed to.
+    pub upstream: UpstreamConfig,
+    /// S/MIME certificates and signers; absent means no S/MIME action can succeed.
+    #[serde(default)]
+    pub smime: Option<toml::Value>, // INTEGRATE: SmimeConfig
+    /// DKIM keys; several for one domain mean several signatures.
+    #[serde(default)]
+    pub dkim: Vec<toml::Value>, // INTEGRATE: DkimConfig
+    /// The audit log of every decision.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Where the policy files are.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Prometheus metrics endpoint; absent means none.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    /// The file this was read from (not a key in the file).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// `[server]`: the listener facing local applications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Addresses to listen on; loopback unless `require_auth = true`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Our name in the greeting, EHLO replies, Received headers and DSNs.
+    #[serde(default = "default_hostname")]
+    pub hostname: String,
+    /// Largest message accepted (SIZE); larger ones get `552 5.3.4`.
+    #[serde(default = "default_max_size", deserialize_with = "de_size")]
+    pub max_message_size: u64,
+    /// Require every client to AUTH as a `[[client]]`.
+    #[serde(default)]
+    pub require_auth: bool,
+    /// Certificate offered with STARTTLS to local clients.
+    pub tls_cert: Option<PathBuf>,
+    /// Key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Concurrent SMTP sessions; more wait in the kernel's accept queue.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Recipients per message (RFC 5321 §4.5.3.1.8 requires at least 100).
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+    /// Timeout waiting for a command (RFC 5321 §4.5.3.2: at least 5 minutes).
+    #[serde(default = "default_command_timeout", deserialize_with = "de_duration")]
+    pub command_timeout: Duration,
+    /// Timeout waiting for each chunk of DATA (RFC 5321 §4.5.3.2.5: 3 minutes).
+    #[serde(default = "default_data_timeout", deserialize_with = "de_duration")]
+    pub data_timeout: Duration,
+    /// What to do with a bare LF or CR inside DATA: "reject" (default) or "normalize" (to CRLF).
+    #[serde(default)]
+    pub bare_line_endings: BareLineEndings,
+}
+
+/// Handling of bare LF / bare CR in DATA (SMTP smuggling defence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BareLineEndings {
+    /// Refuse the message with `550 5.6.11`.
+    #[default]
+    Reject,
+    /// Turn every bare LF and bare CR into CRLF; end-of-data is still only `CRLF.CRLF`.
+    Normalize,
+}
+
+/// `[[client]]`: one local application.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Name used in policies (`client = [...]`) and the audit log.
+    pub name: String,
+    /// AUTH user name.
+    pub username: String,
+    /// Argon2 PHC string; never a password.
+    pub password_hash: String,
+    /// Sender globs this client may use, in MAIL FROM and in the header From.
+    #[serde(default)]
+    pub allowed_senders: Vec<String>,
+}
+
+/// `[spool]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Spool directory; created with mode 0700.
+    pub dir: PathBuf,
+}
+
+/// How the TLS session to the upstream starts. There is deliberately no plaintext mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTls {
+    /// Plain TCP, then STARTTLS; a server that does not offer it gets nothing.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+}
+
+/// Lowest TLS version accepted from the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum MinTlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// `[upstream]`: where everything is relayed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Host name; also the name its certificate must carry.
+    pub host: String,
+    /// Port; 587 for starttls, 465 for implicit when absent.
+    pub port: Option<u16>,
+    /// "starttls" or "implicit".
+    pub tls: UpstreamTls,
+    /// Trust only this CA bundle instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// "1.2" (default) or "1.3".
+    #[serde(default = "default_min_tls")]
+    pub min_tls_version: MinTlsVersion,
+    /// Name to verify in the certificate when it differs from `host` (e.g. host is an IP).
+    pub tls_server_name: Option<String>,
+    /// AUTH user; AUTH is used only when set.
+    pub username: Option<String>,
+    /// File holding the password (mode 0600).
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Refused: present only to give a clear error.
+    pub password: Option<toml::Value>,
+    /// How long to keep retrying before a DSN.
+    #[serde(default = "default_give_up", deserialize_with = "de_duration")]
+    pub give_up_after: Duration,
+    /// First retry delay; doubles up to `max_retry_interval`.
+    #[serde(default = "default_retry_base", deserialize_with = "de_duration")]
+    pub retry_base: Duration,
+    /// Longest wait between attempts.
+    #[serde(default = "default_retry_max", deserialize_with = "de_duration")]
+    pub max_retry_interval: Duration,
+    /// Parallel upstream connections (relay workers).
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+    /// Timeout for each upstream command and connect.
+    #[serde(default = "default_upstream_timeout", deserialize_with = "de_duration")]
+    pub timeout: Duration,
+}
+
+impl UpstreamConfig {
+    /// The port actually used.
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            UpstreamTls::Starttls => 587,
+            UpstreamTls::Implicit => 465,
+        })
+    }
+    /// The name the upstream certificate must match.
+    pub fn server_name(&self) -> &str {
+        self.tls_server_name.as_deref().unwrap_or(&self.host)
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// JSON-lines file; absent means audit records go to stderr's log only.
+    pub path: Option<PathBuf>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Directory of `*.toml` policy files, read in name order.
+    #[serde(default = "default_policy_dir")]
+    pub dir: PathBuf,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            dir: default_policy_dir(),
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the Prometheus text endpoint; loopback only.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            hostname: default_hostname(),
+            max_message_size: default_max_size(),
+            require_auth: false,
+            tls_cert: None,
+            tls_key: None,
+            max_connections: default_max_connections(),
+            max_recipients: default_max_recipients(),
+            command_timeout: default_command_timeout(),
+            data_timeout: default_data_timeout(),
+            bare_line_endings: BareLineEndings::Reject,
+        }
+    }
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([127, 0, 0, 1], 2525))]
+}
+fn default_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(s) = std::str::from_utf8(&buf[..end]) {
+            if !s.is_empty() {
+                return s.to_string();
+            }
+        }
+    }
+    "localhost".to_string()
+}
+fn default_max_size() -> u64 {
+    25 * 1024 * 1024
+}
+fn default_max_connections() -> usize {
+    100
+}
+fn default_max_recipients() -> usize {
+    100
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_data_timeout() -> Duration {
+    Duration::from_secs(180)
+}
+fn default_min_tls() -> MinTlsVersion {
+    MinTlsVersion::Tls12
+}
+fn default_give_up() -> Duration {
+    Duration::from_secs(5 * 86400)
+}
+fn default_retry_base() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_connections() -> usize {
+    4
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_policy_dir() -> PathBuf {
+    PathBuf::from("policies")
+}
+
+/// Parses sizes like `25MiB`, `10MB`, `512KiB`, `4096`.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1024 * 1024,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    if !num.is_finite() || num < 0.0 {
+        return None;
+    }
+    Some((num * mult as f64) as u64)
+}
+
+/// Parses durations like `5d`, `90s`, `10m`, `1h`, `250ms`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        _ => return None,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeOrNumber {
+    N(u64),
+    S(String),
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match SizeOrNumber::deserialize(d)? {
+        SizeOrNumber::N(n) => Ok(n),
+        SizeOrNumber::S(s) => parse_size(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size {s:?}: use a number with a unit such as \"25MiB\""
+            ))
+        }),
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "invalid duration {s:?}: use a number with a unit: ms, s, m, h or d (e.g. \"5d\")"
+        ))
+    })
+}
+
+/// Byte offset to 1-based line and column.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+    (line, col)
+}
+
+/// Finds `key` written as a TOML key inside `[section]` and returns its line and column.
+fn locate_key(text: &str, section: &str, key: &str) -> (usize, usize) {
+    let mut in_section = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            in_section = t.trim_start_matches('[').trim_end_matches(']').trim() == section
+                || t.trim_start_matches("[[").trim_end_matches("]]").trim() == section;
+            continue;
+        }
+        if in_section {
+            if let Some(rest) = t.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return (i + 1, line.len() - t.len() + 1);
+                }
+            }
+        }
+    }
+    (1, 1)
+}
+
+impl Config {
+    /// Reads and validates `path`. Relative paths inside are resolved against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses configuration text that claims to come from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |line, col, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            col,
+            message,
+        };
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((1, 1));
+            invalid(line, col, e.message().to_string())
+        })?;
+        cfg.path = path.to_path_buf();
+        let base = cfg.base_dir();
+
+        if cfg.upstream.password.is_some() {
+            let (l, c) = locate_key(text, "upstream", "password");
+            return Err(invalid(
+                l,
+                c,
+                "an inline upstream password is refused: put it in a file (password_file, mode 0600) or an environment variable (password_env)".into(),
+            ));
+        }
+        if cfg.upstream.password_file.is_some() && cfg.upstream.password_env.is_some() {
+            let (l, c) = locate_key(text, "upstream", "password_env");
+            return Err(invalid(
+                l,
+                c,
+                "set either password_file or password_env, not both".into(),
+            ));
+        }
+        if cfg.upstream.username.is_some()
+            && cfg.upstream.password_file.is_none()
+            && cfg.upstream.password_env.is_none()
+        {
+            let (l, c) = locate_key(text, "upstream", "username");
+            return Err(invalid(
+                l,
+                c,
+                "username is set but neither password_file nor password_env".into(),
+            ));
+        }
+        if !cfg.server.require_auth {
+            if let Some(addr) = cfg.server.listen.iter().find(|a| !a.ip().is_loopback()) {
+                let (l, c) = locate_key(text, "server", "listen");
+                return Err(invalid(
+                    l,
+                    c,
+                    format!("listen address {addr} is not loopback: set require_auth = true and define [[client]] entries, or listen on 127.0.0.1"),
+                ));
+            }
+        }
+        if cfg.server.require_auth && cfg.clients.is_empty() {
+            let (l, c) = locate_key(text, "server", "require_auth");
+            return Err(invalid(
+                l,
+                c,
+                "require_auth = true but no [[client]] is defined".into(),
+            ));
+        }
+        if cfg.server.tls_cert.is_some() != cfg.server.tls_key.is_some() {
+            let (l, c) = locate_key(text, "server", "tls_cert");
+            return Err(invalid(
+                l,
+                c,
+                "tls_cert and tls_key go together".into(),
+            ));
+        }
+        if cfg.server.max_recipients == 0 || cfg.server.max_connections == 0 {
+            let (l, c) = locate_key(text, "server", "max_recipients");
+            return Err(invalid(
+                l,
+                c,
+                "max_recipients and max_connections must be at least 1".into(),
+            ));
+        }
+        if cfg.upstream.connections == 0 {
+            let (l, c) = locate_key(text, "upstream", "connections");
+            return Err(invalid(l, c, "connections must be at least 1".into()));
+        }
+        for (i, client) in cfg.clients.iter().enumerate() {
+            if !client.password_hash.starts_with("$argon2") {
+                let (l, c) = nth_key(text, "client", "password_hash", i);
+                return Err(invalid(
+                    l,
+                    c,
+                    format!(
+                        "client {:?}: password_hash must be an argon2 PHC string ($argon2id$...), never a password; make one with: sealgate hash-password",
+                        client.name
+                    ),
+                ));
+            }
+            if client.name == "local" {
+                let (l, c) = nth_key(text, "client", "name", i);
+                return Err(invalid(
+                    l,
+                    c,
+                    "client name \"local\" is reserved for unauthenticated loopback clients".into(),
+                ));
+            }
+        }
+        if let Some(m) = &cfg.metrics {
+            if !m.listen.ip().is_loopback() {
+                let (l, c) = locate_key(text, "metrics", "listen");
+                return Err(invalid(
+                    l,
+                    c,
+                    format!("metrics listen address {} is not loopback", m.listen),
+                ));
+            }
+        }
+        // Resolve relative paths against the config file's directory.
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut cfg.spool.dir);
+        resolve(&mut cfg.policy.dir);
+        if let Some(p) = cfg.audit.path.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = cfg.upstream.ca_file.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = cfg.upstream.password_file.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = cfg.server.tls_cert.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = cfg.server.tls_key.as_mut() {
+            resolve(p);
+        }
+        Ok(cfg)
+    }
+
+    /// The directory relative paths are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// Reads the upstream password, if AUTH is configured.
+    pub fn upstream_password(&self) -> Result<Option<String>, crate::secret::SecretError> {
+        if let Some(p) = &self.upstream.password_file {
+            return crate::secret::read_password_file(p).map(Some);
+        }
+        if let Some(v) = &self.upstream.password_env {
+            return crate::secret::read_password_env(v).map(Some);
+        }
+        Ok(None)
+    }
+}
+
+/// Position of the `n`th occurrence of `key` in `[[section]]` tables.
+fn nth_key(text: &str, section: &str, key: &str, n: usize) -> (usize, usize) {
+    let mut seen = 0;
+    let mut in_section = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            in_section = t.trim_start_matches("[[").trim_end_matches("]]").trim() == section;
+            continue;
+        }
+        if in_section {
+            if let Some(rest) = t.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    if seen == n {
+                        return (i + 1, line.len() - t.len() + 1);
+                    }
+                    seen += 1;
+                }
+            }
+        }
+    }
+    (1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[spool]\ndir = \"spool\"\n[upstream]\nhost = \"smtp.example.net\"\ntls = \"starttls\"\n";
+
+    #[test]
+    fn minimal_config_gets_secure_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/sealgate/sealgate.toml")).unwrap();
+        assert!(c.server.listen.iter().all(|a| a.ip().is_loopback()));
+        assert_eq!(c.upstream.effective_port(), 587);
+        assert_eq!(c.spool.dir, PathBuf::from("/etc/sealgate/spool"));
+        assert_eq!(c.server.max_message_size, 25 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_column() {
+        let text = format!("{MINIMAL}colour = \"blue\"\n");
+        let err = Config::parse(&text, Path::new("s.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("s.toml:6:1:"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn inline_password_is_refused() {
+        let text = format!("{MINIMAL}password = \"hunter2\"\n");
+        let err = Config::parse(&text, Path::new("s.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("s.toml:6:1:"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_auth() {
+        let text = format!("[server]\nlisten = [\"0.0.0.0:25\"]\n{MINIMAL}");
+        let err = Config::parse(&text, Path::new("s.toml")).unwrap_err().to_string();
+        assert!(err.contains("s.toml:2:1:") && err.contains("require_auth"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_upstream_is_not_a_setting() {
+        let text = MINIMAL.replace("starttls", "none");
+        let err = Config::parse(&text, Path::new("s.toml")).unwrap_err().to_string();
+        assert!(err.contains("s.toml:5:"), "{err}");
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("25MiB"), Some(25 * 1024 * 1024));
+        assert_eq!(parse_size("10 MB"), Some(10_000_000));
+        assert_eq!(parse_size("12 furlongs"), None);
+        assert_eq!(parse_duration("5d"), Some(Duration::from_secs(432000)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}

@@ -14,6 +14,8 @@ pub mod audit;
 pub mod config;
 pub mod doctor;
 pub mod policy;
+pub mod reply;
 pub mod secret;
+pub mod session;
 pub mod transform;
 pub mod verdict;

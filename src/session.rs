@@ -1,0 +1,845 @@
+//! The SMTP server session (RFC 5321) as a sans-IO state machine.
+//!
+//! [`Session::command`] takes one command line and returns a [`Step`]: the reply and what
+//! the I/O driver (`listener.rs`) must do next. [`DataReceiver`] turns the raw DATA stream
+//! into message bytes. Nothing here reads a socket, so every rule is unit-tested.
+//!
+//! Invariants:
+//! - end-of-data is recognised only as `CRLF . CRLF`; bare LF and bare CR never end a
+//!   message or a line, and are either refused or normalised (no SMTP smuggling);
+//! - everything a client controls is bounded: recipients, message size (the excess is
+//!   counted, never buffered), errors per session;
+//! - after STARTTLS the driver discards whatever the client pipelined before the
+//!   handshake (CVE-2011-0411).
+
+use base64::Engine;
+
+use crate::reply::{named, Reply};
+
+/// What a session needs to know about its world. Decisions that need policy or
+/// credentials are asked of [`Hooks`].
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    /// Our host name for the greeting and EHLO.
+    pub hostname: String,
+    /// Largest message (SIZE).
+    pub max_message_size: u64,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+    /// Clients must AUTH before MAIL.
+    pub require_auth: bool,
+    /// STARTTLS can be offered.
+    pub tls_available: bool,
+    /// AUTH can be offered (there are `[[client]]`s).
+    pub auth_available: bool,
+    /// The peer connected over loopback (plaintext AUTH allowed there).
+    pub peer_is_loopback: bool,
+}
+
+/// Decisions the session delegates: credentials and policy.
+pub trait Hooks {
+    /// Checks credentials; returns the client's name on success.
+    fn authenticate(&self, username: &str, password: &str) -> Option<String>;
+    /// May `client` use `sender` in MAIL FROM? `Err` carries the reply.
+    fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply>;
+    /// Content-free policy for one recipient. `Err` carries the reply.
+    fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply>;
+}
+
+/// The envelope of one mail transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transaction {
+    /// Reverse-path without brackets; empty for the null sender `<>`.
+    pub from: String,
+    /// Accepted forward-paths without brackets.
+    pub rcpts: Vec<String>,
+    /// SIZE= declared by the client.
+    pub declared_size: Option<u64>,
+    /// SMTPUTF8 was requested.
+    pub smtputf8: bool,
+    /// BODY=8BITMIME was declared.
+    pub body_8bit: bool,
+}
+
+/// What the driver must do after a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send the reply and read the next command.
+    Reply(Reply),
+    /// Send the reply and close the connection.
+    Close(Reply),
+    /// Send the reply (220), discard buffered input, then run the TLS handshake.
+    StartTls(Reply),
+    /// Send the reply (354) and receive the message with a [`DataReceiver`].
+    Data(Reply),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Connected; no EHLO/HELO yet.
+    Fresh,
+    /// Greeted; no transaction.
+    Ready,
+    /// MAIL accepted.
+    HaveMail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuthProgress {
+    None,
+    /// AUTH PLAIN sent without initial response; next line is the response.
+    PlainResponse,
+    /// AUTH LOGIN: waiting for the user name.
+    LoginUser,
+    /// AUTH LOGIN: user name known, waiting for the password.
+    LoginPassword(String),
+}
+
+/// Errors tolerated before the session is closed.
+const MAX_ERRORS: u32 = 20;
+
+/// One SMTP session's state.
+#[derive(Debug)]
+pub struct Session {
+    limits: SessionLimits,
+    state: State,
+    /// The EHLO/HELO argument.
+    helo: Option<String>,
+    /// The session is under TLS.
+    tls: bool,
+    /// The authenticated client name, if any.
+    authenticated: Option<String>,
+    auth: AuthProgress,
+    tx: Transaction,
+    errors: u32,
+}
+
+impl Session {
+    /// A new session; the driver sends [`Session::greeting`] first.
+    pub fn new(limits: SessionLimits) -> Session {
+        Session {
+            limits,
+            state: State::Fresh,
+            helo: None,
+            tls: false,
+            authenticated: None,
+            auth: AuthProgress::None,
+            tx: Transaction::default(),
+            errors: 0,
+        }
+    }
+
+    /// The 220 greeting.
+    pub fn greeting(&self) -> Reply {
+        Reply::new(
+            crate::reply::Class::Success,
+            20,
+            (0, 0),
+            format!("{} ESMTP sealgate", self.limits.hostname),
+        )
+    }
+
+    /// The client name policies see: the authenticated `[[client]]` or `local`.
+    pub fn client(&self) -> &str {
+        self.authenticated.as_deref().unwrap_or("local")
+    }
+
+    /// The EHLO/HELO name, if given.
+    pub fn helo(&self) -> Option<&str> {
+        self.helo.as_deref()
+    }
+
+    /// True once STARTTLS completed.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The driver calls this after a successful TLS handshake: the session restarts (RFC 3207 §4.2).
+    pub fn tls_established(&mut self) {
+        self.tls = true;
+        self.state = State::Fresh;
+        self.helo = None;
+        self.tx = Transaction::default();
+    }
+
+    /// The transaction; the driver takes it when DATA ends.
+    pub fn take_transaction(&mut self) -> Transaction {
+        self.state = State::Ready;
+        std::mem::take(&mut self.tx)
+    }
+
+    /// A DataReceiver for the current transaction.
+    pub fn data_receiver(&self, normalize: bool) -> DataReceiver {
+        DataReceiver::new(self.limits.max_message_size, normalize)
+    }
+
+    fn error(&mut self, reply: Reply) -> Step {
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            Step::Close(named::too_many_errors())
+        } else {
+            Step::Reply(reply)
+        }
+    }
+
+    /// Call when a command line was longer than the driver's limit.
+    pub fn line_too_long(&mut self) -> Step {
+        self.error(named::line_too_long())
+    }
+
+    /// Handles one command line (without its line ending).
+    pub fn command(&mut self, line: &[u8], hooks: &dyn Hooks) -> Step {
+        let line = strip_eol(line);
+        if self.auth != AuthProgress::None {
+            return self.auth_continue(line, hooks);
+        }
+        let Ok(text) = std::str::from_utf8(line) else {
+            return self.error(named::syntax("command is not valid UTF-8"));
+        };
+        let (verb, arg) = match text.find(' ') {
+            Some(i) => (&text[..i], text[i + 1..].trim()),
+            None => (text, ""),
+        };
+        match verb.to_ascii_uppercase().as_str() {
+            "EHLO" => self.ehlo(arg, true),
+            "HELO" => self.ehlo(arg, false),
+            "MAIL" => self.mail(arg, hooks),
+            "RCPT" => self.rcpt(arg, hooks),
+            "DATA" => self.data(arg),
+            "RSET" => {
+                self.tx = Transaction::default();
+                if self.state == State::HaveMail {
+                    self.state = State::Ready;
+                }
+                Step::Reply(named::reset())
+            }
+            "NOOP" => Step::Reply(named::ok()),
+            "QUIT" => Step::Close(named::bye(&self.limits.hostname)),
+            "VRFY" | "EXPN" => Step::Reply(named::vrfy()),
+            "HELP" => Step::Reply(named::help()),
+            "STARTTLS" => self.starttls(arg),
+            "AUTH" => self.auth_start(arg, hooks),
+            "BDAT" => self.error(Reply::new(
+                crate::reply::Class::Permanent,
+                2,
+                (5, 1),
+                "BDAT not supported (CHUNKING is not advertised); use DATA",
+            )),
+            _ => self.error(named::unknown_command()),
+        }
+    }
+
+    fn ehlo(&mut self, arg: &str, extended: bool) -> Step {
+        if arg.is_empty() {
+            return self.error(named::syntax("EHLO/HELO needs a domain or address literal"));
+        }
+        self.helo = Some(arg.chars().take(255).collect());
+        self.state = State::Ready;
+        self.tx = Transaction::default();
+        let host = &self.limits.hostname;
+        if !extended {
+            return Step::Reply(Reply::new(crate::reply::Class::Success, 50, (0, 0), host.clone()));
+        }
+        let mut lines = vec![
+            host.clone(),
+            format!("SIZE {}", self.limits.max_message_size),
+            "8BITMIME".into(),
+            "PIPELINING".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "SMTPUTF8".into(),
+        ];
+        if self.limits.tls_available && !self.tls {
+            lines.push("STARTTLS".into());
+        }
+        if self.limits.auth_available && self.auth_allowed_here() && self.authenticated.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.push("HELP".into());
+        // EHLO replies carry no enhanced code in practice; the first line is the domain.
+        let text = lines.join("\n");
+        Step::Reply(Reply::new(crate::reply::Class::Success, 50, (0, 0), text))
+    }
+
+    fn auth_allowed_here(&self) -> bool {
+        self.tls || self.limits.peer_is_loopback
+    }
+
+    fn mail(&mut self, arg: &str, hooks: &dyn Hooks) -> Step {
+        match self.state {
+            State::Fresh => return self.error(named::bad_sequence("send EHLO first")),
+            State::HaveMail => return self.error(named::bad_sequence("nested MAIL command")),
+            State::Ready => {}
+        }
+        if self.limits.require_auth && self.authenticated.is_none() {
+            return self.error(named::auth_required());
+        }
+        let Some(rest) = strip_prefix_ci(arg, "FROM:") else {
+            return self.error(named::syntax("expected MAIL FROM:<address>"));
+        };
+        let (path, params) = match parse_path(rest) {
+            Ok(p) => p,
+            Err(e) => return self.error(named::syntax(e)),
+        };
+        let mut tx = Transaction {
+            from: path.to_string(),
+            ..Transaction::default()
+        };
+        for p in params.split_ascii_whitespace() {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            match k.to_ascii_uppercase().as_str() {
+                "SIZE" => match v.parse::<u64>() {
+                    Ok(n) if n > self.limits.max_message_size => {
+                        return self.error(named::too_big(self.limits.max_message_size))
+                    }
+                    Ok(n) => tx.declared_size = Some(n),
+                    Err(_) => return self.error(named::syntax("SIZE needs a number")),
+                },
+                "BODY" => match v.to_ascii_uppercase().as_str() {
+                    "8BITMIME" => tx.body_8bit = true,
+                    "7BIT" => {}
+                    _ => return self.error(named::param_not_supported(p)),
+                },
+                "SMTPUTF8" => tx.smtputf8 = true,
+                // RFC 4954 §5: AUTH=<> or a mailbox; accepted and ignored.
+                "AUTH" => {}
+                _ => return self.error(named::param_not_supported(p)),
+            }
+        }
+        if !tx.smtputf8 && !path.is_ascii() {
+            return self.error(named::smtputf8_required());
+        }
+        if let Err(r) = hooks.check_sender(self.client(), path) {
+            return self.error(r);
+        }
+        self.tx = tx;
+        self.state = State::HaveMail;
+        Step::Reply(named::sender_ok())
+    }
+
+    fn rcpt(&mut self, arg: &str, hooks: &dyn Hooks) -> Step {
+        if self.state != State::HaveMail {
+            return self.error(named::bad_sequence("send MAIL first"));
+        }
+        let Some(rest) = strip_prefix_ci(arg, "TO:") else {
+            return self.error(named::syntax("expected RCPT TO:<address>"));
+        };
+        let (path, params) = match parse_path(rest) {
+            Ok(p) => p,
+            Err(e) => return self.error(named::syntax(e)),
+        };
+        if path.is_empty() {
+            return self.error(named::syntax("empty recipient"));
+        }
+        if !params.trim().is_empty() {
+            // NOTIFY/ORCPT (DSN extension) are not advertised.
+            return self.error(named::param_not_supported(params.trim()));
+        }
+        if !self.tx.smtputf8 && !path.is_ascii() {
+            return self.error(named::smtputf8_required());
+        }
+        if self.tx.rcpts.len() >= self.limits.max_recipients {
+            return Step::Reply(named::too_many_recipients(self.limits.max_recipients));
+        }
+        if let Err(r) = hooks.check_recipient(self.client(), &self.tx.from, path) {
+            return Step::Reply(r);
+        }
+        if !self.tx.rcpts.iter().any(|r| r.eq_ignore_ascii_case(path)) {
+            self.tx.rcpts.push(path.to_string());
+        }
+        Step::Reply(named::recipient_ok())
+    }
+
+    fn data(&mut self, arg: &str) -> Step {
+        if !arg.is_empty() {
+            return self.error(named::syntax("DATA takes no argument"));
+        }
+        if self.state != State::HaveMail {
+            return self.error(named::bad_sequence("send MAIL first"));
+        }
+        if self.tx.rcpts.is_empty() {
+            return self.error(named::no_valid_recipients());
+        }
+        Step::Data(named::start_data())
+    }
+
+    fn starttls(&mut self, arg: &str) -> Step {
+        if !arg.is_empty() {
+            return self.error(named::syntax("STARTTLS takes no argument"));
+        }
+        if !self.limits.tls_available || self.tls {
+            return self.error(named::tls_not_available());
+        }
+        Step::StartTls(named::ready_tls())
+    }
+
+    fn auth_start(&mut self, arg: &str, hooks: &dyn Hooks) -> Step {
+        if !self.limits.auth_available {
+            return self.error(named::unknown_command());
+        }
+        if self.authenticated.is_some() {
+            return self.error(named::already_authenticated());
+        }
+        if self.state == State::HaveMail {
+            return self.error(named::bad_sequence("AUTH not allowed during a transaction"));
+        }
+        if !self.auth_allowed_here() {
+            return self.error(named::auth_needs_tls());
+        }
+        let mut parts = arg.split_ascii_whitespace();
+        let mech = parts.next().unwrap_or("").to_ascii_uppercase();
+        let initial = parts.next();
+        match (mech.as_str(), initial) {
+            ("PLAIN", Some(resp)) => self.auth_plain(resp.as_bytes(), hooks),
+            ("PLAIN", None) => {
+                self.auth = AuthProgress::PlainResponse;
+                Step::Reply(Reply::intermediate(34, ""))
+            }
+            ("LOGIN", None) => {
+                self.auth = AuthProgress::LoginUser;
+                Step::Reply(Reply::intermediate(34, "VXNlcm5hbWU6"))
+            }
+            ("LOGIN", Some(user)) => match b64(user.as_bytes()) {
+                Some(u) => {
+                    self.auth = AuthProgress::LoginPassword(String::from_utf8_lossy(&u).into());
+                    Step::Reply(Reply::intermediate(34, "UGFzc3dvcmQ6"))
+                }
+                None => self.error(named::syntax("invalid base64")),
+            },
+            _ => self.error(named::auth_mechanism()),
+        }
+    }
+
+    fn auth_continue(&mut self, line: &[u8], hooks: &dyn Hooks) -> Step {
+        let progress = std::mem::replace(&mut self.auth, AuthProgress::None);
+        if line == b"*" {
+            return self.error(Reply::new(
+                crate::reply::Class::Permanent,
+                1,
+                (7, 0),
+                "authentication cancelled",
+            ));
+        }
+        match progress {
+            AuthProgress::None => self.error(named::bad_sequence("no AUTH in progress")),
+            AuthProgress::PlainResponse => self.auth_plain(line, hooks),
+            AuthProgress::LoginUser => match b64(line) {
+                Some(u) => {
+                    self.auth = AuthProgress::LoginPassword(String::from_utf8_lossy(&u).into());
+                    Step::Reply(Reply::intermediate(34, "UGFzc3dvcmQ6"))
+                }
+                None => self.error(named::syntax("invalid base64")),
+            },
+            AuthProgress::LoginPassword(user) => match b64(line) {
+                Some(p) => self.auth_finish(&user, &String::from_utf8_lossy(&p), hooks),
+                None => self.error(named::syntax("invalid base64")),
+            },
+        }
+    }
+
+    fn auth_plain(&mut self, resp: &[u8], hooks: &dyn Hooks) -> Step {
+        let Some(decoded) = b64(resp) else {
+            return self.error(named::syntax("invalid base64"));
+        };
+        let mut fields = decoded.split(|&b| b == 0);
+        let (_authz, user, pass) = (fields.next(), fields.next(), fields.next());
+        match (user, pass) {
+            (Some(u), Some(p)) => {
+                let u = String::from_utf8_lossy(u).into_owned();
+                let p = String::from_utf8_lossy(p).into_owned();
+                self.auth_finish(&u, &p, hooks)
+            }
+            _ => self.error(named::syntax("AUTH PLAIN response needs authzid NUL user NUL password")),
+        }
+    }
+
+    fn auth_finish(&mut self, user: &str, pass: &str, hooks: &dyn Hooks) -> Step {
+        match hooks.authenticate(user, pass) {
+            Some(client) => {
+                self.authenticated = Some(client);
+                Step::Reply(named::auth_ok())
+            }
+            None => self.error(named::auth_failed()),
+        }
+    }
+}
+
+fn b64(data: &[u8]) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(data).ok()
+}
+
+fn strip_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
+        Some(s[prefix.len()..].trim_start())
+    } else {
+        None
+    }
+}
+
+/// Splits `<path> params` and validates the path (source routes are dropped, RFC 5321 §4.1.2).
+fn parse_path(s: &str) -> Result<(&str, &str), &'static str> {
+    let s = s.trim_start();
+    let Some(rest) = s.strip_prefix('<') else {
+        return Err("address must be enclosed in <>");
+    };
+    let Some(end) = rest.find('>') else {
+        return Err("missing closing >");
+    };
+    let mut path = &rest[..end];
+    let params = &rest[end + 1..];
+    if let Some(colon) = path.find(':') {
+        if path.starts_with('@') {
+            path = &path[colon + 1..];
+        }
+    }
+    if path.len() > 256 {
+        return Err("path too long (RFC 5321 §4.5.3.1.3)");
+    }
+    if path.chars().any(|c| c.is_control() || c == ' ' || c == '<') {
+        return Err("invalid character in address");
+    }
+    if !path.is_empty() {
+        match path.rsplit_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
+            _ => return Err("address must be local-part@domain"),
+        }
+    }
+    Ok((path, params))
+}
+
+/// Turns the DATA byte stream into the message: dot-unstuffing, `CRLF.CRLF` detection,
+/// bare LF/CR detection or normalisation, and the size limit. Sans-IO: feed it any chunks.
+#[derive(Debug)]
+pub struct DataReceiver {
+    /// The message so far (never more than `max` bytes).
+    message: Vec<u8>,
+    max: u64,
+    /// Bytes of content seen, stored or not.
+    seen: u64,
+    state: DataState,
+    bare_line_ending: bool,
+    normalize: bool,
+    done: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataState {
+    /// After CRLF (or at the start): a '.' here is special.
+    LineStart,
+    /// A '.' at line start was seen.
+    Dot,
+    /// ".\r" at line start was seen.
+    DotCr,
+    /// Inside a line.
+    InLine,
+    /// A CR inside a line was seen.
+    Cr,
+}
+
+/// How the DATA phase ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataOutcome {
+    /// The message, CRLF-normalised.
+    Message(Vec<u8>),
+    /// Larger than the limit (the excess was discarded).
+    TooBig,
+    /// Bare LF or CR present and the policy is to refuse.
+    BareLineEnding,
+}
+
+impl DataReceiver {
+    /// A receiver that keeps at most `max` bytes.
+    pub fn new(max: u64, normalize: bool) -> DataReceiver {
+        DataReceiver {
+            message: Vec::with_capacity(8192),
+            max,
+            seen: 0,
+            state: DataState::LineStart,
+            bare_line_ending: false,
+            normalize,
+            done: false,
+        }
+    }
+
+    fn emit(&mut self, bytes: &[u8]) {
+        self.seen += bytes.len() as u64;
+        if self.seen <= self.max {
+            self.message.extend_from_slice(bytes);
+        }
+    }
+
+    /// Feeds input; returns how many bytes were consumed. When [`DataReceiver::is_done`]
+    /// turns true, the rest of the input (pipelined commands) was not consumed.
+    pub fn feed(&mut self, input: &[u8]) -> usize {
+        for (i, &b) in input.iter().enumerate() {
+            if self.done {
+                return i;
+            }
+            self.byte(b);
+        }
+        input.len()
+    }
+
+    fn byte(&mut self, b: u8) {
+        use DataState::*;
+        match self.state {
+            LineStart => {
+                if b == b'.' {
+                    self.state = Dot;
+                } else {
+                    self.state = InLine;
+                    self.byte(b);
+                }
+            }
+            Dot => {
+                if b == b'\r' {
+                    self.state = DotCr;
+                } else {
+                    // Dot-unstuffing: the leading dot is dropped.
+                    self.state = InLine;
+                    self.byte(b);
+                }
+            }
+            DotCr => {
+                if b == b'\n' {
+                    self.done = true;
+                } else {
+                    // ".\r" followed by something else: a bare CR after an unstuffed dot.
+                    self.state = Cr;
+                    self.byte(b);
+                }
+            }
+            InLine => match b {
+                b'\r' => self.state = Cr,
+                b'\n' => {
+                    // Bare LF: never a line end for end-of-data purposes.
+                    self.bare_line_ending = true;
+                    if self.normalize {
+                        self.emit(b"\r\n");
+                    } else {
+                        self.emit(b"\n");
+                    }
+                }
+                _ => self.emit(&[b]),
+            },
+            Cr => match b {
+                b'\n' => {
+                    self.emit(b"\r\n");
+                    self.state = LineStart;
+                }
+                b'\r' => {
+                    self.bare_line_ending = true;
+                    self.emit(if self.normalize { b"\r\n" } else { b"\r" });
+                }
+                _ => {
+                    self.bare_line_ending = true;
+                    self.emit(if self.normalize { b"\r\n" } else { b"\r" });
+                    self.state = InLine;
+                    self.byte(b);
+                }
+            },
+        }
+    }
+
+    /// True once `CRLF.CRLF` was consumed.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Bytes of content seen so far.
+    pub fn seen(&self) -> u64 {
+        self.seen
+    }
+
+    /// The result, once done.
+    pub fn finish(self) -> DataOutcome {
+        if self.seen > self.max {
+            DataOutcome::TooBig
+        } else if self.bare_line_ending && !self.normalize {
+            DataOutcome::BareLineEnding
+        } else {
+            DataOutcome::Message(self.message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct AllowAll;
+    impl Hooks for AllowAll {
+        fn authenticate(&self, u: &str, p: &str) -> Option<String> {
+            (u == "billing" && p == "pw").then(|| "billing".to_string())
+        }
+        fn check_sender(&self, _: &str, s: &str) -> Result<(), Reply> {
+            if s == "bad@example.com" {
+                Err(named::sender_not_allowed(s, "local"))
+            } else {
+                Ok(())
+            }
+        }
+        fn check_recipient(&self, _: &str, _: &str, r: &str) -> Result<(), Reply> {
+            if r.ends_with("@evil.example") {
+                Err(named::policy_reject(format!("<{r}>: recipient not approved (policies/x.toml)")))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            hostname: "mx.test".into(),
+            max_message_size: 100,
+            max_recipients: 2,
+            require_auth: false,
+            tls_available: false,
+            auth_available: true,
+            peer_is_loopback: true,
+        }
+    }
+
+    fn code(step: &Step) -> u16 {
+        match step {
+            Step::Reply(r) | Step::Close(r) | Step::StartTls(r) | Step::Data(r) => r.code(),
+        }
+    }
+
+    #[test]
+    fn full_transaction() {
+        let mut s = Session::new(limits());
+        let h = AllowAll;
+        assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c>\r\n", &h)), 503);
+        assert_eq!(code(&s.command(b"EHLO client\r\n", &h)), 250);
+        assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c> SIZE=50 BODY=8BITMIME\r\n", &h)), 250);
+        assert_eq!(code(&s.command(b"RCPT TO:<x@evil.example>\r\n", &h)), 550);
+        assert_eq!(code(&s.command(b"RCPT TO:<x@y.z>\r\n", &h)), 250);
+        assert!(matches!(s.command(b"DATA\r\n", &h), Step::Data(_)));
+        let tx = s.take_transaction();
+        assert_eq!(tx.rcpts, vec!["x@y.z".to_string()]);
+        assert!(tx.body_8bit);
+    }
+
+    #[test]
+    fn null_sender_and_size_are_accepted() {
+        let mut s = Session::new(limits());
+        let h = AllowAll;
+        s.command(b"EHLO c", &h);
+        assert_eq!(code(&s.command(b"MAIL FROM:<> SIZE=10", &h)), 250);
+        assert_eq!(code(&s.command(b"RSET", &h)), 250);
+        assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c> SIZE=1000", &h)), 552);
+    }
+
+    #[test]
+    fn recipient_limit_is_transient() {
+        let mut s = Session::new(limits());
+        let h = AllowAll;
+        s.command(b"EHLO c", &h);
+        s.command(b"MAIL FROM:<a@b.c>", &h);
+        s.command(b"RCPT TO:<1@b.c>", &h);
+        s.command(b"RCPT TO:<2@b.c>", &h);
+        assert_eq!(code(&s.command(b"RCPT TO:<3@b.c>", &h)), 452);
+    }
+
+    #[test]
+    fn auth_plain_and_login() {
+        let h = AllowAll;
+        let mut s = Session::new(limits());
+        s.command(b"EHLO c", &h);
+        assert_eq!(code(&s.command(b"AUTH PLAIN AGJpbGxpbmcAcHc=", &h)), 235);
+        assert_eq!(s.client(), "billing");
+        let mut s = Session::new(limits());
+        s.command(b"EHLO c", &h);
+        assert_eq!(code(&s.command(b"AUTH LOGIN", &h)), 334);
+        assert_eq!(code(&s.command(b"YmlsbGluZw==", &h)), 334);
+        assert_eq!(code(&s.command(b"d3Jvbmc=", &h)), 535);
+        assert_eq!(s.client(), "local");
+    }
+
+    #[test]
+    fn sender_check_is_applied() {
+        let h = AllowAll;
+        let mut s = Session::new(limits());
+        s.command(b"EHLO c", &h);
+        assert_eq!(code(&s.command(b"MAIL FROM:<bad@example.com>", &h)), 550);
+    }
+
+    #[test]
+    fn too_many_errors_closes() {
+        let h = AllowAll;
+        let mut s = Session::new(limits());
+        let mut last = Step::Reply(named::ok());
+        for _ in 0..MAX_ERRORS {
+            last = s.command(b"XYZZY", &h);
+        }
+        assert!(matches!(last, Step::Close(_)));
+    }
+
+    fn receive(input: &[u8], normalize: bool) -> (DataOutcome, usize) {
+        let mut d = DataReceiver::new(1000, normalize);
+        let used = d.feed(input);
+        assert!(d.is_done(), "not done: {:?}", String::from_utf8_lossy(input));
+        (d.finish(), used)
+    }
+
+    #[test]
+    fn data_unstuffs_and_stops_at_crlf_dot_crlf() {
+        let (m, used) = receive(b"a\r\n..b\r\n.\r\nQUIT\r\n", false);
+        assert_eq!(m, DataOutcome::Message(b"a\r\n.b\r\n".to_vec()));
+        assert_eq!(used, 11);
+    }
+
+    #[test]
+    fn smuggling_variants_never_end_data() {
+        for variant in [
+            &b"x\n.\nMAIL FROM:<e@v>\r\n"[..],
+            b"x\r\n.\nMAIL FROM:<e@v>\r\n",
+            b"x\n.\r\nMAIL FROM:<e@v>\r\n",
+            b"x\r.\r\nMAIL FROM:<e@v>\r\n",
+            b"x\r\n.\rMAIL FROM:<e@v>\r\n",
+        ] {
+            let mut input = variant.to_vec();
+            input.extend_from_slice(b"tail\r\n.\r\n");
+            let (m, used) = receive(&input, false);
+            assert_eq!(m, DataOutcome::BareLineEnding, "{:?}", String::from_utf8_lossy(variant));
+            assert_eq!(used, input.len());
+            let (m, _) = receive(&input, true);
+            let DataOutcome::Message(m) = m else { panic!() };
+            // normalised: every line ends in CRLF, no lone CR or LF survives
+            for (i, &b) in m.iter().enumerate() {
+                if b == b'\n' {
+                    assert_eq!(m[i - 1], b'\r');
+                }
+                if b == b'\r' {
+                    assert_eq!(m[i + 1], b'\n');
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversize_is_counted_not_buffered() {
+        let mut d = DataReceiver::new(10, false);
+        let big = vec![b'a'; 5000];
+        d.feed(&big);
+        d.feed(b"\r\n.\r\n");
+        assert!(d.is_done());
+        assert!(d.message.len() <= 10);
+        assert_eq!(d.finish(), DataOutcome::TooBig);
+    }
+
+    #[test]
+    fn data_split_across_chunks() {
+        let mut d = DataReceiver::new(1000, false);
+        for b in b"hello\r\n.\r\n" {
+            d.feed(&[*b]);
+        }
+        assert!(d.is_done());
+        assert_eq!(d.finish(), DataOutcome::Message(b"hello\r\n".to_vec()));
+    }
+}
