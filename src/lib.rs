@@ -17,5 +17,6 @@ pub mod policy;
 pub mod reply;
 pub mod secret;
 pub mod session;
+pub mod spool;
 pub mod transform;
 pub mod verdict;

@@ -1,0 +1,501 @@
+//! The durable queue: what was accepted stays here until the upstream has it.
+//!
+//! Layout (states are directories, as in Postfix):
+//! ```text
+//! <dir>/tmp/       entries being written; anything left here after a crash was never acknowledged
+//! <dir>/queue/     ID.msg  = header line, envelope JSON line, message bytes (immutable)
+//!                  ID.state = delivery progress (attempts, next try, recipients done), rewritten atomically
+//! <dir>/corrupt/   entries that could not be read, moved aside with a .why file, never deleted silently
+//! ```
+//! Invariant: [`Spool::store`] returns only after every file and the queue directory are
+//! fsynced, so a `250` sent after it survives a crash or power loss.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+const MAGIC: &[u8] = b"SEALGATE-SPOOL 1\n";
+
+/// Spool failures; all are temporary for the SMTP client (`451 4.3.0`).
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("spool entry {id}: {why}")]
+    Corrupt { id: String, why: String },
+    #[error("no spool entry {0}")]
+    NotFound(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Why a message is in the spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntryKind {
+    /// A message from a local application (possibly transformed).
+    #[default]
+    Message,
+    /// A delivery status notification we generated; never bounced itself.
+    Dsn,
+    /// The separate message carrying a zip password.
+    Password,
+}
+
+/// The envelope and provenance of one outgoing copy. Immutable once stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Envelope {
+    /// Queue id of this copy.
+    pub id: String,
+    /// Reverse-path; empty for the null sender.
+    pub from: String,
+    /// Recipients of this copy.
+    pub rcpts: Vec<String>,
+    /// Unix seconds when accepted.
+    pub created: u64,
+    /// The local client (`[[client]]` name or `local`).
+    #[serde(default)]
+    pub client: String,
+    /// The Message-ID header, for the audit log and `queue list`.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// Policy version that decided this copy.
+    #[serde(default)]
+    pub policy_version: Option<String>,
+    /// What kind of entry this is.
+    #[serde(default)]
+    pub kind: EntryKind,
+    /// Message carries 8-bit data (use BODY=8BITMIME upstream).
+    #[serde(default)]
+    pub body_8bit: bool,
+    /// Addresses need SMTPUTF8 upstream.
+    #[serde(default)]
+    pub smtputf8: bool,
+}
+
+/// Delivery progress of one entry.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct DeliveryState {
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Unix seconds of the next attempt (0 = now).
+    pub next_attempt: u64,
+    /// Recipients already delivered or bounced; never tried again.
+    pub done: Vec<String>,
+    /// Last upstream reply or error, for `queue list`.
+    pub last_error: Option<String>,
+    /// Held entries are not delivered until `queue retry`.
+    #[serde(default)]
+    pub held: bool,
+}
+
+/// One entry as found in the spool.
+#[derive(Debug, Clone)]
+pub struct SpoolEntry {
+    pub envelope: Envelope,
+    pub state: DeliveryState,
+    /// Size of the message in bytes.
+    pub size: u64,
+}
+
+impl SpoolEntry {
+    /// Recipients still to deliver.
+    pub fn pending(&self) -> Vec<String> {
+        self.envelope
+            .rcpts
+            .iter()
+            .filter(|r| !self.state.done.contains(r))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Handle on the spool directory. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A new queue id: time-ordered, unique within the process, unpredictable enough across processes.
+pub fn new_id() -> String {
+    let micros = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xfff;
+    let r: u16 = rand::random();
+    format!("{micros:013X}{n:03X}{r:04X}")
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(dir))
+}
+
+impl Spool {
+    /// Opens (and creates, mode 0700) the spool at `dir`.
+    pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
+        for sub in ["", "tmp", "queue", "corrupt"] {
+            let p = dir.join(sub);
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .map_err(io_err(&p))?;
+        }
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn queue_dir(&self) -> PathBuf {
+        self.dir.join("queue")
+    }
+
+    fn msg_path(&self, id: &str) -> PathBuf {
+        self.queue_dir().join(format!("{id}.msg"))
+    }
+
+    fn state_path(&self, id: &str) -> PathBuf {
+        self.queue_dir().join(format!("{id}.state"))
+    }
+
+    /// Writes all entries durably: each file fsynced, renamed into `queue/`, then the
+    /// directory fsynced. Returns only when a crash can no longer lose them.
+    pub fn store(&self, entries: &[(Envelope, &[u8])]) -> Result<(), SpoolError> {
+        let tmp_dir = self.dir.join("tmp");
+        let mut written = Vec::with_capacity(entries.len());
+        for (env, message) in entries {
+            if !valid_id(&env.id) {
+                return Err(SpoolError::Corrupt {
+                    id: env.id.clone(),
+                    why: "invalid id".into(),
+                });
+            }
+            let tmp = tmp_dir.join(format!("{}.msg", env.id));
+            let result = (|| -> io::Result<()> {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)?;
+                let header = serde_json::to_vec(env).map_err(io::Error::other)?;
+                let mut head = Vec::with_capacity(MAGIC.len() + header.len() + 1);
+                head.extend_from_slice(MAGIC);
+                head.extend_from_slice(&header);
+                head.push(b'\n');
+                f.write_all(&head)?;
+                f.write_all(message)?;
+                f.sync_all()
+            })();
+            if let Err(e) = result {
+                let _ = fs::remove_file(&tmp);
+                for (t, _) in &written {
+                    let _ = fs::remove_file(t);
+                }
+                return Err(SpoolError::Io {
+                    path: tmp,
+                    source: e,
+                });
+            }
+            written.push((tmp, self.msg_path(&env.id)));
+        }
+        for (tmp, dest) in &written {
+            fs::rename(tmp, dest).map_err(io_err(dest))?;
+        }
+        fsync_dir(&self.queue_dir())
+    }
+
+    /// Reads an entry's envelope, state and size (not the message).
+    pub fn entry(&self, id: &str) -> Result<SpoolEntry, SpoolError> {
+        if !valid_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let path = self.msg_path(id);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let size = f.metadata().map_err(io_err(&path))?.len();
+        // The header is small; read a bounded prefix.
+        let mut head = vec![0u8; 64 * 1024];
+        let mut n = 0;
+        loop {
+            let k = f.read(&mut head[n..]).map_err(io_err(&path))?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+            if n == head.len() {
+                break;
+            }
+        }
+        let (envelope, body_offset) = parse_header(id, &head[..n])?;
+        let state = self.read_state(id)?;
+        Ok(SpoolEntry {
+            envelope,
+            state,
+            size: size.saturating_sub(body_offset as u64),
+        })
+    }
+
+    /// Reads the message bytes of an entry.
+    pub fn message(&self, id: &str) -> Result<Vec<u8>, SpoolError> {
+        let path = self.msg_path(id);
+        let data = fs::read(&path).map_err(io_err(&path))?;
+        let (_, off) = parse_header(id, &data)?;
+        Ok(data[off..].to_vec())
+    }
+
+    fn read_state(&self, id: &str) -> Result<DeliveryState, SpoolError> {
+        let path = self.state_path(id);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| SpoolError::Corrupt {
+                id: id.to_string(),
+                why: format!("state file: {e}"),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DeliveryState::default()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Atomically replaces an entry's delivery state (write, fsync, rename, fsync dir).
+    pub fn set_state(&self, id: &str, state: &DeliveryState) -> Result<(), SpoolError> {
+        let tmp = self.dir.join("tmp").join(format!("{id}.state"));
+        let dest = self.state_path(id);
+        let bytes = serde_json::to_vec(state).map_err(|e| SpoolError::Corrupt {
+            id: id.to_string(),
+            why: e.to_string(),
+        })?;
+        (|| -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })()
+        .map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        fsync_dir(&self.queue_dir())
+    }
+
+    /// Removes a finished entry.
+    pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        if !valid_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let msg = self.msg_path(id);
+        match fs::remove_file(&msg) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(io_err(&msg)(e)),
+        }
+        let _ = fs::remove_file(self.state_path(id));
+        fsync_dir(&self.queue_dir())
+    }
+
+    /// Moves an unreadable entry to `corrupt/` with a `.why` file; never deletes it.
+    pub fn quarantine(&self, id: &str, why: &str) -> Result<(), SpoolError> {
+        let corrupt = self.dir.join("corrupt");
+        for ext in ["msg", "state"] {
+            let src = self.queue_dir().join(format!("{id}.{ext}"));
+            if src.exists() {
+                let dest = corrupt.join(format!("{id}.{ext}"));
+                fs::rename(&src, &dest).map_err(io_err(&dest))?;
+            }
+        }
+        let why_path = corrupt.join(format!("{id}.why"));
+        fs::write(&why_path, format!("{why}\n")).map_err(io_err(&why_path))?;
+        fsync_dir(&corrupt)?;
+        fsync_dir(&self.queue_dir())
+    }
+
+    /// All readable entries, oldest first. Unreadable ones are quarantined and returned
+    /// in the second list as `(id, why)`. Leftovers in `tmp/` (never acknowledged) are removed.
+    pub fn scan(&self) -> Result<(Vec<SpoolEntry>, Vec<(String, String)>), SpoolError> {
+        let tmp = self.dir.join("tmp");
+        if let Ok(rd) = fs::read_dir(&tmp) {
+            for e in rd.flatten() {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+        let qdir = self.queue_dir();
+        let mut ids: Vec<String> = Vec::new();
+        let mut orphans = Vec::new();
+        for e in fs::read_dir(&qdir).map_err(io_err(&qdir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".msg") {
+                ids.push(id.to_string());
+            } else if let Some(id) = name.strip_suffix(".state") {
+                orphans.push(id.to_string());
+            }
+        }
+        ids.sort();
+        for o in orphans {
+            if !ids.contains(&o) {
+                let _ = fs::remove_file(self.state_path(&o));
+            }
+        }
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for id in ids {
+            match self.entry(&id) {
+                Ok(e) => good.push(e),
+                Err(SpoolError::Corrupt { why, .. }) => {
+                    self.quarantine(&id, &why)?;
+                    bad.push((id, why));
+                }
+                Err(SpoolError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((good, bad))
+    }
+
+    /// Ids of quarantined entries.
+    pub fn corrupt_ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.dir.join("corrupt"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_suffix(".why")
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+fn parse_header(id: &str, data: &[u8]) -> Result<(Envelope, usize), SpoolError> {
+    let corrupt = |why: &str| SpoolError::Corrupt {
+        id: id.to_string(),
+        why: why.to_string(),
+    };
+    let rest = data
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| corrupt("missing spool header (not a sealgate spool file)"))?;
+    let nl = rest
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| corrupt("truncated envelope"))?;
+    let env: Envelope = serde_json::from_slice(&rest[..nl])
+        .map_err(|e| corrupt(&format!("envelope is not valid: {e}")))?;
+    if env.id != id {
+        return Err(corrupt("envelope id does not match file name"));
+    }
+    if env.rcpts.is_empty() {
+        return Err(corrupt("envelope has no recipients"));
+    }
+    Ok((env, MAGIC.len() + nl + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(id: &str) -> Envelope {
+        Envelope {
+            id: id.into(),
+            from: "a@example.com".into(),
+            rcpts: vec!["b@example.com".into()],
+            created: 1,
+            client: "local".into(),
+            message_id: None,
+            policy_version: None,
+            kind: EntryKind::Message,
+            body_8bit: false,
+            smtputf8: false,
+        }
+    }
+
+    #[test]
+    fn store_read_update_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let id = new_id();
+        s.store(&[(env(&id), b"Subject: x\r\n\r\nhi\r\n")]).unwrap();
+        let (entries, bad) = s.scan().unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(bad.is_empty());
+        assert_eq!(s.message(&id).unwrap(), b"Subject: x\r\n\r\nhi\r\n");
+        let st = DeliveryState {
+            attempts: 2,
+            ..Default::default()
+        };
+        s.set_state(&id, &st).unwrap();
+        assert_eq!(s.entry(&id).unwrap().state.attempts, 2);
+        s.remove(&id).unwrap();
+        assert!(s.scan().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn damaged_entry_is_quarantined_not_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        fs::write(d.path().join("queue/BROKEN.msg"), b"garbage").unwrap();
+        let (good, bad) = s.scan().unwrap();
+        assert!(good.is_empty());
+        assert_eq!(bad[0].0, "BROKEN");
+        assert!(d.path().join("corrupt/BROKEN.msg").exists());
+        assert_eq!(s.corrupt_ids(), vec!["BROKEN".to_string()]);
+    }
+
+    #[test]
+    fn ids_are_unique_and_ordered() {
+        let a = new_id();
+        let b = new_id();
+        assert_ne!(a, b);
+        assert!(valid_id(&a));
+    }
+}
