@@ -13,10 +13,14 @@
 pub mod audit;
 pub mod config;
 pub mod doctor;
+pub mod dsn;
+pub mod metrics;
 pub mod policy;
+pub mod relay;
 pub mod reply;
 pub mod secret;
 pub mod session;
 pub mod spool;
 pub mod transform;
+pub mod upstream;
 pub mod verdict;

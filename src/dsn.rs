@@ -1,0 +1,121 @@
+//! Delivery status notifications (RFC 3464 `multipart/report`) for the envelope sender.
+//!
+//! Only the original's headers travel back (`text/rfc822-headers`), never its body: the
+//! body may be the encrypted or sensitive content the sender should already have.
+//! A DSN is sent with the null reverse-path, so it can never cause another DSN.
+
+use crate::audit::rfc5322_date;
+use crate::spool::Envelope;
+
+/// One recipient that failed for good.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub rcpt: String,
+    /// RFC 3463 status, e.g. `5.1.1` or `4.4.7` for an expired retry period.
+    pub status: String,
+    /// What the upstream said, or why we gave up.
+    pub diagnostic: String,
+}
+
+/// Builds the DSN message for `original` (whose bytes are `message`).
+pub fn build(hostname: &str, upstream: &str, original: &Envelope, message: &[u8], failures: &[Failure]) -> Vec<u8> {
+    let now = crate::spool::now() as i64;
+    let boundary = format!("{}/{}", original.id, hostname);
+    let headers = original_headers(message);
+    let mut out = String::with_capacity(2048 + headers.len());
+    out.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"));
+    out.push_str(&format!("To: <{}>\r\n", original.from));
+    out.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
+    out.push_str(&format!("Date: {}\r\n", rfc5322_date(now)));
+    out.push_str(&format!("Message-ID: <{}.dsn@{hostname}>\r\n", original.id));
+    out.push_str("Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\n");
+    out.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+    ));
+    out.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+    out.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
+    out.push_str(&format!(
+        "This is sealgate on {hostname}.\r\n\r\nYour message (queue id {}) could not be delivered to the\r\nrecipients below. The relay upstream was {upstream}.\r\n\r\n",
+        original.id
+    ));
+    for f in failures {
+        out.push_str(&format!("<{}>: {}\r\n", f.rcpt, one_line(&f.diagnostic)));
+    }
+    out.push_str(&format!("\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"));
+    out.push_str(&format!("Reporting-MTA: dns; {hostname}\r\n"));
+    out.push_str(&format!("X-Sealgate-Queue-ID: {}\r\n", original.id));
+    out.push_str(&format!("Arrival-Date: {}\r\n", rfc5322_date(original.created as i64)));
+    for f in failures {
+        out.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nRemote-MTA: dns; {upstream}\r\nDiagnostic-Code: smtp; {}\r\n",
+            f.rcpt,
+            f.status,
+            one_line(&f.diagnostic)
+        ));
+    }
+    out.push_str(&format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(headers);
+    if !headers.ends_with(b"\r\n") {
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    bytes
+}
+
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// The header block of a message (up to, not including, the empty line).
+pub fn original_headers(message: &[u8]) -> &[u8] {
+    let end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 2)
+        .unwrap_or(message.len().min(64 * 1024));
+    &message[..end.min(64 * 1024)]
+}
+
+/// The status to report for an upstream reply: its own enhanced code, else one by class.
+pub fn status_for(code: u16, enhanced: Option<&str>) -> String {
+    match enhanced {
+        Some(e) => e.to_string(),
+        None if code >= 500 => "5.0.0".to_string(),
+        None => "4.0.0".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::EntryKind;
+
+    #[test]
+    fn dsn_is_a_parseable_multipart_report_without_the_body() {
+        let env = Envelope {
+            id: "ABC".into(),
+            from: "app@example.com".into(),
+            rcpts: vec!["x@example.net".into()],
+            created: 0,
+            client: "local".into(),
+            message_id: None,
+            policy_version: None,
+            kind: EntryKind::Message,
+            body_8bit: false,
+            smtputf8: false,
+        };
+        let msg = b"Subject: payslip\r\nFrom: app@example.com\r\n\r\nSECRET BODY\r\n";
+        let dsn = build("gw.test", "smtp.test", &env, msg, &[Failure {
+            rcpt: "x@example.net".into(),
+            status: "5.1.1".into(),
+            diagnostic: "550 5.1.1 no such user".into(),
+        }]);
+        let text = String::from_utf8(dsn.clone()).unwrap();
+        assert!(!text.contains("SECRET BODY"));
+        assert!(text.contains("Status: 5.1.1"));
+        let parsed = mail_parser::MessageParser::default().parse(&dsn).unwrap();
+        assert_eq!(parsed.parts.len(), 4);
+        assert_eq!(parsed.subject(), Some("Undelivered Mail Returned to Sender"));
+    }
+}

@@ -1,0 +1,480 @@
+//! Relay workers: take due spool entries, deliver them upstream, and record the outcome.
+//!
+//! Per recipient: 2xx is done; 4xx, a connection or TLS failure defers with exponential
+//! backoff (`retry_base` doubling up to `max_retry_interval`); 5xx, or still failing after
+//! `give_up_after`, produces a DSN to the envelope sender (never for the null sender).
+//! An entry leaves the spool only when every recipient is done. Upstream connections are
+//! kept open and reused across messages by the same worker.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+
+use crate::audit::Audit;
+use crate::dsn::{self, Failure};
+use crate::metrics::Metrics;
+use crate::spool::{self, EntryKind, Envelope, Spool, SpoolEntry, SpoolError};
+use crate::upstream::{Connection, RcptOutcome, UpstreamError, UpstreamSettings};
+
+/// Retry and reporting settings that come with the upstream; replaced on reload.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub upstream: UpstreamSettings,
+    pub give_up_after: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Our host name for DSNs.
+    pub hostname: String,
+}
+
+/// Which entries are due when. `active` entries are being delivered by a worker.
+#[derive(Debug, Default)]
+struct Schedule {
+    by_time: BTreeSet<(u64, String)>,
+    when: HashMap<String, u64>,
+    active: HashSet<String>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// How long an upstream connection may sit idle before we close it.
+const IDLE_CLOSE: Duration = Duration::from_secs(30);
+/// Reused connections idle longer than this are probed with RSET first.
+const PROBE_AFTER: Duration = Duration::from_secs(5);
+
+/// The relay: schedule plus workers.
+pub struct Relay {
+    spool: Spool,
+    audit: Arc<Audit>,
+    metrics: Arc<Metrics>,
+    /// Replaced atomically on reload; each delivery uses one snapshot.
+    settings: RwLock<Arc<RelaySettings>>,
+    schedule: Mutex<Schedule>,
+    wake: Notify,
+}
+
+impl Relay {
+    /// A relay over `spool`.
+    pub fn new(spool: Spool, settings: RelaySettings, audit: Arc<Audit>, metrics: Arc<Metrics>) -> Arc<Relay> {
+        Arc::new(Relay {
+            spool,
+            audit,
+            metrics,
+            settings: RwLock::new(Arc::new(settings)),
+            schedule: Mutex::new(Schedule::default()),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Swaps in new settings (reload); deliveries in progress finish with the old ones.
+    pub fn set_settings(&self, s: RelaySettings) {
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    }
+
+    fn settings(&self) -> Arc<RelaySettings> {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Schedules `id` for delivery at `at_ms` (unix milliseconds); earlier wins.
+    pub fn schedule(&self, id: &str, at_ms: u64) {
+        {
+            let mut s = self.lock();
+            if let Some(&old) = s.when.get(id) {
+                if old <= at_ms {
+                    return;
+                }
+                s.by_time.remove(&(old, id.to_string()));
+            }
+            s.by_time.insert((at_ms, id.to_string()));
+            s.when.insert(id.to_string(), at_ms);
+            self.metrics.queue_size.store(s.when.len() as u64 + s.active.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Schedules freshly stored entries for immediate delivery.
+    pub fn schedule_now(&self, ids: &[String]) {
+        let now = now_ms();
+        for id in ids {
+            self.schedule(id, now);
+        }
+    }
+
+    /// Reads the whole spool and schedules every entry (startup, `queue retry`).
+    /// `force` makes every entry due now. Damaged entries are quarantined and audited.
+    pub fn rescan(&self, force: bool) -> Result<usize, SpoolError> {
+        let (entries, bad) = self.spool.scan()?;
+        for (id, why) in bad {
+            tracing::error!("spool entry {id} is damaged and was moved to corrupt/: {why}");
+            self.audit.record("quarantined", json!({"queue_id": id, "reason": why}));
+        }
+        let n = entries.len();
+        for e in entries {
+            if e.state.held && !force {
+                continue;
+            }
+            let at = if force { 0 } else { e.state.next_attempt * 1000 };
+            self.schedule(&e.envelope.id, at);
+        }
+        Ok(n)
+    }
+
+    fn take_due(&self) -> Result<String, Option<u64>> {
+        let mut s = self.lock();
+        let now = now_ms();
+        let first = s.by_time.iter().next().cloned();
+        match first {
+            Some((t, id)) if t <= now => {
+                if s.active.contains(&id) {
+                    // Being delivered right now: try again shortly.
+                    s.by_time.remove(&(t, id.clone()));
+                    s.by_time.insert((now + 1000, id.clone()));
+                    s.when.insert(id, now + 1000);
+                    return Err(Some(1000));
+                }
+                s.by_time.remove(&(t, id.clone()));
+                s.when.remove(&id);
+                s.active.insert(id.clone());
+                Ok(id)
+            }
+            Some((t, _)) => Err(Some(t - now)),
+            None => Err(None),
+        }
+    }
+
+    fn finished(&self, id: &str) {
+        let mut s = self.lock();
+        s.active.remove(id);
+        self.metrics.queue_size.store(s.when.len() as u64 + s.active.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Entries scheduled or being delivered.
+    pub fn backlog(&self) -> usize {
+        let s = self.lock();
+        s.when.len() + s.active.len()
+    }
+
+    /// Starts `workers` delivery tasks; they stop when `shutdown` turns true.
+    pub fn start(self: &Arc<Self>, workers: usize, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        (0..workers)
+            .map(|_| {
+                let me = self.clone();
+                let sd = shutdown.clone();
+                tokio::spawn(async move { me.worker(sd).await })
+            })
+            .collect()
+    }
+
+    async fn worker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut conn: Option<Connection> = None;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            match self.take_due() {
+                Ok(id) => {
+                    self.deliver(&id, &mut conn).await;
+                    self.finished(&id);
+                }
+                Err(next) => {
+                    let wait = next
+                        .map(Duration::from_millis)
+                        .unwrap_or(IDLE_CLOSE)
+                        .min(IDLE_CLOSE);
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    if let Some(c) = &conn {
+                        if c.last_used.elapsed() >= IDLE_CLOSE {
+                            if let Some(c) = conn.take() {
+                                c.quit().await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(c) = conn.take() {
+            c.quit().await;
+        }
+    }
+
+    async fn connect(&self, s: &RelaySettings) -> Result<Connection, UpstreamError> {
+        self.metrics
+            .upstream_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let r = Connection::open(&s.upstream).await;
+        if matches!(r, Err(UpstreamError::Tls { .. } | UpstreamError::NoStarttls(_) | UpstreamError::Injection)) {
+            self.metrics
+                .upstream_tls_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// One delivery attempt of one entry.
+    async fn deliver(&self, id: &str, conn: &mut Option<Connection>) {
+        let entry = match self.spool.entry(id) {
+            Ok(e) => e,
+            Err(SpoolError::NotFound(_)) => return,
+            Err(SpoolError::Corrupt { why, .. }) => {
+                tracing::error!("spool entry {id} is damaged: {why}; moved to corrupt/");
+                let _ = self.spool.quarantine(id, &why);
+                self.audit.record("quarantined", json!({"queue_id": id, "reason": why}));
+                return;
+            }
+            Err(e) => {
+                tracing::error!("cannot read spool entry {id}: {e}; retrying in a minute");
+                self.schedule(id, now_ms() + 60_000);
+                return;
+            }
+        };
+        if entry.state.held {
+            return;
+        }
+        let message = match self.spool.message(id) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("cannot read spool entry {id}: {e}; retrying in a minute");
+                self.schedule(id, now_ms() + 60_000);
+                return;
+            }
+        };
+        let pending = entry.pending();
+        if pending.is_empty() {
+            let _ = self.spool.remove(id);
+            return;
+        }
+        let settings = self.settings();
+        let env = &entry.envelope;
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let reused = conn.is_some();
+            if let Some(c) = conn.as_mut() {
+                let stale = c.last_used.elapsed() >= IDLE_CLOSE
+                    || (c.last_used.elapsed() >= PROBE_AFTER && !c.still_usable().await);
+                if stale {
+                    conn.take();
+                }
+            }
+            if conn.is_none() {
+                match self.connect(&settings).await {
+                    Ok(c) => *conn = Some(c),
+                    Err(e) => break Err(e),
+                }
+            }
+            let Some(c) = conn.as_mut() else {
+                continue;
+            };
+            match c.send(&env.from, &pending, &message, env.body_8bit, env.smtputf8).await {
+                Ok(r) => break Ok(r),
+                Err(e) => {
+                    conn.take();
+                    // A reused connection may have been closed by the server meanwhile.
+                    if reused && attempt == 1 && !e.is_permanent() {
+                        continue;
+                    }
+                    break Err(e);
+                }
+            }
+        };
+        let (tls_version, cipher) = conn
+            .as_ref()
+            .map(|c| (c.tls_version.clone(), c.cipher.clone()))
+            .unwrap_or_default();
+        let outcomes: Vec<(String, RcptOutcome)> = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let text = e.to_string();
+                tracing::warn!("delivery of {id} failed: {text}");
+                let permanent = e.is_permanent();
+                pending
+                    .iter()
+                    .map(|r| {
+                        let o = match &e {
+                            UpstreamError::Refused(reply) if permanent => RcptOutcome::Permanent(reply.clone()),
+                            _ => RcptOutcome::Transient(text.clone()),
+                        };
+                        (r.clone(), o)
+                    })
+                    .collect()
+            }
+        };
+        self.record_outcomes(&entry, &message, outcomes, &settings, &tls_version, &cipher);
+    }
+
+    fn record_outcomes(
+        &self,
+        entry: &SpoolEntry,
+        message: &[u8],
+        outcomes: Vec<(String, RcptOutcome)>,
+        settings: &RelaySettings,
+        tls_version: &str,
+        cipher: &str,
+    ) {
+        let env = &entry.envelope;
+        let mut state = entry.state.clone();
+        state.attempts += 1;
+        let mut delivered = Vec::new();
+        let mut failures = Vec::new();
+        let mut deferred = Vec::new();
+        let mut last_reply = String::new();
+        for (rcpt, o) in outcomes {
+            match o {
+                RcptOutcome::Delivered(r) => {
+                    last_reply = r.to_string();
+                    delivered.push(rcpt.clone());
+                    state.done.push(rcpt);
+                }
+                RcptOutcome::Permanent(r) => {
+                    failures.push(Failure {
+                        rcpt: rcpt.clone(),
+                        status: dsn::status_for(r.code, r.enhanced()),
+                        diagnostic: r.to_string(),
+                    });
+                    state.done.push(rcpt);
+                }
+                RcptOutcome::Transient(why) => deferred.push((rcpt, why)),
+            }
+        }
+        if !delivered.is_empty() {
+            self.metrics.relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.audit.record(
+                "relayed",
+                json!({
+                    "queue_id": env.id, "message_id": env.message_id, "from": env.from,
+                    "rcpts": delivered, "upstream": settings.upstream.host,
+                    "reply": last_reply, "tls_version": tls_version, "cipher": cipher,
+                    "attempts": state.attempts,
+                }),
+            );
+        }
+        let age = Duration::from_secs(spool::now().saturating_sub(env.created));
+        if !deferred.is_empty() && age >= settings.give_up_after {
+            for (rcpt, why) in deferred.drain(..) {
+                failures.push(Failure {
+                    rcpt: rcpt.clone(),
+                    status: "4.4.7".into(),
+                    diagnostic: format!(
+                        "gave up after {} (give_up_after); last error: {why}",
+                        humanize(settings.give_up_after)
+                    ),
+                });
+                state.done.push(rcpt);
+            }
+        }
+        if !failures.is_empty() {
+            self.bounce(env, message, &failures, settings);
+        }
+        if deferred.is_empty() {
+            if let Err(e) = self.spool.remove(&env.id) {
+                tracing::error!("cannot remove delivered entry {}: {e}", env.id);
+            }
+            return;
+        }
+        let backoff = backoff(settings.retry_base, settings.retry_max, state.attempts);
+        state.next_attempt = spool::now() + backoff.as_secs().max(1);
+        state.last_error = deferred.first().map(|(_, w)| w.clone());
+        self.metrics.deferred.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.audit.record(
+            "deferred",
+            json!({
+                "queue_id": env.id, "message_id": env.message_id, "from": env.from,
+                "rcpts": deferred.iter().map(|(r, _)| r).collect::<Vec<_>>(),
+                "reason": state.last_error, "attempts": state.attempts,
+                "retry_in_seconds": backoff.as_secs().max(1),
+                "tls_version": tls_version, "cipher": cipher,
+            }),
+        );
+        if let Err(e) = self.spool.set_state(&env.id, &state) {
+            tracing::error!("cannot record delivery state of {}: {e}", env.id);
+        }
+        self.schedule(&env.id, now_ms() + backoff.as_millis() as u64);
+    }
+
+    fn bounce(&self, env: &Envelope, message: &[u8], failures: &[Failure], settings: &RelaySettings) {
+        self.metrics
+            .bounced
+            .fetch_add(failures.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let rcpts: Vec<&str> = failures.iter().map(|f| f.rcpt.as_str()).collect();
+        let reasons: Vec<&str> = failures.iter().map(|f| f.diagnostic.as_str()).collect();
+        if env.from.is_empty() || env.kind == EntryKind::Dsn {
+            self.audit.record(
+                "bounced",
+                json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from,
+                       "rcpts": rcpts, "reasons": reasons, "dsn": null,
+                       "note": "null sender: no DSN is sent"}),
+            );
+            return;
+        }
+        let bytes = dsn::build(&settings.hostname, &settings.upstream.host, env, message, failures);
+        let dsn_env = Envelope {
+            id: spool::new_id(),
+            from: String::new(),
+            rcpts: vec![env.from.clone()],
+            created: spool::now(),
+            client: "sealgate".into(),
+            message_id: Some(format!("<{}.dsn@{}>", env.id, settings.hostname)),
+            policy_version: None,
+            kind: EntryKind::Dsn,
+            body_8bit: false,
+            smtputf8: env.smtputf8,
+        };
+        let dsn_id = dsn_env.id.clone();
+        match self.spool.store(&[(dsn_env, &bytes)]) {
+            Ok(()) => self.schedule_now(std::slice::from_ref(&dsn_id)),
+            Err(e) => tracing::error!("cannot spool DSN for {}: {e}", env.id),
+        }
+        self.audit.record(
+            "bounced",
+            json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from,
+                   "rcpts": rcpts, "reasons": reasons, "dsn": dsn_id}),
+        );
+    }
+}
+
+/// `base * 2^(attempts-1)`, at most `max`.
+pub fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
+    let shift = attempts.saturating_sub(1).min(20);
+    base.saturating_mul(1u32 << shift).min(max)
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 86400 == 0 && s > 0 {
+        format!("{}d", s / 86400)
+    } else if s % 3600 == 0 && s > 0 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Duration::from_secs(60);
+        let m = Duration::from_secs(3600);
+        assert_eq!(backoff(b, m, 1), Duration::from_secs(60));
+        assert_eq!(backoff(b, m, 3), Duration::from_secs(240));
+        assert_eq!(backoff(b, m, 30), m);
+    }
+}
