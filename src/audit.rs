@@ -57,7 +57,11 @@ impl Audit {
             obj.extend(m);
         }
         let mut line = Value::Object(obj).to_string();
-        tracing::info!(target: "audit", "{line}");
+        if self.file.is_some() {
+            tracing::debug!(target: "audit", "{line}");
+        } else {
+            tracing::info!(target: "audit", "{line}");
+        }
         line.push('\n');
         if let Some(f) = &self.file {
             // A poisoned lock only means another writer panicked mid-record; keep auditing.
@@ -110,7 +114,8 @@ pub fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
 /// RFC 5322 date for `secs` (UTC), e.g. `Sun, 29 Nov 2026 13:00:00 +0000`.
 pub fn rfc5322_date(secs: i64) -> String {
     let (y, mo, d, h, mi, s) = civil(secs);
-    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][secs.div_euclid(86400).rem_euclid(7) as usize];
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
+        [secs.div_euclid(86400).rem_euclid(7) as usize];
     let mon = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ][(mo - 1) as usize];
@@ -124,7 +129,10 @@ mod tests {
     #[test]
     fn dates_are_right() {
         assert_eq!(civil(0), (1970, 1, 1, 0, 0, 0));
-        assert_eq!(rfc5322_date(1_795_957_200), "Sun, 29 Nov 2026 13:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_957_200),
+            "Sun, 29 Nov 2026 13:00:00 +0000"
+        );
     }
 
     #[test]
@@ -135,7 +143,10 @@ mod tests {
         a.record("received", serde_json::json!({"queue_id": "X"}));
         a.record("relayed", serde_json::json!({"queue_id": "X"}));
         let text = std::fs::read_to_string(&p).unwrap();
-        let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["event"], "relayed");
     }

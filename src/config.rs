@@ -45,10 +45,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// S/MIME certificates and signers; absent means no S/MIME action can succeed.
     #[serde(default)]
-    pub smime: Option<toml::Value>, // INTEGRATE: SmimeConfig
+    pub smime: Option<crate::transform::smime::SmimeConfig>,
     /// DKIM keys; several for one domain mean several signatures.
     #[serde(default)]
-    pub dkim: Vec<toml::Value>, // INTEGRATE: DkimConfig
+    pub dkim: Vec<crate::transform::dkim::DkimConfig>,
     /// The audit log of every decision.
     #[serde(default)]
     pub audit: AuditConfig,
@@ -430,10 +430,7 @@ impl Config {
             message,
         };
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             invalid(line, col, e.message().to_string())
         })?;
         cfg.path = path.to_path_buf();
@@ -486,11 +483,7 @@ impl Config {
         }
         if cfg.server.tls_cert.is_some() != cfg.server.tls_key.is_some() {
             let (l, c) = locate_key(text, "server", "tls_cert");
-            return Err(invalid(
-                l,
-                c,
-                "tls_cert and tls_key go together".into(),
-            ));
+            return Err(invalid(l, c, "tls_cert and tls_key go together".into()));
         }
         if cfg.server.max_recipients == 0 || cfg.server.max_connections == 0 {
             let (l, c) = locate_key(text, "server", "max_recipients");
@@ -609,7 +602,8 @@ fn nth_key(text: &str, section: &str, key: &str, n: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "[spool]\ndir = \"spool\"\n[upstream]\nhost = \"smtp.example.net\"\ntls = \"starttls\"\n";
+    const MINIMAL: &str =
+        "[spool]\ndir = \"spool\"\n[upstream]\nhost = \"smtp.example.net\"\ntls = \"starttls\"\n";
 
     #[test]
     fn minimal_config_gets_secure_defaults() {
@@ -623,7 +617,9 @@ mod tests {
     #[test]
     fn unknown_key_is_reported_with_line_and_column() {
         let text = format!("{MINIMAL}colour = \"blue\"\n");
-        let err = Config::parse(&text, Path::new("s.toml")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("s.toml:6:1:"), "{err}");
         assert!(err.contains("colour"), "{err}");
     }
@@ -631,7 +627,9 @@ mod tests {
     #[test]
     fn inline_password_is_refused() {
         let text = format!("{MINIMAL}password = \"hunter2\"\n");
-        let err = Config::parse(&text, Path::new("s.toml")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("s.toml:6:1:"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
@@ -639,14 +637,21 @@ mod tests {
     #[test]
     fn non_loopback_listen_needs_auth() {
         let text = format!("[server]\nlisten = [\"0.0.0.0:25\"]\n{MINIMAL}");
-        let err = Config::parse(&text, Path::new("s.toml")).unwrap_err().to_string();
-        assert!(err.contains("s.toml:2:1:") && err.contains("require_auth"), "{err}");
+        let err = Config::parse(&text, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("s.toml:2:1:") && err.contains("require_auth"),
+            "{err}"
+        );
     }
 
     #[test]
     fn plaintext_upstream_is_not_a_setting() {
         let text = MINIMAL.replace("starttls", "none");
-        let err = Config::parse(&text, Path::new("s.toml")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("s.toml:5:"), "{err}");
     }
 

@@ -18,12 +18,20 @@ pub struct Failure {
 }
 
 /// Builds the DSN message for `original` (whose bytes are `message`).
-pub fn build(hostname: &str, upstream: &str, original: &Envelope, message: &[u8], failures: &[Failure]) -> Vec<u8> {
+pub fn build(
+    hostname: &str,
+    upstream: &str,
+    original: &Envelope,
+    message: &[u8],
+    failures: &[Failure],
+) -> Vec<u8> {
     let now = crate::spool::now() as i64;
     let boundary = format!("{}/{}", original.id, hostname);
     let headers = original_headers(message);
     let mut out = String::with_capacity(2048 + headers.len());
-    out.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"));
+    out.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
+    ));
     out.push_str(&format!("To: <{}>\r\n", original.from));
     out.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
     out.push_str(&format!("Date: {}\r\n", rfc5322_date(now)));
@@ -33,7 +41,9 @@ pub fn build(hostname: &str, upstream: &str, original: &Envelope, message: &[u8]
         "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
     ));
     out.push_str("This is a MIME-encapsulated message.\r\n\r\n");
-    out.push_str(&format!("--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
+    out.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    ));
     out.push_str(&format!(
         "This is sealgate on {hostname}.\r\n\r\nYour message (queue id {}) could not be delivered to the\r\nrecipients below. The relay upstream was {upstream}.\r\n\r\n",
         original.id
@@ -41,10 +51,15 @@ pub fn build(hostname: &str, upstream: &str, original: &Envelope, message: &[u8]
     for f in failures {
         out.push_str(&format!("<{}>: {}\r\n", f.rcpt, one_line(&f.diagnostic)));
     }
-    out.push_str(&format!("\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"));
+    out.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+    ));
     out.push_str(&format!("Reporting-MTA: dns; {hostname}\r\n"));
     out.push_str(&format!("X-Sealgate-Queue-ID: {}\r\n", original.id));
-    out.push_str(&format!("Arrival-Date: {}\r\n", rfc5322_date(original.created as i64)));
+    out.push_str(&format!(
+        "Arrival-Date: {}\r\n",
+        rfc5322_date(original.created as i64)
+    ));
     for f in failures {
         out.push_str(&format!(
             "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nRemote-MTA: dns; {upstream}\r\nDiagnostic-Code: smtp; {}\r\n",
@@ -53,7 +68,9 @@ pub fn build(hostname: &str, upstream: &str, original: &Envelope, message: &[u8]
             one_line(&f.diagnostic)
         ));
     }
-    out.push_str(&format!("\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+    out.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ));
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(headers);
     if !headers.ends_with(b"\r\n") {
@@ -64,7 +81,9 @@ pub fn build(hostname: &str, upstream: &str, original: &Envelope, message: &[u8]
 }
 
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// The header block of a message (up to, not including, the empty line).
@@ -106,16 +125,25 @@ mod tests {
             smtputf8: false,
         };
         let msg = b"Subject: payslip\r\nFrom: app@example.com\r\n\r\nSECRET BODY\r\n";
-        let dsn = build("gw.test", "smtp.test", &env, msg, &[Failure {
-            rcpt: "x@example.net".into(),
-            status: "5.1.1".into(),
-            diagnostic: "550 5.1.1 no such user".into(),
-        }]);
+        let dsn = build(
+            "gw.test",
+            "smtp.test",
+            &env,
+            msg,
+            &[Failure {
+                rcpt: "x@example.net".into(),
+                status: "5.1.1".into(),
+                diagnostic: "550 5.1.1 no such user".into(),
+            }],
+        );
         let text = String::from_utf8(dsn.clone()).unwrap();
         assert!(!text.contains("SECRET BODY"));
         assert!(text.contains("Status: 5.1.1"));
         let parsed = mail_parser::MessageParser::default().parse(&dsn).unwrap();
         assert_eq!(parsed.parts.len(), 4);
-        assert_eq!(parsed.subject(), Some("Undelivered Mail Returned to Sender"));
+        assert_eq!(
+            parsed.subject(),
+            Some("Undelivered Mail Returned to Sender")
+        );
     }
 }

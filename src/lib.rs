@@ -11,16 +11,28 @@
 //! Each module owns one step of that picture; see its top comment.
 
 pub mod audit;
+pub mod capture;
+pub mod check;
+pub mod cli_support;
 pub mod config;
+pub mod demo;
 pub mod doctor;
 pub mod dsn;
+pub mod explain;
+pub mod ingest;
+pub mod listener;
 pub mod metrics;
+pub mod pki;
 pub mod policy;
 pub mod relay;
 pub mod reply;
+pub mod runtime;
+pub mod sendmail;
+pub mod server;
 pub mod secret;
 pub mod session;
 pub mod spool;
+pub mod submit;
 pub mod transform;
 pub mod upstream;
 pub mod verdict;

@@ -36,18 +36,78 @@ impl Metrics {
             )
         };
         [
-            c("sessions_total", "SMTP sessions accepted.", "counter", &self.sessions),
-            c("sessions_active", "SMTP sessions open now.", "gauge", &self.sessions_active),
-            c("messages_accepted_total", "Messages accepted and spooled.", "counter", &self.messages_accepted),
-            c("messages_rejected_total", "Messages refused at end of DATA.", "counter", &self.messages_rejected),
-            c("recipients_rejected_total", "Recipients refused at RCPT.", "counter", &self.recipients_rejected),
-            c("relayed_total", "Spool entries delivered upstream.", "counter", &self.relayed),
-            c("deferred_total", "Delivery attempts deferred.", "counter", &self.deferred),
-            c("bounced_total", "Recipients that failed for good.", "counter", &self.bounced),
-            c("upstream_connections_total", "Upstream TLS connections opened.", "counter", &self.upstream_connections),
-            c("upstream_tls_failures_total", "Upstream connections refused for TLS reasons.", "counter", &self.upstream_tls_failures),
-            c("queue_entries", "Entries in the spool.", "gauge", &self.queue_size),
-            c("transform_failures_total", "Messages refused because a transform or its self-check failed.", "counter", &self.transform_failures),
+            c(
+                "sessions_total",
+                "SMTP sessions accepted.",
+                "counter",
+                &self.sessions,
+            ),
+            c(
+                "sessions_active",
+                "SMTP sessions open now.",
+                "gauge",
+                &self.sessions_active,
+            ),
+            c(
+                "messages_accepted_total",
+                "Messages accepted and spooled.",
+                "counter",
+                &self.messages_accepted,
+            ),
+            c(
+                "messages_rejected_total",
+                "Messages refused at end of DATA.",
+                "counter",
+                &self.messages_rejected,
+            ),
+            c(
+                "recipients_rejected_total",
+                "Recipients refused at RCPT.",
+                "counter",
+                &self.recipients_rejected,
+            ),
+            c(
+                "relayed_total",
+                "Spool entries delivered upstream.",
+                "counter",
+                &self.relayed,
+            ),
+            c(
+                "deferred_total",
+                "Delivery attempts deferred.",
+                "counter",
+                &self.deferred,
+            ),
+            c(
+                "bounced_total",
+                "Recipients that failed for good.",
+                "counter",
+                &self.bounced,
+            ),
+            c(
+                "upstream_connections_total",
+                "Upstream TLS connections opened.",
+                "counter",
+                &self.upstream_connections,
+            ),
+            c(
+                "upstream_tls_failures_total",
+                "Upstream connections refused for TLS reasons.",
+                "counter",
+                &self.upstream_tls_failures,
+            ),
+            c(
+                "queue_entries",
+                "Entries in the spool.",
+                "gauge",
+                &self.queue_size,
+            ),
+            c(
+                "transform_failures_total",
+                "Messages refused because a transform or its self-check failed.",
+                "counter",
+                &self.transform_failures,
+            ),
         ]
         .concat()
     }
@@ -62,10 +122,13 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
         let m = metrics.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
-            let n = match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
             let req = String::from_utf8_lossy(&buf[..n]);
             let resp = if req.starts_with("GET /metrics") {
                 let body = m.render();
@@ -74,7 +137,8 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                     body.len()
                 )
             } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
             };
             let _ = sock.write_all(resp.as_bytes()).await;
         });

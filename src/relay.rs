@@ -63,7 +63,12 @@ pub struct Relay {
 
 impl Relay {
     /// A relay over `spool`.
-    pub fn new(spool: Spool, settings: RelaySettings, audit: Arc<Audit>, metrics: Arc<Metrics>) -> Arc<Relay> {
+    pub fn new(
+        spool: Spool,
+        settings: RelaySettings,
+        audit: Arc<Audit>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Relay> {
         Arc::new(Relay {
             spool,
             audit,
@@ -80,7 +85,10 @@ impl Relay {
     }
 
     fn settings(&self) -> Arc<RelaySettings> {
-        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
@@ -99,7 +107,10 @@ impl Relay {
             }
             s.by_time.insert((at_ms, id.to_string()));
             s.when.insert(id.to_string(), at_ms);
-            self.metrics.queue_size.store(s.when.len() as u64 + s.active.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.queue_size.store(
+                s.when.len() as u64 + s.active.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         self.wake.notify_one();
     }
@@ -118,14 +129,19 @@ impl Relay {
         let (entries, bad) = self.spool.scan()?;
         for (id, why) in bad {
             tracing::error!("spool entry {id} is damaged and was moved to corrupt/: {why}");
-            self.audit.record("quarantined", json!({"queue_id": id, "reason": why}));
+            self.audit
+                .record("quarantined", json!({"queue_id": id, "reason": why}));
         }
         let n = entries.len();
         for e in entries {
             if e.state.held && !force {
                 continue;
             }
-            let at = if force { 0 } else { e.state.next_attempt * 1000 };
+            let at = if force {
+                0
+            } else {
+                e.state.next_attempt * 1000
+            };
             self.schedule(&e.envelope.id, at);
         }
         Ok(n)
@@ -157,7 +173,10 @@ impl Relay {
     fn finished(&self, id: &str) {
         let mut s = self.lock();
         s.active.remove(id);
-        self.metrics.queue_size.store(s.when.len() as u64 + s.active.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.queue_size.store(
+            s.when.len() as u64 + s.active.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Entries scheduled or being delivered.
@@ -167,7 +186,11 @@ impl Relay {
     }
 
     /// Starts `workers` delivery tasks; they stop when `shutdown` turns true.
-    pub fn start(self: &Arc<Self>, workers: usize, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn start(
+        self: &Arc<Self>,
+        workers: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
         (0..workers)
             .map(|_| {
                 let me = self.clone();
@@ -218,7 +241,12 @@ impl Relay {
             .upstream_connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let r = Connection::open(&s.upstream).await;
-        if matches!(r, Err(UpstreamError::Tls { .. } | UpstreamError::NoStarttls(_) | UpstreamError::Injection)) {
+        if matches!(
+            r,
+            Err(UpstreamError::Tls { .. }
+                | UpstreamError::NoStarttls(_)
+                | UpstreamError::Injection)
+        ) {
             self.metrics
                 .upstream_tls_failures
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -234,7 +262,8 @@ impl Relay {
             Err(SpoolError::Corrupt { why, .. }) => {
                 tracing::error!("spool entry {id} is damaged: {why}; moved to corrupt/");
                 let _ = self.spool.quarantine(id, &why);
-                self.audit.record("quarantined", json!({"queue_id": id, "reason": why}));
+                self.audit
+                    .record("quarantined", json!({"queue_id": id, "reason": why}));
                 return;
             }
             Err(e) => {
@@ -281,7 +310,10 @@ impl Relay {
             let Some(c) = conn.as_mut() else {
                 continue;
             };
-            match c.send(&env.from, &pending, &message, env.body_8bit, env.smtputf8).await {
+            match c
+                .send(&env.from, &pending, &message, env.body_8bit, env.smtputf8)
+                .await
+            {
                 Ok(r) => break Ok(r),
                 Err(e) => {
                     conn.take();
@@ -307,7 +339,9 @@ impl Relay {
                     .iter()
                     .map(|r| {
                         let o = match &e {
-                            UpstreamError::Refused(reply) if permanent => RcptOutcome::Permanent(reply.clone()),
+                            UpstreamError::Refused(reply) if permanent => {
+                                RcptOutcome::Permanent(reply.clone())
+                            }
                             _ => RcptOutcome::Transient(text.clone()),
                         };
                         (r.clone(), o)
@@ -353,7 +387,9 @@ impl Relay {
             }
         }
         if !delivered.is_empty() {
-            self.metrics.relayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .relayed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.audit.record(
                 "relayed",
                 json!({
@@ -390,7 +426,9 @@ impl Relay {
         let backoff = backoff(settings.retry_base, settings.retry_max, state.attempts);
         state.next_attempt = spool::now() + backoff.as_secs().max(1);
         state.last_error = deferred.first().map(|(_, w)| w.clone());
-        self.metrics.deferred.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics
+            .deferred
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.audit.record(
             "deferred",
             json!({
@@ -407,7 +445,13 @@ impl Relay {
         self.schedule(&env.id, now_ms() + backoff.as_millis() as u64);
     }
 
-    fn bounce(&self, env: &Envelope, message: &[u8], failures: &[Failure], settings: &RelaySettings) {
+    fn bounce(
+        &self,
+        env: &Envelope,
+        message: &[u8],
+        failures: &[Failure],
+        settings: &RelaySettings,
+    ) {
         self.metrics
             .bounced
             .fetch_add(failures.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -422,7 +466,13 @@ impl Relay {
             );
             return;
         }
-        let bytes = dsn::build(&settings.hostname, &settings.upstream.host, env, message, failures);
+        let bytes = dsn::build(
+            &settings.hostname,
+            &settings.upstream.host,
+            env,
+            message,
+            failures,
+        );
         let dsn_env = Envelope {
             id: spool::new_id(),
             from: String::new(),

@@ -34,7 +34,12 @@ pub struct Reply {
 impl Reply {
     /// A reply of `class` with basic code `<class digit><code_rest>` and enhanced code
     /// `<class digit>.<subject>.<detail>`.
-    pub fn new(class: Class, code_rest: u16, enhanced: (u16, u16), text: impl Into<String>) -> Reply {
+    pub fn new(
+        class: Class,
+        code_rest: u16,
+        enhanced: (u16, u16),
+        text: impl Into<String>,
+    ) -> Reply {
         Reply {
             class,
             code_rest: code_rest % 100,
@@ -113,7 +118,13 @@ impl Reply {
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.enhanced() {
-            Some(e) => write!(f, "{} {} {}", self.code(), e, self.text.replace('\n', " / ")),
+            Some(e) => write!(
+                f,
+                "{} {} {}",
+                self.code(),
+                e,
+                self.text.replace('\n', " / ")
+            ),
             None => write!(f, "{} {}", self.code(), self.text),
         }
     }
@@ -183,17 +194,29 @@ pub mod named {
         Reply::new(Permanent, 0, (5, 6), "line too long (RFC 5321 §4.5.3.1.4)")
     }
     pub fn bad_sequence(what: &str) -> Reply {
-        Reply::new(Permanent, 3, (5, 1), format!("bad sequence of commands: {what}"))
+        Reply::new(
+            Permanent,
+            3,
+            (5, 1),
+            format!("bad sequence of commands: {what}"),
+        )
     }
     pub fn param_not_supported(what: &str) -> Reply {
-        Reply::new(Permanent, 55, (5, 4), format!("parameter not supported: {what}"))
+        Reply::new(
+            Permanent,
+            55,
+            (5, 4),
+            format!("parameter not supported: {what}"),
+        )
     }
     pub fn too_many_recipients(max: usize) -> Reply {
         Reply::new(
             Transient,
             52,
             (5, 3),
-            format!("too many recipients (at most {max} per message); send the rest in another message"),
+            format!(
+                "too many recipients (at most {max} per message); send the rest in another message"
+            ),
         )
     }
     pub fn too_big(max: u64) -> Reply {
@@ -227,7 +250,12 @@ pub mod named {
         )
     }
     pub fn auth_mechanism() -> Reply {
-        Reply::new(Permanent, 4, (5, 4), "unrecognized authentication mechanism")
+        Reply::new(
+            Permanent,
+            4,
+            (5, 4),
+            "unrecognized authentication mechanism",
+        )
     }
     pub fn already_authenticated() -> Reply {
         Reply::new(Permanent, 3, (5, 1), "already authenticated")
@@ -253,10 +281,20 @@ pub mod named {
         Reply::new(Transient, 21, (7, 0), "too many errors; closing")
     }
     pub fn local_error(what: &str) -> Reply {
-        Reply::new(Transient, 51, (3, 0), format!("local error: {what}; try again later"))
+        Reply::new(
+            Transient,
+            51,
+            (3, 0),
+            format!("local error: {what}; try again later"),
+        )
     }
     pub fn transform_failed(what: &str) -> Reply {
-        Reply::new(Transient, 51, (7, 0), format!("message not sent: {what}; try again later"))
+        Reply::new(
+            Transient,
+            51,
+            (7, 0),
+            format!("message not sent: {what}; try again later"),
+        )
     }
     pub fn no_valid_recipients() -> Reply {
         Reply::new(Permanent, 54, (5, 1), "no valid recipients")
@@ -289,7 +327,13 @@ mod tests {
     #[test]
     fn multiline_and_injection_safe() {
         let r = Reply::new(Class::Success, 50, (0, 0), "a\nb\r\n250 evil");
-        assert_eq!(r.to_wire(), b"250-2.0.0 a\r\n250-2.0.0 b\r\n250 2.0.0 250 evil\r\n");
-        assert_eq!(named::start_data().to_wire(), b"354 end data with <CR><LF>.<CR><LF>\r\n");
+        assert_eq!(
+            r.to_wire(),
+            b"250-2.0.0 a\r\n250-2.0.0 b\r\n250 2.0.0 250 evil\r\n"
+        );
+        assert_eq!(
+            named::start_data().to_wire(),
+            b"354 end data with <CR><LF>.<CR><LF>\r\n"
+        );
     }
 }

@@ -15,7 +15,9 @@ pub enum SecretError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: secret file is readable by group or others (mode {mode:o}); run: chmod 600 {path}")]
+    #[error(
+        "{path}: secret file is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
+    )]
     LoosePermissions { path: PathBuf, mode: u32 },
     #[error("environment variable {name} is not set or not UTF-8")]
     MissingEnv { name: String },

@@ -238,7 +238,12 @@ impl Session {
         self.tx = Transaction::default();
         let host = &self.limits.hostname;
         if !extended {
-            return Step::Reply(Reply::new(crate::reply::Class::Success, 50, (0, 0), host.clone()));
+            return Step::Reply(Reply::new(
+                crate::reply::Class::Success,
+                50,
+                (0, 0),
+                host.clone(),
+            ));
         }
         let mut lines = vec![
             host.clone(),
@@ -448,7 +453,9 @@ impl Session {
                 let p = String::from_utf8_lossy(p).into_owned();
                 self.auth_finish(&u, &p, hooks)
             }
-            _ => self.error(named::syntax("AUTH PLAIN response needs authzid NUL user NUL password")),
+            _ => self.error(named::syntax(
+                "AUTH PLAIN response needs authzid NUL user NUL password",
+            )),
         }
     }
 
@@ -685,7 +692,9 @@ mod tests {
         }
         fn check_recipient(&self, _: &str, _: &str, r: &str) -> Result<(), Reply> {
             if r.ends_with("@evil.example") {
-                Err(named::policy_reject(format!("<{r}>: recipient not approved (policies/x.toml)")))
+                Err(named::policy_reject(format!(
+                    "<{r}>: recipient not approved (policies/x.toml)"
+                )))
             } else {
                 Ok(())
             }
@@ -716,7 +725,10 @@ mod tests {
         let h = AllowAll;
         assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c>\r\n", &h)), 503);
         assert_eq!(code(&s.command(b"EHLO client\r\n", &h)), 250);
-        assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c> SIZE=50 BODY=8BITMIME\r\n", &h)), 250);
+        assert_eq!(
+            code(&s.command(b"MAIL FROM:<a@b.c> SIZE=50 BODY=8BITMIME\r\n", &h)),
+            250
+        );
         assert_eq!(code(&s.command(b"RCPT TO:<x@evil.example>\r\n", &h)), 550);
         assert_eq!(code(&s.command(b"RCPT TO:<x@y.z>\r\n", &h)), 250);
         assert!(matches!(s.command(b"DATA\r\n", &h), Step::Data(_)));
@@ -783,7 +795,11 @@ mod tests {
     fn receive(input: &[u8], normalize: bool) -> (DataOutcome, usize) {
         let mut d = DataReceiver::new(1000, normalize);
         let used = d.feed(input);
-        assert!(d.is_done(), "not done: {:?}", String::from_utf8_lossy(input));
+        assert!(
+            d.is_done(),
+            "not done: {:?}",
+            String::from_utf8_lossy(input)
+        );
         (d.finish(), used)
     }
 
@@ -806,7 +822,12 @@ mod tests {
             let mut input = variant.to_vec();
             input.extend_from_slice(b"tail\r\n.\r\n");
             let (m, used) = receive(&input, false);
-            assert_eq!(m, DataOutcome::BareLineEnding, "{:?}", String::from_utf8_lossy(variant));
+            assert_eq!(
+                m,
+                DataOutcome::BareLineEnding,
+                "{:?}",
+                String::from_utf8_lossy(variant)
+            );
             assert_eq!(used, input.len());
             let (m, _) = receive(&input, true);
             let DataOutcome::Message(m) = m else { panic!() };

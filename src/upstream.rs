@@ -34,7 +34,9 @@ pub enum UpstreamError {
     NoStarttls(String),
     #[error("TLS with upstream {host} failed: {why}; nothing was sent")]
     Tls { host: String, why: String },
-    #[error("upstream sent data before the TLS handshake (STARTTLS injection?); connection dropped")]
+    #[error(
+        "upstream sent data before the TLS handshake (STARTTLS injection?); connection dropped"
+    )]
     Injection,
     #[error("timeout after {0:?} waiting for the upstream")]
     Timeout(Duration),
@@ -76,8 +78,11 @@ impl ServerReply {
     pub fn enhanced(&self) -> Option<&str> {
         let first = self.text.split_whitespace().next()?;
         let parts: Vec<&str> = first.split('.').collect();
-        (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
-            .then_some(first)
+        (parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+        .then_some(first)
     }
 }
 
@@ -245,12 +250,16 @@ async fn read_reply<S: AsyncRead + Unpin>(
             .await
             .map_err(|_| UpstreamError::Timeout(timeout))??;
         if n == 0 {
-            return Err(UpstreamError::Protocol("connection closed by upstream".into()));
+            return Err(UpstreamError::Protocol(
+                "connection closed by upstream".into(),
+            ));
         }
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\r', '\n']);
         if line.len() < 3 || !line.as_bytes()[..3].iter().all(|b| b.is_ascii_digit()) {
-            return Err(UpstreamError::Protocol(format!("malformed reply line {line:?}")));
+            return Err(UpstreamError::Protocol(format!(
+                "malformed reply line {line:?}"
+            )));
         }
         let code: u16 = line[..3].parse().unwrap_or(0);
         let last = line.as_bytes().get(3) != Some(&b'-');
@@ -369,7 +378,8 @@ impl Connection {
                 if greet.code != 220 {
                     return Err(UpstreamError::Refused(greet));
                 }
-                let (r, lines) = command(&mut plain, &format!("EHLO {}", s.helo), s.timeout).await?;
+                let (r, lines) =
+                    command(&mut plain, &format!("EHLO {}", s.helo), s.timeout).await?;
                 if r.code != 250 {
                     return Err(UpstreamError::Refused(r));
                 }
@@ -535,7 +545,10 @@ impl Connection {
                 let (rr, _) = command(&mut self.stream, &format!("RCPT TO:<{r}>"), t).await?;
                 results.push((r.clone(), classify(rr)));
             }
-            if !results.iter().any(|(_, o)| matches!(o, RcptOutcome::Delivered(_))) {
+            if !results
+                .iter()
+                .any(|(_, o)| matches!(o, RcptOutcome::Delivered(_)))
+            {
                 let _ = command(&mut self.stream, "RSET", t).await?;
                 return Ok(results);
             }
@@ -573,7 +586,9 @@ impl Connection {
     }
 
     async fn finish_data(&mut self, message: &[u8]) -> Result<ServerReply, UpstreamError> {
-        let t = self.timeout.max(Duration::from_secs(message.len() as u64 / 100_000 + 1));
+        let t = self
+            .timeout
+            .max(Duration::from_secs(message.len() as u64 / 100_000 + 1));
         let stuffed = dot_stuff(message);
         with_timeout(t, async {
             self.stream.get_mut().write_all(&stuffed).await?;
@@ -605,7 +620,10 @@ fn classify(r: ServerReply) -> RcptOutcome {
 }
 
 fn all(rcpts: &[String], r: &ServerReply) -> Vec<(String, RcptOutcome)> {
-    rcpts.iter().map(|x| (x.clone(), classify(r.clone()))).collect()
+    rcpts
+        .iter()
+        .map(|x| (x.clone(), classify(r.clone())))
+        .collect()
 }
 
 /// Dot-stuffs a CRLF message and appends the terminator; a message not ending in CRLF gets one.

@@ -68,7 +68,10 @@ impl std::fmt::Display for RuleRef {
 #[serde(tag = "verdict", rename_all = "kebab-case")]
 pub enum RecipientVerdict {
     /// Deliver, after applying `actions`. `rules` lists every rule that matched.
-    Accept { actions: Actions, rules: Vec<RuleRef> },
+    Accept {
+        actions: Actions,
+        rules: Vec<RuleRef>,
+    },
     /// Refuse; `reason` is the text for the SMTP reply (without code), `by` what decided it.
     Reject { reason: String, by: RuleRef },
 }

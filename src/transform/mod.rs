@@ -1,5 +1,342 @@
-//! Message transforms, applied in a fixed order: attachments, S/MIME sign, S/MIME encrypt, DKIM.
+//! Message transforms, applied in a fixed order: attachments, S/MIME sign, S/MIME
+//! encrypt, then DKIM (which the caller applies to [`Outgoing::message`]).
+//!
+//! Two steps:
+//! - [`plan`] resolves certificates per recipient, applies the `if_no_certificate`
+//!   fallbacks and groups recipients whose effective actions are identical (one
+//!   outgoing copy each). A recipient whose rule requires encryption, with fallback
+//!   `reject` and no usable certificate, is refused there: plaintext never leaves
+//!   silently.
+//! - [`apply`] builds one outgoing copy: attachments (strip or zip) -> sign -> encrypt,
+//!   each S/MIME step self-checked before anything is returned.
+//!
+//! Invariants: a plan whose actions say `encrypt` yields an encrypted message or an
+//! error, never plaintext; notes are audit-safe (file names, sizes, hashes, certificate
+//! fingerprints; never a password or message content).
 
 pub mod attachments;
+pub mod certstore;
 pub mod dkim;
+pub mod mime;
 pub mod smime;
+
+use std::borrow::Cow;
+
+use crate::verdict::{Actions, NoCertFallback};
+use smime::{NoCertificate, Smime, SmimeError};
+
+/// One outgoing copy: the recipients that share it and what is done to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The effective actions, after certificate fallbacks.
+    pub actions: Actions,
+    /// Recipients sharing this copy (all encrypted to in one EnvelopedData).
+    pub recipients: Vec<String>,
+    /// Audit-safe notes on how the plan came about (fallbacks taken).
+    pub notes: Vec<String>,
+}
+
+/// An extra message caused by a transform, e.g. the password for a zip.
+#[derive(Debug, Clone)]
+pub struct ExtraMessage {
+    /// Envelope sender.
+    pub from: String,
+    /// Envelope recipients.
+    pub to: Vec<String>,
+    /// The message, CRLF line ends.
+    pub message: Vec<u8>,
+}
+
+/// The result of [`apply`].
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The transformed message (before DKIM), CRLF line ends.
+    pub message: Vec<u8>,
+    /// Further messages to queue with it (the zip password mail).
+    pub extra: Vec<ExtraMessage>,
+    /// Audit-safe notes: attachment names, sizes, SHA-256; certificates used. Never the password.
+    pub notes: Vec<String>,
+}
+
+/// Why a copy could not be transformed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransformError {
+    #[error("policy requires S/MIME but [smime] is not configured")]
+    SmimeNotConfigured,
+    #[error("policy requires encryption: {0}")]
+    NoCertificate(#[from] NoCertificate),
+    #[error("S/MIME: {0}")]
+    Smime(#[from] SmimeError),
+    #[error("attachments: {0}")]
+    Attachments(#[from] attachments::AttachmentError),
+    #[error("cannot build the password message: {0}")]
+    PasswordMessage(String),
+}
+
+impl TransformError {
+    /// True when retrying cannot help (configuration, missing signer or certificate);
+    /// false for failures that may pass later, such as a failed self-check
+    /// (the session answers `451 4.7.0`).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            TransformError::SmimeNotConfigured | TransformError::NoCertificate(_) => true,
+            TransformError::Smime(e) => e.is_permanent(),
+            TransformError::Attachments(_) | TransformError::PasswordMessage(_) => false,
+        }
+    }
+
+    /// The SMTP reply code and enhanced status code for this error; temporary errors
+    /// are always 4xx/4.x.x and permanent ones 5xx/5.x.x.
+    pub fn reply_code(&self) -> (u16, &'static str) {
+        if !self.is_permanent() {
+            return (451, "4.7.0");
+        }
+        match self {
+            TransformError::NoCertificate(_)
+            | TransformError::Smime(SmimeError::NoCertificate(_)) => (550, "5.7.1"),
+            _ => (554, "5.7.0"),
+        }
+    }
+}
+
+/// Resolves certificates for each `(recipient, actions)`, applies the
+/// `if_no_certificate` fallbacks and groups recipients with identical effective
+/// actions. Refused recipients come back as `(recipient, reason)`.
+pub fn plan(
+    recipients: &[(String, Actions)],
+    smime: Option<&Smime>,
+) -> (Vec<Plan>, Vec<(String, String)>) {
+    let mut plans: Vec<Plan> = Vec::new();
+    let mut refused = Vec::new();
+    for (rcpt, actions) in recipients {
+        let mut eff = actions.clone();
+        let mut notes = Vec::new();
+        if eff.encrypt {
+            let found = match smime {
+                Some(s) => s
+                    .certificate_for(rcpt)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => Err("S/MIME is not configured ([smime] missing)".to_string()),
+            };
+            if let Err(why) = found {
+                match eff.if_no_certificate {
+                    NoCertFallback::Reject => {
+                        refused.push((rcpt.clone(), format!("encryption required but {why}")));
+                        continue;
+                    }
+                    NoCertFallback::ZipAttachments => {
+                        eff.encrypt = false;
+                        eff.zip_attachments = true;
+                        notes.push(format!(
+                            "{rcpt}: not encrypted ({why}); fallback zip-attachments"
+                        ));
+                    }
+                    NoCertFallback::StripAttachments => {
+                        eff.encrypt = false;
+                        eff.strip_attachments = true;
+                        notes.push(format!(
+                            "{rcpt}: not encrypted ({why}); fallback strip-attachments"
+                        ));
+                    }
+                }
+            }
+        }
+        normalize(&mut eff);
+        match plans.iter_mut().find(|p| p.actions == eff) {
+            Some(p) => {
+                p.recipients.push(rcpt.clone());
+                p.notes.extend(notes);
+            }
+            None => plans.push(Plan {
+                actions: eff,
+                recipients: vec![rcpt.clone()],
+                notes,
+            }),
+        }
+    }
+    (plans, refused)
+}
+
+/// Clears what does not apply so that equal outcomes compare equal: stripping wins over
+/// zipping (nothing is left to zip), `password_to` only matters when zipping, and
+/// `if_no_certificate` only while encrypting.
+fn normalize(a: &mut Actions) {
+    if a.strip_attachments {
+        a.zip_attachments = false;
+    }
+    if !a.zip_attachments {
+        a.password_to = None;
+    }
+    if !a.encrypt {
+        a.if_no_certificate = NoCertFallback::default();
+    }
+}
+
+/// Builds one outgoing copy: attachments -> sign -> encrypt, each S/MIME step
+/// self-checked (own signature verified, own EnvelopedData parsed).
+pub fn apply(
+    plan: &Plan,
+    sender: &str,
+    message: &[u8],
+    smime: Option<&Smime>,
+) -> Result<Outgoing, TransformError> {
+    let a = &plan.actions;
+    let mut notes = plan.notes.clone();
+    let mut extra = Vec::new();
+    let mut current: Cow<'_, [u8]> = mime::canonical_crlf(message);
+
+    if a.strip_attachments {
+        let s = attachments::strip(&current);
+        for r in &s.removed {
+            notes.push(format!("stripped attachment {r}"));
+        }
+        current = Cow::Owned(s.message);
+    } else if a.zip_attachments {
+        let password_to = a.password_to.as_deref().unwrap_or(sender).to_string();
+        let z = attachments::zip(&current, &password_to)?;
+        for r in &z.zipped {
+            notes.push(format!("zipped attachment {r}"));
+        }
+        if let Some(pw) = &z.password {
+            extra.push(password_message(sender, &password_to, &current, pw)?);
+            notes.push(format!(
+                "zip password sent in a separate message to {password_to}"
+            ));
+        }
+        current = Cow::Owned(z.message);
+    }
+
+    if a.sign || a.encrypt {
+        let s = smime.ok_or(TransformError::SmimeNotConfigured)?;
+        let certs = if a.encrypt {
+            let mut certs = Vec::with_capacity(plan.recipients.len());
+            for r in &plan.recipients {
+                let c = s.certificate_for(r)?;
+                notes.push(format!(
+                    "encrypted to {r} with {} ({}, sha256 {})",
+                    c.path.display(),
+                    c.key,
+                    c.fingerprint
+                ));
+                certs.push(c.cert);
+            }
+            Some(certs)
+        } else {
+            None
+        };
+        if a.sign {
+            match s.signer_for(sender) {
+                Some(si) => notes.push(format!(
+                    "signed as {} ({}, {})",
+                    si.subject,
+                    si.key,
+                    if si.opaque { "opaque" } else { "detached" }
+                )),
+                None => return Err(SmimeError::NoSigner(sender.to_string()).into()),
+            }
+        }
+        current = Cow::Owned(s.protect(&current, sender, a.sign, certs.as_deref())?);
+    }
+    Ok(Outgoing {
+        message: current.into_owned(),
+        extra,
+        notes,
+    })
+}
+
+/// The separate message that carries a zip password to `to`.
+fn password_message(
+    sender: &str,
+    to: &str,
+    original: &[u8],
+    password: &str,
+) -> Result<ExtraMessage, TransformError> {
+    let parsed = mail_parser::MessageParser::default().parse_headers(original);
+    let subject = parsed
+        .as_ref()
+        .and_then(|m| m.subject())
+        .unwrap_or("(no subject)")
+        .to_string();
+    let message_id = parsed
+        .as_ref()
+        .and_then(|m| m.message_id())
+        .map(|id| format!("<{id}>"))
+        .unwrap_or_else(|| "(none)".into());
+    let body = format!(
+        "The attachments of the message \"{subject}\" (Message-ID {message_id})\r\n\
+         were sent in the encrypted archive {}.\r\n\r\nPassword: {password}\r\n\r\n\
+         Open the archive with 7-Zip, WinZip, PeaZip or Keka (AES-256);\r\n\
+         Info-ZIP unzip cannot open it. Forward the password to the recipients over a\r\n\
+         different channel than the archive, e.g. by phone.\r\n",
+        attachments::ZIP_NAME
+    );
+    let message = mail_builder::MessageBuilder::new()
+        .from(sender)
+        .to(to)
+        .subject(format!("Password for {}: {subject}", attachments::ZIP_NAME))
+        .text_body(body)
+        .write_to_vec()
+        .map_err(|e| TransformError::PasswordMessage(e.to_string()))?;
+    Ok(ExtraMessage {
+        from: sender.to_string(),
+        to: vec![to.to_string()],
+        message: mime::canonical_crlf(&message).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(fallback: NoCertFallback) -> Actions {
+        Actions {
+            encrypt: true,
+            if_no_certificate: fallback,
+            ..Actions::default()
+        }
+    }
+
+    #[test]
+    fn plan_refuses_encryption_without_certificate() {
+        let (plans, refused) = plan(&[("a@x".into(), enc(NoCertFallback::Reject))], None);
+        assert!(plans.is_empty());
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].1.contains("encryption required"),
+            "{}",
+            refused[0].1
+        );
+    }
+
+    #[test]
+    fn plan_falls_back_and_groups() {
+        let rs = [
+            ("a@x".to_string(), enc(NoCertFallback::ZipAttachments)),
+            ("b@x".to_string(), Actions::default()),
+            (
+                "c@x".to_string(),
+                Actions {
+                    zip_attachments: true,
+                    ..Actions::default()
+                },
+            ),
+            ("d@x".to_string(), Actions::default()),
+        ];
+        let (plans, refused) = plan(&rs, None);
+        assert!(refused.is_empty());
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[0].recipients, ["a@x", "c@x"]);
+        assert!(plans[0].actions.zip_attachments && !plans[0].actions.encrypt);
+        assert_eq!(plans[0].notes.len(), 1);
+        assert_eq!(plans[1].recipients, ["b@x", "d@x"]);
+    }
+
+    #[test]
+    fn self_check_failures_are_temporary() {
+        let e = TransformError::Smime(SmimeError::SelfCheck("x".into()));
+        assert!(!e.is_permanent());
+        assert_eq!(e.reply_code(), (451, "4.7.0"));
+        assert_eq!(TransformError::SmimeNotConfigured.reply_code().0, 554);
+    }
+}

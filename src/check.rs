@@ -1,0 +1,122 @@
+//! `sealgate check`: everything that can be validated without sending mail — the config,
+//! policy files, secret files and their permissions, certificates, keys.
+//!
+//! Errors name the file (and line:col where one exists) and what to do; warnings (an
+//! expiring certificate, an old DKIM key, a sender domain without DKIM) do not fail it.
+
+use std::path::Path;
+
+use crate::config::Config;
+
+/// What the check found.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// Problems: exit 1.
+    pub errors: Vec<String>,
+    /// Advice: exit 0.
+    pub warnings: Vec<String>,
+}
+
+fn domain_of(glob: &str) -> Option<String> {
+    let d = glob.rsplit_once('@')?.1.trim_start_matches("*.");
+    (!d.contains('*') && !d.is_empty()).then(|| d.to_ascii_lowercase())
+}
+
+/// Runs every check against an already-parsed configuration.
+pub fn run(cfg: &Config) -> CheckReport {
+    let mut r = CheckReport::default();
+    let cfg_name = cfg.path.display().to_string();
+    match crate::policy::PolicySet::load(&cfg.policy.dir) {
+        Ok(p) => r.warnings.extend(p.warnings().iter().map(|d| d.to_string())),
+        Err(e) => r.errors.extend(e.diagnostics.iter().map(|d| d.to_string())),
+    }
+    if let Some(p) = &cfg.upstream.password_file {
+        if let Err(e) = crate::secret::check_secret_file(p) {
+            r.errors.push(format!("{cfg_name}: [upstream] password_file: {e}"));
+        }
+    }
+    if let Some(v) = &cfg.upstream.password_env {
+        if std::env::var_os(v).is_none() {
+            r.warnings.push(format!("{cfg_name}: [upstream] password_env: {v} is not set in this environment (it must be set for `serve`)"));
+        }
+    }
+    if let Err(e) = crate::upstream::client_tls_config(cfg.upstream.ca_file.as_deref(), cfg.upstream.min_tls_version) {
+        r.errors.push(format!("{cfg_name}: [upstream]: {e}"));
+    }
+    if let Some(ca) = &cfg.upstream.ca_file {
+        check_cert_expiry(ca, &mut r);
+    }
+    if let (Some(c), Some(k)) = (&cfg.server.tls_cert, &cfg.server.tls_key) {
+        match crate::runtime::server_tls(c, k) {
+            Ok(_) => check_cert_expiry(c, &mut r),
+            Err(e) => r.errors.push(format!("{cfg_name}: [server] STARTTLS: {e}")),
+        }
+    }
+    for c in &cfg.clients {
+        if let Err(e) = argon2::PasswordHash::new(&c.password_hash) {
+            r.errors.push(format!("{cfg_name}: [[client]] {}: password_hash is not a valid PHC string: {e}", c.name));
+        }
+    }
+    let base = cfg.base_dir();
+    let mut sender_domains: Vec<String> = cfg
+        .clients
+        .iter()
+        .flat_map(|c| c.allowed_senders.iter().filter_map(|s| domain_of(s)))
+        .collect();
+    if let Some(s) = &cfg.smime {
+        sender_domains.extend(s.signer.iter().flat_map(|sg| sg.senders.iter().filter_map(|x| domain_of(x))));
+        match crate::transform::smime::Smime::load(s, &base) {
+            Ok(sm) => r.warnings.extend(sm.warnings()),
+            Err(e) => r.errors.push(format!("{cfg_name}: [smime]: {e}")),
+        }
+    }
+    match crate::transform::dkim::DkimSigner::load(&cfg.dkim, &base) {
+        Ok(d) => {
+            r.warnings.extend(d.warnings());
+            sender_domains.sort();
+            sender_domains.dedup();
+            for dom in sender_domains {
+                if !d.covers(&dom) {
+                    r.warnings.push(format!("{cfg_name}: no [[dkim]] key for sender domain {dom}: its mail leaves unsigned and may fail DMARC"));
+                }
+            }
+        }
+        Err(e) => r.errors.push(format!("{cfg_name}: [[dkim]]: {e}")),
+    }
+    match crate::spool::Spool::open(&cfg.spool.dir) {
+        Ok(s) => {
+            let probe = s.dir().join("tmp").join(".check");
+            if let Err(e) = std::fs::write(&probe, b"") {
+                r.errors.push(format!("{cfg_name}: [spool] dir {}: not writable: {e}", cfg.spool.dir.display()));
+            }
+            let _ = std::fs::remove_file(probe);
+            let corrupt = s.corrupt_ids();
+            if !corrupt.is_empty() {
+                r.warnings.push(format!("{}/corrupt holds {} damaged entr{}: {}", cfg.spool.dir.display(), corrupt.len(), if corrupt.len() == 1 { "y" } else { "ies" }, corrupt.join(", ")));
+            }
+        }
+        Err(e) => r.errors.push(format!("{cfg_name}: [spool]: {e}")),
+    }
+    r
+}
+
+fn check_cert_expiry(path: &Path, r: &mut CheckReport) {
+    let Ok(pem) = std::fs::read(path) else {
+        return;
+    };
+    let Ok(certs) = openssl::x509::X509::stack_from_pem(&pem) else {
+        return;
+    };
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+        return;
+    };
+    for c in certs {
+        if let Ok(diff) = now.diff(c.not_after()) {
+            if diff.days < 0 {
+                r.errors.push(format!("{}: certificate expired {} days ago", path.display(), -diff.days));
+            } else if diff.days < 30 {
+                r.warnings.push(format!("{}: certificate expires in {} days", path.display(), diff.days));
+            }
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! The CLI edge: each subcommand's job, error printing and exit codes. Library errors
+//! are wrapped with `anyhow` context here and nowhere else.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use sealgate::config::Config;
+use sealgate::spool::Spool;
+
+/// Exit code 1: the job found problems.
+const PROBLEMS: u8 = 1;
+/// Exit code 2: usage or configuration error.
+const USAGE: u8 = 2;
+
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SEALGATE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("sealgate: {e}");
+        ExitCode::from(USAGE)
+    })
+}
+
+pub fn serve(config: &Path) -> ExitCode {
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sealgate: cannot start the async runtime: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    rt.block_on(async {
+        match sealgate::server::start(config).await {
+            Ok(running) => {
+                tracing::info!(
+                    "sealgate listening on {}",
+                    running.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                );
+                let _ = running.done.await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sealgate: {e:#}");
+                ExitCode::from(USAGE)
+            }
+        }
+    })
+}
+
+pub fn check(config: &Path) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let report = sealgate::check::run(&cfg);
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    for e in &report.errors {
+        println!("{e}");
+    }
+    if report.errors.is_empty() {
+        println!(
+            "{}: OK ({} warning{})",
+            config.display(),
+            report.warnings.len(),
+            if report.warnings.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!("{}: {} problem(s)", config.display(), report.errors.len());
+        ExitCode::from(PROBLEMS)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn explain(
+    config: &Path,
+    from: &str,
+    to: &[String],
+    message: &Path,
+    json: bool,
+    write: Option<&Path>,
+    client: &str,
+) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let bytes = match std::fs::read(message) {
+        Ok(b) => sealgate::submit::to_crlf(&b),
+        Err(e) => {
+            eprintln!("sealgate: {}: {e}", message.display());
+            return ExitCode::from(USAGE);
+        }
+    };
+    match sealgate::explain::run(&cfg, client, from, to, &bytes, write) {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.json).unwrap_or_default());
+            } else {
+                print!("{}", report.text);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sealgate: {e:#}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+fn open_spool(config: &Path) -> Result<Spool, ExitCode> {
+    let cfg = load_config(config)?;
+    Spool::open(&cfg.spool.dir).map_err(|e| {
+        eprintln!("sealgate: {e}");
+        ExitCode::from(USAGE)
+    })
+}
+
+pub fn queue_list(config: &Path) -> ExitCode {
+    let spool = match open_spool(config) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let (entries, bad) = match spool.scan() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            return ExitCode::from(PROBLEMS);
+        }
+    };
+    println!("{:<28} {:>9} {:>4} {:<20} {:<32} status", "id", "size", "try", "age", "from -> pending");
+    for e in &entries {
+        let age = sealgate::spool::now().saturating_sub(e.envelope.created);
+        let status = if e.state.held {
+            "held".to_string()
+        } else if let Some(err) = &e.state.last_error {
+            format!("deferred: {err}")
+        } else {
+            "queued".to_string()
+        };
+        println!(
+            "{:<28} {:>9} {:>4} {:<20} <{}> -> {}  {}",
+            e.envelope.id,
+            e.size,
+            e.state.attempts,
+            format!("{}s", age),
+            e.envelope.from,
+            e.pending().join(", "),
+            status
+        );
+    }
+    for (id, why) in bad {
+        println!("{id}: damaged, moved to corrupt/: {why}");
+    }
+    let corrupt = spool.corrupt_ids();
+    if !corrupt.is_empty() {
+        println!("{} damaged entr{} in {}/corrupt: {}", corrupt.len(), if corrupt.len() == 1 { "y" } else { "ies" }, spool.dir().display(), corrupt.join(", "));
+    }
+    println!("{} entr{} queued", entries.len(), if entries.len() == 1 { "y" } else { "ies" });
+    ExitCode::SUCCESS
+}
+
+pub fn queue_show(config: &Path, id: &str) -> ExitCode {
+    let spool = match open_spool(config) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match (spool.entry(id), spool.message(id)) {
+        (Ok(e), Ok(m)) => {
+            println!("id:        {}", e.envelope.id);
+            println!("from:      <{}>", e.envelope.from);
+            println!("to:        {}", e.envelope.rcpts.join(", "));
+            println!("pending:   {}", e.pending().join(", "));
+            println!("client:    {}", e.envelope.client);
+            println!("kind:      {:?}", e.envelope.kind);
+            println!("message-id:{}", e.envelope.message_id.as_deref().map(|m| format!(" {m}")).unwrap_or_default());
+            println!("policy:    {}", e.envelope.policy_version.as_deref().unwrap_or("-"));
+            println!("attempts:  {}", e.state.attempts);
+            println!("last error:{}", e.state.last_error.as_deref().map(|m| format!(" {m}")).unwrap_or_default());
+            println!("size:      {} bytes", e.size);
+            println!("--- headers ---");
+            print!("{}", String::from_utf8_lossy(sealgate::dsn::original_headers(&m)));
+            ExitCode::SUCCESS
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("sealgate: {e}");
+            ExitCode::from(PROBLEMS)
+        }
+    }
+}
+
+fn signal_server(spool: &Spool, sig: i32) -> bool {
+    let Ok(pid) = std::fs::read_to_string(spool.dir().join("sealgate.pid")) else {
+        return false;
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return false;
+    };
+    // SAFETY: kill(2) with a pid read from our own pidfile and a valid signal number.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+pub fn queue_retry(config: &Path, id: Option<&str>) -> ExitCode {
+    let spool = match open_spool(config) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let ids: Vec<String> = match id {
+        Some(i) => vec![i.to_string()],
+        None => match spool.scan() {
+            Ok((e, _)) => e.into_iter().map(|e| e.envelope.id).collect(),
+            Err(e) => {
+                eprintln!("sealgate: {e}");
+                return ExitCode::from(PROBLEMS);
+            }
+        },
+    };
+    for i in &ids {
+        match spool.entry(i) {
+            Ok(e) => {
+                let mut st = e.state;
+                st.next_attempt = 0;
+                st.held = false;
+                if let Err(e) = spool.set_state(i, &st) {
+                    eprintln!("sealgate: {e}");
+                    return ExitCode::from(PROBLEMS);
+                }
+            }
+            Err(e) => {
+                eprintln!("sealgate: {e}");
+                return ExitCode::from(PROBLEMS);
+            }
+        }
+    }
+    if signal_server(&spool, libc::SIGUSR1) {
+        println!("{} entr{} due now; the running server was told", ids.len(), if ids.len() == 1 { "y" } else { "ies" });
+    } else {
+        println!("{} entr{} due now; no running server found (they go out when it starts)", ids.len(), if ids.len() == 1 { "y" } else { "ies" });
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn queue_delete(config: &Path, id: &str) -> ExitCode {
+    let spool = match open_spool(config) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    match spool.remove(id) {
+        Ok(()) => {
+            println!("{id}: deleted");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            ExitCode::from(PROBLEMS)
+        }
+    }
+}
+
+/// sendmail exit codes (sysexits.h).
+const EX_USAGE: u8 = 64;
+const EX_DATAERR: u8 = 65;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_TEMPFAIL: u8 = 75;
+
+pub fn sendmail(args: Vec<String>) -> ExitCode {
+    let mut from: Option<String> = None;
+    let mut from_headers = false;
+    let mut dot_ends = true;
+    let mut rcpts = Vec::new();
+    let mut config = PathBuf::from(std::env::var("SEALGATE_CONFIG").unwrap_or_else(|_| "/etc/sealgate/sealgate.toml".into()));
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-t" => from_headers = true,
+            "-i" | "-oi" => dot_ends = false,
+            "-f" | "-r" => from = it.next(),
+            "-c" | "--config" => {
+                if let Some(c) = it.next() {
+                    config = PathBuf::from(c);
+                }
+            }
+            "-F" | "-O" | "-o" | "-B" | "-N" | "-R" | "-V" | "-X" | "-L" | "-p" | "-q" => {
+                let _ = it.next();
+            }
+            "--" => rcpts.extend(it.by_ref()),
+            s if s.starts_with("-f") && s.len() > 2 => from = Some(s[2..].to_string()),
+            s if s.starts_with("-o") || s.starts_with("-b") || s.starts_with("-d") || s.starts_with("-e") || s.starts_with("-F") || s.starts_with("-v") => {}
+            s if s.starts_with('-') => {
+                eprintln!("sendmail: unknown option {s}");
+                return ExitCode::from(EX_USAGE);
+            }
+            _ => rcpts.push(a),
+        }
+    }
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("sendmail: reading the message: {e}");
+        return ExitCode::from(EX_DATAERR);
+    }
+    if dot_ends {
+        // Traditional sendmail: a line with a single "." ends the message.
+        let mut end = input.len();
+        let mut start = 0;
+        for line in input.split_inclusive(|&b| b == b'\n') {
+            let t = line.strip_suffix(b"\n").unwrap_or(line);
+            let t = t.strip_suffix(b"\r").unwrap_or(t);
+            if t == b"." {
+                end = start;
+                break;
+            }
+            start += line.len();
+        }
+        input.truncate(end);
+    }
+    let mut message = sealgate::submit::to_crlf(&input);
+    if from_headers {
+        let (extracted, stripped) = sealgate::sendmail::recipients_from_headers(&message);
+        rcpts.extend(extracted);
+        message = stripped;
+    }
+    if rcpts.is_empty() {
+        eprintln!("sendmail: no recipients (give them as arguments or use -t)");
+        return ExitCode::from(EX_USAGE);
+    }
+    let from = from.unwrap_or_else(|| {
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into());
+        let host = Config::load(&config).map(|c| c.server.hostname).unwrap_or_else(|_| "localhost".into());
+        format!("{user}@{host}")
+    });
+    let addr: SocketAddr = Config::load(&config)
+        .ok()
+        .and_then(|c| c.server.listen.first().copied())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2525)));
+    let auth = match (std::env::var("SEALGATE_USER"), std::env::var("SEALGATE_PASSWORD")) {
+        (Ok(u), Ok(p)) => Some((u, p)),
+        _ => None,
+    };
+    match sealgate::submit::submit(addr, &from, &rcpts, &message, auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))) {
+        Ok((_, refused)) => {
+            for r in &refused {
+                eprintln!("sendmail: {r}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            ExitCode::from(if e.is_temporary() { EX_TEMPFAIL } else { EX_UNAVAILABLE })
+        }
+    }
+}
+
+pub fn dkim_keygen(domain: &str, selector: &str, algorithm: &str, bits: u32, out: Option<PathBuf>) -> ExitCode {
+    sealgate::cli_support::dkim_keygen(domain, selector, algorithm, bits, out)
+}
+
+pub fn doctor(config: &Path, json: bool, dns: Option<SocketAddr>) -> ExitCode {
+    let cfg = match load_config(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    sealgate::cli_support::doctor(&cfg, json, dns)
+}
+
+pub fn demo(dir: &Path, port: u16, once: bool) -> ExitCode {
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    match rt.block_on(sealgate::demo::run(dir, port, once)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sealgate demo: {e:#}");
+            ExitCode::from(PROBLEMS)
+        }
+    }
+}
+
+pub fn hash_password() -> ExitCode {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let mut pw = String::new();
+    if std::io::stdin().read_line(&mut pw).is_err() {
+        return ExitCode::from(USAGE);
+    }
+    let pw = pw.trim_end_matches(['\r', '\n']);
+    let salt = SaltString::generate(&mut OsRng);
+    match argon2::Argon2::default().hash_password(pw.as_bytes(), &salt) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            ExitCode::from(PROBLEMS)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn capture(
+    listen: SocketAddr,
+    cert: &Path,
+    key: &Path,
+    dir: &Path,
+    implicit: bool,
+    offer_starttls: bool,
+    rcpt_reply: Option<String>,
+    data_reply: Option<String>,
+) -> ExitCode {
+    let rt = match runtime() {
+        Ok(r) => r,
+        Err(_) => return ExitCode::from(USAGE),
+    };
+    rt.block_on(async {
+        let acceptor = match sealgate::runtime::server_tls(cert, key) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("capture: {e}");
+                return ExitCode::from(USAGE);
+            }
+        };
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("capture: {}: {e}", dir.display());
+            return ExitCode::from(USAGE);
+        }
+        let l = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("capture: {listen}: {e}");
+                return ExitCode::from(USAGE);
+            }
+        };
+        eprintln!("capture listening on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        sealgate::capture::serve(
+            l,
+            acceptor,
+            sealgate::capture::CaptureOptions {
+                dir: dir.to_path_buf(),
+                implicit,
+                offer_starttls,
+                rcpt_reply,
+                data_reply,
+                auth: None,
+            },
+        )
+        .await;
+        ExitCode::SUCCESS
+    })
+}

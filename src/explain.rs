@@ -1,0 +1,155 @@
+//! `sealgate explain`: the dry run. Runs the same policy, planning, transforms and DKIM
+//! as the live path on one message and shows what would happen, per recipient: rules
+//! and evidence, actions, the certificates and keys chosen; with `--write DIR` it stores
+//! the outgoing copies there instead of sending anything.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::runtime::Runtime;
+use crate::verdict::RecipientVerdict;
+
+/// Both renderings of one dry run.
+pub struct ExplainReport {
+    pub text: String,
+    pub json: serde_json::Value,
+}
+
+/// Runs the dry run.
+pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8], write: Option<&Path>) -> anyhow::Result<ExplainReport> {
+    let rt = Runtime::from_config(cfg.clone())?;
+    let env = crate::policy::Envelope { client, from };
+    let explanation = rt.policy.explain(&env, to, message);
+    let mut text = explanation.to_string();
+    let mut copies = Vec::new();
+    let mut refused_json = Vec::new();
+    let rcpt_refused: Vec<(String, String)> = to
+        .iter()
+        .filter_map(|r| {
+            let has_cert = |a: &str| rt.smime.as_ref().is_some_and(|s| s.has_certificate(a));
+            rt.policy.judge_rcpt(&env, r, &has_cert).err().map(|rej| (r.clone(), format!("{} ({})", rej.reason, rej.by)))
+        })
+        .collect();
+    let verdicts = rt.policy.judge_message(&env, to, message);
+    let mut pairs = Vec::new();
+    for (r, v) in to.iter().zip(&verdicts) {
+        if let RecipientVerdict::Accept { actions, .. } = v {
+            if !rcpt_refused.iter().any(|(x, _)| x == r) {
+                pairs.push((r.clone(), actions.clone()));
+            }
+        }
+    }
+    let _ = writeln!(text, "\noutgoing copies:");
+    for (r, why) in &rcpt_refused {
+        let _ = writeln!(text, "  <{r}>: refused at RCPT: {why}");
+        refused_json.push(json!({"rcpt": r, "stage": "rcpt", "reason": why}));
+    }
+    let any_reject = verdicts.iter().any(|v| matches!(v, RecipientVerdict::Reject { .. }));
+    if any_reject {
+        let _ = writeln!(text, "  none: the message would be refused whole (550 5.7.1)");
+    }
+    let (plans, refused) = crate::transform::plan(&pairs, rt.smime.as_ref());
+    for (r, why) in &refused {
+        let _ = writeln!(text, "  <{r}>: refused: {why}");
+        refused_json.push(json!({"rcpt": r, "stage": "data", "reason": why}));
+    }
+    if let Some(dir) = write {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    if !any_reject && refused.is_empty() && rcpt_refused.is_empty() {
+        for (n, plan) in plans.iter().enumerate() {
+            let _ = writeln!(text, "  copy {} to {}:", n + 1, plan.recipients.join(", "));
+            let _ = writeln!(text, "    actions: {}", describe(&plan.actions));
+            let mut certs = Vec::new();
+            if plan.actions.encrypt {
+                if let Some(s) = &rt.smime {
+                    for r in &plan.recipients {
+                        match s.certificate_for(r) {
+                            Ok(c) => {
+                                let _ = writeln!(text, "    encrypt to <{r}>: {} ({}, {}, until {}, sha256 {})", c.path.display(), c.subject, c.key, c.not_after, &c.fingerprint[..16.min(c.fingerprint.len())]);
+                                certs.push(json!({"rcpt": r, "file": c.path, "subject": c.subject, "key": c.key, "not_after": c.not_after, "sha256": c.fingerprint}));
+                            }
+                            Err(e) => {
+                                let _ = writeln!(text, "    encrypt to <{r}>: no usable certificate: {e}");
+                            }
+                        }
+                    }
+                }
+            }
+            let signer = if plan.actions.sign {
+                rt.smime.as_ref().and_then(|s| s.signer_for(from)).map(|si| {
+                    let _ = writeln!(text, "    sign as: {} ({}, {})", si.cert_path.display(), si.subject, si.key);
+                    json!({"file": si.cert_path, "subject": si.subject, "key": si.key, "opaque": si.opaque})
+                })
+            } else {
+                None
+            };
+            for n in &plan.notes {
+                let _ = writeln!(text, "    note: {n}");
+            }
+            let mut file = None;
+            let mut dkim = Vec::new();
+            let mut error = None;
+            match crate::transform::apply(plan, from, message, rt.smime.as_ref()) {
+                Ok(out) => {
+                    for k in rt.dkim.signing_keys_for(&out.message) {
+                        let _ = writeln!(text, "    DKIM: d={} s={} ({:?}, {})", k.domain, k.selector, k.algorithm, k.key_file.display());
+                        dkim.push(json!(k));
+                    }
+                    if rt.dkim.signing_keys_for(&out.message).is_empty() {
+                        let _ = writeln!(text, "    DKIM: no key for the From domain; not signed");
+                    }
+                    for note in &out.notes {
+                        let _ = writeln!(text, "    {note}");
+                    }
+                    if let Some(dir) = write {
+                        let signed = rt.dkim.sign(&out.message)?;
+                        let p = dir.join(format!("copy-{}.eml", n + 1));
+                        std::fs::write(&p, &signed).with_context(|| format!("{}", p.display()))?;
+                        let _ = writeln!(text, "    written: {}", p.display());
+                        file = Some(p.display().to_string());
+                        for (k, extra) in out.extra.iter().enumerate() {
+                            let p = dir.join(format!("copy-{}-extra-{}.eml", n + 1, k + 1));
+                            std::fs::write(&p, &extra.message).with_context(|| format!("{}", p.display()))?;
+                            let _ = writeln!(text, "    written: {} (to {})", p.display(), extra.to.join(", "));
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(text, "    would fail: {e}");
+                    error = Some(e.to_string());
+                }
+            }
+            copies.push(json!({"recipients": plan.recipients, "actions": plan.actions, "certificates": certs,
+                               "signer": signer, "dkim": dkim, "notes": plan.notes, "file": file, "error": error}));
+        }
+    }
+    let json = json!({"explanation": explanation, "refused": refused_json, "copies": copies,
+                      "accepted": !any_reject && refused.is_empty() && rcpt_refused.is_empty()});
+    Ok(ExplainReport { text, json })
+}
+
+fn describe(a: &crate::verdict::Actions) -> String {
+    let mut v = Vec::new();
+    if a.strip_attachments {
+        v.push("strip-attachments".to_string());
+    }
+    if a.zip_attachments {
+        v.push(format!("zip-attachments (password to {})", a.password_to.as_deref().unwrap_or("the sender")));
+    }
+    if a.sign {
+        v.push("sign".into());
+    }
+    if a.encrypt {
+        v.push("encrypt".into());
+    }
+    if v.is_empty() {
+        "relay unchanged (DKIM only)".into()
+    } else {
+        v.join(", ")
+    }
+}

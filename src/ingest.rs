@@ -1,0 +1,457 @@
+//! From an accepted DATA to spooled outgoing copies: the decisions a session asks for
+//! (credentials, sender, recipient) and the end-of-DATA pipeline
+//! (trace headers, sender check, policy, transforms, DKIM, durable spool, audit).
+//!
+//! Invariants: `250` is returned only after every outgoing copy is fsynced; a message
+//! is accepted for all its recipients or refused whole; a transform or self-check
+//! failure answers `451 4.7.0` and stores nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::audit::{rfc5322_date, Audit};
+use crate::metrics::Metrics;
+use crate::relay::Relay;
+use crate::reply::{named, Reply};
+use crate::runtime::Runtime;
+use crate::session::Transaction;
+use crate::spool::{self, EntryKind, Envelope, Spool};
+use crate::verdict::RecipientVerdict;
+
+/// Facts about the session a message arrived in.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// `[[client]]` name or `local`.
+    pub client: String,
+    /// EHLO/HELO name.
+    pub helo: String,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// The session was under STARTTLS.
+    pub tls: bool,
+}
+
+/// The shared end of every session: spool, relay, audit, metrics.
+pub struct Ingest {
+    pub spool: Spool,
+    pub relay: Arc<Relay>,
+    pub audit: Arc<Audit>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Glob match with `*` and `?`, ASCII case-insensitive (addresses).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let t: Vec<char> = text.to_lowercase().chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// Verifies AUTH credentials against the `[[client]]` argon2 hashes.
+pub fn authenticate(rt: &Runtime, username: &str, password: &str) -> Option<String> {
+    use argon2::PasswordVerifier;
+    let client = rt.config.clients.iter().find(|c| c.username == username)?;
+    let hash = argon2::PasswordHash::new(&client.password_hash).ok()?;
+    argon2::Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .ok()
+        .map(|_| client.name.clone())
+}
+
+fn allowed_senders<'a>(rt: &'a Runtime, client: &str) -> Option<&'a [String]> {
+    rt.config
+        .clients
+        .iter()
+        .find(|c| c.name == client)
+        .map(|c| c.allowed_senders.as_slice())
+        .filter(|s| !s.is_empty())
+}
+
+/// May `client` use `sender`? Clients with `allowed_senders` are held to them.
+pub fn check_sender(rt: &Runtime, client: &str, sender: &str) -> Result<(), Reply> {
+    match allowed_senders(rt, client) {
+        Some(globs) if !globs.iter().any(|g| glob_match(g, sender)) => {
+            Err(named::sender_not_allowed(sender, client))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// RCPT-time policy for one recipient: allow/deny lists and content-free rules.
+pub fn check_recipient(rt: &Runtime, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
+    let env = crate::policy::Envelope { client, from: sender };
+    let has_cert = |a: &str| rt.smime.as_ref().is_some_and(|s| s.has_certificate(a));
+    rt.policy
+        .judge_rcpt(&env, rcpt, &has_cert)
+        .map_err(|r| named::policy_reject(format!("<{rcpt}>: {} ({})", r.reason, r.by)))
+}
+
+/// Header `From:` addresses of a message.
+fn header_from(message: &[u8]) -> Vec<String> {
+    let Some(m) = mail_parser::MessageParser::new().parse_headers(message) else {
+        return Vec::new();
+    };
+    m.from()
+        .map(|a| a.iter().filter_map(|x| x.address().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+/// A client with `allowed_senders` may only use them in the header From too.
+fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> Result<(), Reply> {
+    let Some(globs) = allowed_senders(rt, client) else {
+        return Ok(());
+    };
+    for addr in header_from(message) {
+        if !globs.iter().any(|g| glob_match(g, &addr)) {
+            return Err(Reply::new(
+                crate::reply::Class::Permanent,
+                50,
+                (7, 1),
+                format!("header From <{addr}> not allowed for client {client} (allowed_senders)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the pipeline produced for one message.
+struct Decided {
+    /// The spool entries to store, each with its envelope.
+    copies: Vec<(Envelope, Vec<u8>)>,
+    /// Audit facts: per copy, recipients, actions, rules, notes.
+    audit: Vec<serde_json::Value>,
+}
+
+type Refusal = (Reply, serde_json::Value);
+
+/// Policy, transforms and DKIM for one message. CPU-bound: runs on a blocking thread.
+fn decide(
+    rt: &Runtime,
+    info: &SessionInfo,
+    tx: &Transaction,
+    id: &str,
+    message: &[u8],
+    message_id: Option<String>,
+) -> Result<Decided, Refusal> {
+    check_header_from(rt, &info.client, message).map_err(|r| (r, json!(null)))?;
+    let env = crate::policy::Envelope { client: &info.client, from: &tx.from };
+    let verdicts = rt.policy.judge_message(&env, &tx.rcpts, message);
+    let mut pairs = Vec::with_capacity(verdicts.len());
+    let mut rules_by_rcpt = serde_json::Map::new();
+    for (rcpt, v) in tx.rcpts.iter().zip(verdicts) {
+        match v {
+            RecipientVerdict::Reject { reason, by } => {
+                let reply = named::policy_reject(format!("message refused for <{rcpt}>: {reason} ({by})"));
+                return Err((reply, json!({"rcpt": rcpt, "rule": by.rule, "file": by.file})));
+            }
+            RecipientVerdict::Accept { actions, rules } => {
+                let names: Vec<String> = rules.iter().map(|r| r.rule.clone()).collect();
+                rules_by_rcpt.insert(rcpt.clone(), json!(names));
+                pairs.push((rcpt.clone(), actions));
+            }
+        }
+    }
+    let (plans, refused) = crate::transform::plan(&pairs, rt.smime.as_ref());
+    if let Some((rcpt, why)) = refused.first() {
+        let reply = named::policy_reject(format!("message refused for <{rcpt}>: {why}"));
+        return Err((reply, json!({"rcpt": rcpt, "refused": why})));
+    }
+    let dkim_err = |e: crate::transform::dkim::DkimError| {
+        tracing::error!("DKIM signing failed: {e}");
+        (named::transform_failed("DKIM signing failed"), json!({"dkim": e.to_string()}))
+    };
+    let mut copies = Vec::new();
+    let mut audit = Vec::new();
+    let new_env = |copy_id: String, from: String, rcpts: Vec<String>, kind: EntryKind, bytes: &[u8]| Envelope {
+        id: copy_id,
+        from,
+        rcpts,
+        created: spool::now(),
+        client: info.client.clone(),
+        message_id: if kind == EntryKind::Message { message_id.clone() } else { None },
+        policy_version: Some(rt.policy.version().to_string()),
+        kind,
+        body_8bit: tx.body_8bit || bytes.iter().any(|&b| b >= 0x80),
+        smtputf8: tx.smtputf8,
+    };
+    for (n, plan) in plans.iter().enumerate() {
+        let out = crate::transform::apply(plan, &tx.from, message, rt.smime.as_ref()).map_err(|e| {
+            tracing::warn!("transform of {id} failed: {e}");
+            let reply = if e.is_permanent() {
+                named::policy_reject(format!("message refused: {e}"))
+            } else {
+                named::transform_failed(&e.to_string())
+            };
+            (reply, json!({"transform": e.to_string()}))
+        })?;
+        let signed = rt.dkim.sign(&out.message).map_err(dkim_err)?;
+        let copy_id = format!("{id}-{}", n + 1);
+        let rules: Vec<serde_json::Value> = plan
+            .recipients
+            .iter()
+            .map(|r| rules_by_rcpt.get(r).cloned().unwrap_or(json!([])))
+            .collect();
+        audit.push(json!({"queue_id": copy_id, "rcpts": plan.recipients, "actions": plan.actions,
+                          "rules": rules, "notes": out.notes, "size": signed.len()}));
+        let env = new_env(copy_id, tx.from.clone(), plan.recipients.clone(), EntryKind::Message, &signed);
+        copies.push((env, signed));
+        for extra in out.extra {
+            let extra_id = format!("{id}-p{}", copies.len());
+            let signed = rt.dkim.sign(&extra.message).map_err(dkim_err)?;
+            audit.push(json!({"queue_id": extra_id, "rcpts": extra.to, "kind": "password"}));
+            let env = new_env(extra_id, extra.from, extra.to, EntryKind::Password, &signed);
+            copies.push((env, signed));
+        }
+    }
+    Ok(Decided { copies, audit })
+}
+
+/// The header block's end (index of the blank line's CRLF), if any.
+fn header_end(message: &[u8]) -> Option<usize> {
+    if message.starts_with(b"\r\n") {
+        return Some(0);
+    }
+    message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 2)
+}
+
+fn has_header(headers: &[u8], name: &str) -> bool {
+    headers.split(|&b| b == b'\n').any(|l| {
+        l.len() > name.len()
+            && l[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && l[name.len()] == b':'
+    })
+}
+
+/// Adds `Received`, and `Date`/`Message-ID` when missing (RFC 6409 §8.2, §8.3).
+/// Returns the new message and its Message-ID.
+pub fn add_trace_headers(
+    message: &[u8],
+    info: &SessionInfo,
+    hostname: &str,
+    id: &str,
+    rcpts: &[String],
+) -> (Vec<u8>, Option<String>) {
+    let now = spool::now() as i64;
+    let headers = match header_end(message) {
+        Some(e) => &message[..e],
+        None => message,
+    };
+    let mut top =
+        format!(
+        "Received: from {} ({} [{}])\r\n\tby {hostname} (sealgate) with {} id {id}{};\r\n\t{}\r\n",
+        sanitize(&info.helo),
+        if info.peer.ip().is_loopback() { "localhost" } else { "unknown" },
+        info.peer.ip(),
+        match (info.tls, info.client != "local") {
+            (true, true) => "ESMTPSA",
+            (true, false) => "ESMTPS",
+            (false, true) => "ESMTPA",
+            (false, false) => "ESMTP",
+        },
+        if rcpts.len() == 1 { format!("\r\n\tfor <{}>", rcpts[0]) } else { String::new() },
+        rfc5322_date(now)
+    );
+    let parsed_id = mail_parser::MessageParser::new()
+        .parse_headers(message)
+        .and_then(|m| m.message_id().map(|s| format!("<{s}>")));
+    let mut message_id = parsed_id;
+    let mut extra = String::new();
+    if !has_header(headers, "Date") {
+        extra.push_str(&format!("Date: {}\r\n", rfc5322_date(now)));
+    }
+    if !has_header(headers, "Message-ID") {
+        let mid = format!("<{id}@{hostname}>");
+        extra.push_str(&format!("Message-ID: {mid}\r\n"));
+        message_id = Some(mid);
+    }
+    let mut out = Vec::with_capacity(message.len() + top.len() + extra.len());
+    top.push_str(&extra);
+    out.extend_from_slice(top.as_bytes());
+    if header_end(message).is_none() && !message.is_empty() && !has_colon_first_line(message) {
+        // No header block at all: the message is body only; separate it.
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(message);
+    (out, message_id)
+}
+
+fn has_colon_first_line(message: &[u8]) -> bool {
+    let first = message.split(|&b| b == b'\n').next().unwrap_or(b"");
+    first
+        .iter()
+        .position(|&b| b == b':')
+        .is_some_and(|i| i > 0 && first[..i].iter().all(|&b| b.is_ascii_graphic()))
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(255)
+        .collect()
+}
+
+impl Ingest {
+    /// End of DATA: decide, transform, spool, reply.
+    pub async fn accept(
+        &self,
+        rt: &Arc<Runtime>,
+        info: &SessionInfo,
+        tx: Transaction,
+        message: Vec<u8>,
+    ) -> Reply {
+        let id = spool::new_id();
+        let hostname = rt.config.server.hostname.clone();
+        let (message, message_id) = add_trace_headers(&message, info, &hostname, &id, &tx.rcpts);
+        let decided = {
+            let (rt, info, tx, id) = (rt.clone(), info.clone(), tx.clone(), id.clone());
+            tokio::task::spawn_blocking(move || decide(&rt, &info, &tx, &id, &message, message_id)).await
+        };
+        let decided = match decided {
+            Ok(Ok(d)) => d,
+            Ok(Err((reply, why))) => {
+                if reply.is_permanent() {
+                    self.rejected(info, &tx, &reply, why);
+                } else {
+                    self.metrics.transform_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.audit.record("deferred-at-receipt", json!({"from": tx.from, "rcpts": tx.rcpts, "client": info.client, "reply": reply.to_string(), "why": why}));
+                }
+                return reply;
+            }
+            Err(e) => {
+                tracing::error!("message processing task failed: {e}");
+                return named::local_error("message processing failed");
+            }
+        };
+        self.store(&id, decided, info, rt.policy.version()).await
+    }
+
+    async fn store(&self, id: &str, decided: Decided, info: &SessionInfo, policy_version: &str) -> Reply {
+        let spool = self.spool.clone();
+        let copies = decided.copies;
+        let ids: Vec<String> = copies.iter().map(|(e, _)| e.id.clone()).collect();
+        let summary = decided.audit;
+        let first = copies.first().map(|(e, _)| e.clone());
+        let stored = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(Envelope, &[u8])> = copies
+                .iter()
+                .map(|(e, m)| (e.clone(), m.as_slice()))
+                .collect();
+            spool.store(&refs)
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => {
+                self.metrics
+                    .messages_accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(e) = first {
+                    self.audit.record(
+                        "received",
+                        json!({"queue_id": id, "message_id": e.message_id, "from": e.from,
+                               "client": info.client, "peer": info.peer.to_string(), "tls": info.tls,
+                               "rcpts": e.rcpts, "policy_version": policy_version, "copies": summary}),
+                    );
+                }
+                self.relay.schedule_now(&ids);
+                named::queued(id)
+            }
+            Ok(Err(e)) => {
+                tracing::error!("spool write failed: {e}");
+                named::local_error("cannot write to the spool")
+            }
+            Err(e) => {
+                tracing::error!("spool task failed: {e}");
+                named::local_error("cannot write to the spool")
+            }
+        }
+    }
+
+    /// Records a refusal at end of DATA.
+    pub fn rejected(
+        &self,
+        info: &SessionInfo,
+        tx: &Transaction,
+        reply: &Reply,
+        rules: serde_json::Value,
+    ) {
+        self.metrics
+            .messages_rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.audit.record(
+            "rejected",
+            json!({"from": tx.from, "rcpts": tx.rcpts, "client": info.client,
+                   "reply": reply.to_string(), "rules": rules}),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*@example.com", "Billing@Example.com"));
+        assert!(!glob_match("*@example.com", "a@example.com.evil"));
+        assert!(glob_match("a?c@x", "abc@x"));
+    }
+
+    #[test]
+    fn trace_headers_added_once() {
+        let info = SessionInfo {
+            client: "local".into(),
+            helo: "app".into(),
+            peer: "127.0.0.1:1000".parse().unwrap(),
+            tls: false,
+        };
+        let (m, mid) = add_trace_headers(
+            b"Subject: x\r\n\r\nbody\r\n",
+            &info,
+            "gw",
+            "ID1",
+            &["a@b".into()],
+        );
+        let text = String::from_utf8(m).unwrap();
+        assert!(text.starts_with("Received: from app (localhost [127.0.0.1])"));
+        assert!(text.contains("Message-ID: <ID1@gw>\r\n"));
+        assert_eq!(mid.as_deref(), Some("<ID1@gw>"));
+        assert!(text.ends_with("Subject: x\r\n\r\nbody\r\n"));
+        let (m2, mid2) = add_trace_headers(
+            b"Message-ID: <k@l>\r\nDate: x\r\n\r\nb",
+            &info,
+            "gw",
+            "ID2",
+            &[],
+        );
+        assert_eq!(mid2.as_deref(), Some("<k@l>"));
+        assert_eq!(
+            String::from_utf8(m2).unwrap().matches("Message-ID").count(),
+            1
+        );
+    }
+}

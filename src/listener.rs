@@ -1,0 +1,394 @@
+//! The accept loop and the I/O driver of each SMTP session.
+//!
+//! A semaphore permit is taken before `accept`, so at most `max_connections` sessions
+//! exist. Each session drives the sans-IO [`Session`] over the socket: bounded command
+//! lines, per-command and per-DATA-chunk timeouts, STARTTLS with pipelined input
+//! discarded, and replies flushed only when the client's pipelined input is used up.
+//! Shutdown: listeners stop accepting; idle sessions are told `421` and closed;
+//! a session inside DATA finishes its message first.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::BareLineEndings;
+use crate::ingest::Ingest;
+use crate::reply::{named, Reply};
+use crate::runtime::{Runtime, Shared};
+use crate::session::{DataOutcome, Hooks, Session, SessionLimits, Step};
+
+/// Longest command line accepted (RFC 5321 §4.5.3.1.4 says 512; AUTH needs more, RFC 4954 §4).
+pub const MAX_COMMAND_LINE: usize = 12 * 1024;
+
+/// A client connection before or after STARTTLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Binds every configured address. Fails with the address that could not be bound.
+pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Accepts connections on all listeners until `shutdown`; then waits (at most `drain`)
+/// for the sessions to finish.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    shared: Shared,
+    ingest: Arc<Ingest>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let max = shared.get().config.server.max_connections;
+    let limit = Arc::new(Semaphore::new(max));
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let (shared, ingest, limit, sd) = (
+            shared.clone(),
+            ingest.clone(),
+            limit.clone(),
+            shutdown.clone(),
+        );
+        tasks.push(tokio::spawn(accept_loop(l, shared, ingest, limit, sd)));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Drain: all permits back means every session ended.
+    let _ = tokio::time::timeout(drain, limit.acquire_many(max as u32)).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Shared,
+    ingest: Arc<Ingest>,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = sock.set_nodelay(true);
+        let rt = shared.get();
+        let ingest = ingest.clone();
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            ingest
+                .metrics
+                .sessions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ingest
+                .metrics
+                .sessions_active
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Err(e) = handle(sock, peer, rt, ingest.clone(), sd).await {
+                tracing::debug!("session with {peer} ended: {e}");
+            }
+            ingest
+                .metrics
+                .sessions_active
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// Policy and credential decisions for a session, from its runtime snapshot.
+pub struct RuntimeHooks<'a> {
+    pub rt: &'a Runtime,
+}
+
+impl Hooks for RuntimeHooks<'_> {
+    fn authenticate(&self, username: &str, password: &str) -> Option<String> {
+        crate::ingest::authenticate(self.rt, username, password)
+    }
+    fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
+        crate::ingest::check_sender(self.rt, client, sender)
+    }
+    fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
+        crate::ingest::check_recipient(self.rt, client, sender, rcpt)
+    }
+}
+
+/// Input buffer with a read position; bytes before `pos` are consumed.
+struct Input {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Input {
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 64 * 1024 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+    }
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.pos = 0;
+    }
+    /// Reads more; `Ok(0)` at EOF.
+    async fn fill(&mut self, s: &mut Stream) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = s.read(&mut chunk).await?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+}
+
+enum Line {
+    Complete(usize),
+    TooLong,
+}
+
+fn find_line(input: &Input) -> Option<Line> {
+    let p = input.pending();
+    match p.iter().position(|&b| b == b'\n') {
+        Some(i) if i < MAX_COMMAND_LINE => Some(Line::Complete(i + 1)),
+        Some(_) => Some(Line::TooLong),
+        None if p.len() >= MAX_COMMAND_LINE => Some(Line::TooLong),
+        None => None,
+    }
+}
+
+async fn handle(
+    sock: TcpStream,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    ingest: Arc<Ingest>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let cfg = &rt.config.server;
+    let limits = SessionLimits {
+        hostname: cfg.hostname.clone(),
+        max_message_size: cfg.max_message_size,
+        max_recipients: cfg.max_recipients,
+        require_auth: cfg.require_auth,
+        tls_available: rt.tls_acceptor.is_some(),
+        auth_available: !rt.config.clients.is_empty(),
+        peer_is_loopback: peer.ip().is_loopback(),
+    };
+    let normalize = cfg.bare_line_endings == BareLineEndings::Normalize;
+    let hooks = RuntimeHooks { rt: &rt };
+    let mut session = Session::new(limits);
+    let mut stream = Stream::Plain(sock);
+    let mut input = Input {
+        buf: Vec::with_capacity(4096),
+        pos: 0,
+    };
+    let mut out: Vec<u8> = session.greeting().to_wire();
+    let mut skipping_long_line = false;
+    loop {
+        // Take a complete line if one is buffered; otherwise flush and read.
+        let line = match find_line(&input) {
+            Some(Line::Complete(n)) => {
+                let line = input.pending()[..n].to_vec();
+                input.consume(n);
+                if skipping_long_line {
+                    skipping_long_line = false;
+                    continue;
+                }
+                line
+            }
+            Some(Line::TooLong) => {
+                let p = input.pending();
+                let n = p
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map(|i| i + 1)
+                    .unwrap_or(p.len());
+                let had_end = p.get(n.wrapping_sub(1)) == Some(&b'\n');
+                input.consume(n);
+                if !skipping_long_line {
+                    match session.line_too_long() {
+                        Step::Close(r) => {
+                            out.extend_from_slice(&r.to_wire());
+                            stream.write_all(&out).await?;
+                            return Ok(());
+                        }
+                        Step::Reply(r) | Step::StartTls(r) | Step::Data(r) => {
+                            out.extend_from_slice(&r.to_wire())
+                        }
+                    }
+                }
+                skipping_long_line = !had_end;
+                continue;
+            }
+            None => {
+                if !out.is_empty() {
+                    stream.write_all(&out).await?;
+                    out.clear();
+                }
+                let timeout = rt.config.server.command_timeout;
+                let read = tokio::select! {
+                    r = tokio::time::timeout(timeout, input.fill(&mut stream)) => r,
+                    _ = shutdown.changed() => {
+                        stream.write_all(&named::shutting_down().to_wire()).await?;
+                        return Ok(());
+                    }
+                };
+                match read {
+                    Err(_) => {
+                        stream.write_all(&named::timeout().to_wire()).await?;
+                        return Ok(());
+                    }
+                    Ok(Ok(0)) => return Ok(()),
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => return Err(e),
+                }
+            }
+        };
+        match session.command(&line, &hooks) {
+            Step::Reply(r) => {
+                if r.is_permanent() && r.code() == 550 {
+                    ingest
+                        .metrics
+                        .recipients_rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                out.extend_from_slice(&r.to_wire())
+            }
+            Step::Close(r) => {
+                out.extend_from_slice(&r.to_wire());
+                stream.write_all(&out).await?;
+                let _ = stream.shutdown().await;
+                return Ok(());
+            }
+            Step::StartTls(r) => {
+                out.extend_from_slice(&r.to_wire());
+                stream.write_all(&out).await?;
+                out.clear();
+                // Anything pipelined after STARTTLS is discarded (CVE-2011-0411).
+                input.clear();
+                let Some(acceptor) = rt.tls_acceptor.clone() else {
+                    return Ok(());
+                };
+                let Stream::Plain(tcp) = stream else {
+                    return Ok(());
+                };
+                let tls = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout")
+                    })??;
+                stream = Stream::Tls(Box::new(tls));
+                session.tls_established();
+            }
+            Step::Data(r) => {
+                out.extend_from_slice(&r.to_wire());
+                stream.write_all(&out).await?;
+                out.clear();
+                let mut rx = session.data_receiver(normalize);
+                let used = rx.feed(input.pending());
+                input.consume(used);
+                while !rx.is_done() {
+                    let n = tokio::time::timeout(
+                        rt.config.server.data_timeout,
+                        input.fill(&mut stream),
+                    )
+                    .await;
+                    match n {
+                        Err(_) => {
+                            stream.write_all(&named::timeout().to_wire()).await?;
+                            return Ok(());
+                        }
+                        Ok(Ok(0)) => return Ok(()),
+                        Ok(Ok(_)) => {
+                            let used = rx.feed(input.pending());
+                            input.consume(used);
+                        }
+                        Ok(Err(e)) => return Err(e),
+                    }
+                }
+                let tx = session.take_transaction();
+                let reply = match rx.finish() {
+                    DataOutcome::TooBig => named::too_big(rt.config.server.max_message_size),
+                    DataOutcome::BareLineEnding => named::bare_line_ending(),
+                    DataOutcome::Message(m) => {
+                        let info = crate::ingest::SessionInfo {
+                            client: session.client().to_string(),
+                            helo: session.helo().unwrap_or("").to_string(),
+                            peer,
+                            tls: session.is_tls(),
+                        };
+                        ingest.accept(&rt, &info, tx, m).await
+                    }
+                };
+                out.extend_from_slice(&reply.to_wire());
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `sealgate serve`: wires the runtime, spool, relay, listeners, metrics and signals.
+//!
+//! Startup delivers whatever the spool already holds. SIGHUP reloads the configuration
+//! (a broken one keeps the running set and logs why); SIGUSR1 makes every queued entry
+//! due now (`sealgate queue retry`); SIGTERM/SIGINT stop accepting, drain sessions and exit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::audit::Audit;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::relay::{Relay, RelaySettings};
+use crate::runtime::{Runtime, Shared};
+use crate::spool::Spool;
+use crate::upstream::UpstreamSettings;
+
+/// Relay settings from a runtime (reads the upstream password).
+pub fn relay_settings(rt: &Runtime) -> anyhow::Result<RelaySettings> {
+    let cfg = &rt.config;
+    let password = cfg.upstream_password().context("upstream password")?;
+    let upstream = UpstreamSettings::new(&cfg.upstream, password, &cfg.server.hostname)
+        .context("upstream TLS settings")?;
+    Ok(RelaySettings {
+        upstream,
+        give_up_after: cfg.upstream.give_up_after,
+        retry_base: cfg.upstream.retry_base,
+        retry_max: cfg.upstream.max_retry_interval,
+        hostname: cfg.server.hostname.clone(),
+    })
+}
+
+/// A running server, for `demo` and tests that start it in-process.
+pub struct Running {
+    /// Addresses actually bound (useful when the config says port 0).
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Send `true` to stop.
+    pub shutdown: watch::Sender<bool>,
+    /// Completes when the server has stopped.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the server for `config_path`; returns once it is listening.
+pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
+    let rt = Runtime::load(config_path)?;
+    let spool = Spool::open(&rt.config.spool.dir).context("opening the spool")?;
+    let audit = Arc::new(Audit::open(rt.config.audit.path.as_deref()).with_context(|| {
+        format!(
+            "opening the audit log {}",
+            rt.config.audit.path.as_deref().unwrap_or(Path::new("-")).display()
+        )
+    })?);
+    let metrics = Arc::new(Metrics::default());
+    let relay = Relay::new(spool.clone(), relay_settings(&rt)?, audit.clone(), metrics.clone());
+    let queued = relay.rescan(false).context("reading the spool")?;
+    if queued > 0 {
+        tracing::info!("{queued} spooled entries to deliver");
+    }
+    let listeners = crate::listener::bind(&rt.config.server.listen).await?;
+    let addrs: Vec<_> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    if let Some(m) = &rt.config.metrics {
+        let l = tokio::net::TcpListener::bind(m.listen)
+            .await
+            .with_context(|| format!("metrics listen {}", m.listen))?;
+        tokio::spawn(crate::metrics::serve(l, metrics.clone()));
+    }
+    let pidfile = spool.dir().join("sealgate.pid");
+    std::fs::write(&pidfile, format!("{}\n", std::process::id())).with_context(|| format!("{}", pidfile.display()))?;
+    let workers = rt.config.upstream.connections;
+    let drain = rt.config.server.data_timeout;
+    audit.record("started", json!({"listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "config": config_path.display().to_string(), "queued": queued}));
+    let shared = Shared::new(rt);
+    let (tx, rx) = watch::channel(false);
+    let relay_tasks = relay.start(workers, rx.clone());
+    let ingest = Arc::new(Ingest {
+        spool,
+        relay: relay.clone(),
+        audit: audit.clone(),
+        metrics,
+    });
+    tokio::spawn(signals(config_path.to_path_buf(), shared.clone(), relay.clone(), audit.clone(), tx.clone()));
+    let done = tokio::spawn(async move {
+        crate::listener::serve(listeners, shared, ingest, rx, drain).await;
+        for t in relay_tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
+        }
+        let _ = std::fs::remove_file(&pidfile);
+        audit.record("stopped", json!({}));
+    });
+    Ok(Running {
+        addrs,
+        shutdown: tx,
+        done,
+    })
+}
+
+/// Reloads the configuration at `path`; on success swaps it in.
+pub fn reload(path: &Path, shared: &Shared, relay: &Relay, audit: &Audit) -> anyhow::Result<()> {
+    let rt = Runtime::load(path)?;
+    let settings = relay_settings(&rt)?;
+    relay.set_settings(settings);
+    shared.set(rt);
+    audit.record("reloaded", json!({"config": path.display().to_string()}));
+    Ok(())
+}
+
+async fn signals(path: PathBuf, shared: Shared, relay: Arc<Relay>, audit: Arc<Audit>, shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match reload(&path, &shared, &relay, &audit) {
+                Ok(()) => tracing::info!("configuration reloaded from {}", path.display()),
+                Err(e) => {
+                    tracing::error!("reload failed, keeping the running configuration: {e:#}");
+                    audit.record("reload-failed", json!({"error": format!("{e:#}")}));
+                }
+            },
+            _ = usr1.recv() => {
+                match relay.rescan(true) {
+                    Ok(n) => tracing::info!("queue flush: {n} entries due now"),
+                    Err(e) => tracing::error!("queue flush failed: {e}"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping: no new sessions; finishing the ones in progress");
+    let _ = shutdown.send(true);
+}

@@ -1,0 +1,566 @@
+//! A byte-exact MIME tree over one message, so transforms can rewrite some parts and
+//! copy every other byte unchanged.
+//!
+//! Its one job is to find entity boundaries; it never changes or decodes anything. The
+//! tree borrows the message: each [`Entity`] is a slice of the input, and the pieces of a
+//! multipart (preamble, delimiter lines, parts, closing delimiter and epilogue) concatenate
+//! back to exactly the multipart's body. Input is expected with CRLF line ends
+//! ([`canonical_crlf`] makes it so). Malformed structure degrades to a leaf, nesting is cut
+//! at [`MAX_DEPTH`], and nothing here may panic on any input.
+
+use std::borrow::Cow;
+
+use mail_parser::{MessageParser, MimeHeaders};
+
+/// Deeper nesting than this is treated as an opaque leaf.
+pub const MAX_DEPTH: usize = 32;
+
+/// One MIME entity: header block plus body, borrowed from the message.
+#[derive(Debug)]
+pub struct Entity<'a> {
+    /// The whole entity, header and body. Invariant: `raw == header ++ body`.
+    pub raw: &'a [u8],
+    /// The header fields including the empty line that ends them (may be just `CRLF`,
+    /// or empty when the entity has no empty line at all).
+    pub header: &'a [u8],
+    /// Everything after the empty line.
+    pub body: &'a [u8],
+    /// The content headers, parsed.
+    pub info: PartInfo,
+    /// What the body holds.
+    pub kind: Kind<'a>,
+}
+
+/// The body of an [`Entity`].
+#[derive(Debug)]
+pub enum Kind<'a> {
+    /// Anything that is not structurally parsed further.
+    Leaf,
+    /// A multipart whose body is `preamble ++ (delimiter ++ part)* ++ tail`.
+    Multipart {
+        preamble: &'a [u8],
+        /// Each part with the delimiter line before it (`CRLF--boundary CRLF`).
+        parts: Vec<(&'a [u8], Entity<'a>)>,
+        /// The closing delimiter and epilogue (empty when the closing delimiter is missing).
+        tail: &'a [u8],
+    },
+    /// A `message/rfc822` (or `message/global`) body in 7bit/8bit/binary encoding.
+    Message(Box<Entity<'a>>),
+}
+
+/// Content headers of one entity, lower-cased where case does not matter.
+#[derive(Debug, Default, Clone)]
+pub struct PartInfo {
+    /// `type/subtype`, lower case; `text/plain` when absent.
+    pub content_type: String,
+    /// The multipart boundary, exactly as given.
+    pub boundary: Option<String>,
+    /// `attachment`, `inline` or absent, lower case.
+    pub disposition: Option<String>,
+    /// `filename` of Content-Disposition or `name` of Content-Type, decoded.
+    pub file_name: Option<String>,
+    /// Content-Transfer-Encoding, lower case; `7bit` when absent.
+    pub transfer_encoding: String,
+}
+
+impl PartInfo {
+    fn from_header(header: &[u8]) -> PartInfo {
+        let mut info = PartInfo {
+            content_type: "text/plain".into(),
+            transfer_encoding: "7bit".into(),
+            ..PartInfo::default()
+        };
+        if header.is_empty() {
+            return info;
+        }
+        let Some(parsed) = MessageParser::default().parse_headers(header) else {
+            return info;
+        };
+        if parsed.parts.is_empty() {
+            return info;
+        }
+        if let Some(ct) = parsed.content_type() {
+            let sub = ct.subtype().unwrap_or("");
+            info.content_type = format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase();
+            info.boundary = ct.attribute("boundary").map(str::to_string);
+        }
+        if let Some(cd) = parsed.content_disposition() {
+            info.disposition = Some(cd.ctype().to_ascii_lowercase());
+        }
+        info.file_name = parsed.attachment_name().map(str::to_string);
+        if let Some(cte) = parsed.content_transfer_encoding() {
+            info.transfer_encoding = cte.trim().to_ascii_lowercase();
+        }
+        info
+    }
+
+    /// True for `multipart/*`.
+    pub fn is_multipart(&self) -> bool {
+        self.content_type.starts_with("multipart/")
+    }
+}
+
+/// Parses `raw` as an entity (a whole message at depth 0).
+pub fn parse(raw: &[u8]) -> Entity<'_> {
+    parse_at(raw, 0)
+}
+
+fn parse_at(raw: &[u8], depth: usize) -> Entity<'_> {
+    let split = header_end(raw);
+    let (header, body) = raw.split_at(split);
+    let info = PartInfo::from_header(header);
+    let kind = if depth >= MAX_DEPTH {
+        Kind::Leaf
+    } else if info.is_multipart() {
+        match info.boundary.as_deref() {
+            Some(b) if !b.is_empty() => split_multipart(body, b, depth).unwrap_or(Kind::Leaf),
+            _ => Kind::Leaf,
+        }
+    } else if (info.content_type == "message/rfc822" || info.content_type == "message/global")
+        && matches!(info.transfer_encoding.as_str(), "7bit" | "8bit" | "binary")
+        && !body.is_empty()
+    {
+        Kind::Message(Box::new(parse_at(body, depth + 1)))
+    } else {
+        Kind::Leaf
+    };
+    Entity {
+        raw,
+        header,
+        body,
+        info,
+        kind,
+    }
+}
+
+/// Offset of the body: just after the first empty line. An entity starting with an
+/// empty line has an empty header block of `CRLF`; one without any empty line is all header.
+pub fn header_end(raw: &[u8]) -> usize {
+    if raw.starts_with(b"\r\n") {
+        return 2;
+    }
+    match find(raw, b"\r\n\r\n") {
+        Some(p) => p + 4,
+        None => raw.len(),
+    }
+}
+
+/// Splits a multipart body at its delimiter lines; `None` when no delimiter is found.
+fn split_multipart<'a>(body: &'a [u8], boundary: &str, depth: usize) -> Option<Kind<'a>> {
+    let delim = [b"--", boundary.as_bytes()].concat();
+    // (start of delimiter incl. preceding CRLF, start of following content, is closing)
+    let mut marks: Vec<(usize, usize, bool)> = Vec::new();
+    let mut line_start = 0usize;
+    while line_start <= body.len() {
+        let line_end = find(&body[line_start..], b"\r\n").map(|p| line_start + p);
+        let line = &body[line_start..line_end.unwrap_or(body.len())];
+        if let Some(rest) = line.strip_prefix(delim.as_slice()) {
+            let closing = rest.starts_with(b"--");
+            if closing || rest.iter().all(|c| *c == b' ' || *c == b'\t') {
+                let start = if line_start >= 2 {
+                    line_start - 2
+                } else {
+                    line_start
+                };
+                let content = line_end.map_or(body.len(), |e| e + 2);
+                marks.push((start, content, closing));
+                if closing {
+                    break;
+                }
+            }
+        }
+        match line_end {
+            Some(e) => line_start = e + 2,
+            None => break,
+        }
+    }
+    let first = marks.first()?;
+    if first.2 {
+        return None;
+    }
+    let preamble = &body[..first.0];
+    let mut parts = Vec::new();
+    let mut tail: &[u8] = &[];
+    for (i, &(start, content, closing)) in marks.iter().enumerate() {
+        if closing {
+            tail = &body[start..];
+            break;
+        }
+        let end = marks.get(i + 1).map_or(body.len(), |m| m.0).max(content);
+        let part_raw = body.get(content..end).unwrap_or(&[]);
+        parts.push((&body[start..content], parse_at(part_raw, depth + 1)));
+    }
+    Some(Kind::Multipart {
+        preamble,
+        parts,
+        tail,
+    })
+}
+
+/// First position of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        match hay[i..=hay.len() - needle.len()]
+            .iter()
+            .position(|c| *c == first)
+        {
+            Some(p) => {
+                let at = i + p;
+                if &hay[at..at + needle.len()] == needle {
+                    return Some(at);
+                }
+                i = at + 1;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+/// The message with every line ending as CRLF (bare LF and bare CR become CRLF).
+/// Borrows when the input already is canonical.
+pub fn canonical_crlf(msg: &[u8]) -> Cow<'_, [u8]> {
+    let mut ok = true;
+    for (i, c) in msg.iter().enumerate() {
+        match c {
+            b'\r' if msg.get(i + 1) != Some(&b'\n') => ok = false,
+            b'\n' if i == 0 || msg[i - 1] != b'\r' => ok = false,
+            _ => {}
+        }
+        if !ok {
+            break;
+        }
+    }
+    if ok {
+        return Cow::Borrowed(msg);
+    }
+    let mut out = Vec::with_capacity(msg.len() + msg.len() / 32);
+    let mut i = 0;
+    while i < msg.len() {
+        match msg[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if msg.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// One header field, raw (with its folded continuation lines and final CRLF).
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
+    /// The field name as written.
+    pub name: &'a str,
+    /// Name, colon, value and the final CRLF, exactly as in the message.
+    pub raw: &'a [u8],
+}
+
+impl Field<'_> {
+    /// The unfolded value after the colon, trimmed.
+    pub fn value(&self) -> String {
+        let colon = self.raw.iter().position(|c| *c == b':').unwrap_or(0);
+        let v = self.raw.get(colon + 1..).unwrap_or(&[]);
+        let s = String::from_utf8_lossy(v);
+        s.replace("\r\n", "").trim().to_string()
+    }
+
+    /// True for `Content-*` fields, which describe the entity rather than the message.
+    pub fn is_content(&self) -> bool {
+        self.name.len() >= 8 && self.name[..8].eq_ignore_ascii_case("content-")
+    }
+
+    /// True when the name is `name`, ignoring case.
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+    }
+}
+
+/// Splits a header block (as in [`Entity::header`]) into fields. Lines that are not
+/// fields (no colon) are returned with an empty name so that nothing is lost.
+pub fn fields(header: &[u8]) -> Vec<Field<'_>> {
+    let mut out: Vec<Field<'_>> = Vec::new();
+    let mut pos = 0;
+    let mut field_start: Option<usize> = None;
+    while pos < header.len() {
+        let end = find(&header[pos..], b"\r\n").map_or(header.len(), |p| pos + p + 2);
+        let line = &header[pos..end];
+        if line == b"\r\n" {
+            // the empty line that ends the block
+            if let Some(s) = field_start.take() {
+                out.push(make_field(&header[s..pos]));
+            }
+            break;
+        }
+        let continuation = line.first().is_some_and(|c| *c == b' ' || *c == b'\t');
+        if !continuation {
+            if let Some(s) = field_start.take() {
+                out.push(make_field(&header[s..pos]));
+            }
+            field_start = Some(pos);
+        } else if field_start.is_none() {
+            field_start = Some(pos);
+        }
+        pos = end;
+    }
+    if let Some(s) = field_start {
+        let end = pos.min(header.len());
+        out.push(make_field(&header[s..end]));
+    }
+    out
+}
+
+fn make_field(raw: &[u8]) -> Field<'_> {
+    let name = raw
+        .iter()
+        .position(|c| *c == b':')
+        .and_then(|p| std::str::from_utf8(&raw[..p]).ok())
+        .map(str::trim)
+        .unwrap_or("");
+    Field { name, raw }
+}
+
+/// Decodes a body by its Content-Transfer-Encoding (base64 and quoted-printable,
+/// leniently; anything else unchanged).
+pub fn decode_body<'a>(body: &'a [u8], transfer_encoding: &str) -> Cow<'a, [u8]> {
+    match transfer_encoding {
+        "base64" => Cow::Owned(decode_base64_lenient(body)),
+        "quoted-printable" => Cow::Owned(decode_qp(body)),
+        _ => Cow::Borrowed(body),
+    }
+}
+
+fn decode_base64_lenient(body: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        .collect();
+    // Drop a dangling sextet that cannot form a byte.
+    let usable = if clean.len() % 4 == 1 {
+        clean.len() - 1
+    } else {
+        clean.len()
+    };
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&clean[..usable])
+        .or_else(|_| {
+            base64::engine::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_allow_trailing_bits(true)
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            )
+            .decode(&clean[..usable])
+        })
+        .unwrap_or_default()
+}
+
+fn decode_qp(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        let c = body[i];
+        if c == b'=' {
+            if body.get(i + 1..i + 3) == Some(b"\r\n") {
+                i += 3;
+                continue;
+            }
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (
+                body.get(i + 1).and_then(|b| hex(*b)),
+                body.get(i + 2).and_then(|b| hex(*b)),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+            out.push(c);
+            i += 1;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Base64 with CRLF every 76 characters, ending in CRLF. Written in one pass, so a
+/// large body is held once (not once as a string and again with line breaks).
+pub fn encode_base64_lines(data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let mut out = String::with_capacity(data.len().div_ceil(57) * 78);
+    for chunk in data.chunks(57) {
+        base64::engine::general_purpose::STANDARD.encode_string(chunk, &mut out);
+        out.push_str("\r\n");
+    }
+    out.into_bytes()
+}
+
+/// A fresh random boundary that does not occur in `content`.
+pub fn fresh_boundary(prefix: &str, content: &[u8]) -> String {
+    use rand::RngCore;
+    loop {
+        let mut bytes = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let b = format!("{prefix}-{hex}");
+        if find(content, b.as_bytes()).is_none() {
+            return b;
+        }
+    }
+}
+
+/// What a rewrite does with one entity.
+#[derive(Debug)]
+pub enum Edit {
+    /// Keep it (and look inside it, for multiparts and messages).
+    Keep,
+    /// Put these bytes (a whole entity: header, empty line, body) in its place.
+    Replace(Vec<u8>),
+    /// Drop it, with the delimiter line before it.
+    Remove,
+}
+
+/// Rebuilds `e`, asking `decide` about every entity top-down (it also gets the boundary
+/// of the enclosing multipart). Unchanged subtrees are borrowed, so what is not edited
+/// stays byte-identical. `None` means the entity itself was removed, or was a multipart
+/// whose parts were all removed.
+pub fn rewrite<'a>(
+    e: &Entity<'a>,
+    decide: &mut dyn FnMut(&Entity<'a>, Option<&str>) -> Edit,
+) -> Option<Cow<'a, [u8]>> {
+    rewrite_in(e, None, decide)
+}
+
+fn rewrite_in<'a>(
+    e: &Entity<'a>,
+    parent_boundary: Option<&str>,
+    decide: &mut dyn FnMut(&Entity<'a>, Option<&str>) -> Edit,
+) -> Option<Cow<'a, [u8]>> {
+    match decide(e, parent_boundary) {
+        Edit::Replace(v) => return Some(Cow::Owned(v)),
+        Edit::Remove => return None,
+        Edit::Keep => {}
+    }
+    match &e.kind {
+        Kind::Leaf => Some(Cow::Borrowed(e.raw)),
+        Kind::Message(inner) => match rewrite_in(inner, None, decide)? {
+            Cow::Borrowed(_) => Some(Cow::Borrowed(e.raw)),
+            Cow::Owned(v) => {
+                let mut out = e.header.to_vec();
+                out.extend_from_slice(&v);
+                Some(Cow::Owned(out))
+            }
+        },
+        Kind::Multipart {
+            preamble,
+            parts,
+            tail,
+        } => {
+            let boundary = e.info.boundary.as_deref();
+            let mut changed = false;
+            let mut kept: Vec<(&[u8], Cow<'a, [u8]>)> = Vec::with_capacity(parts.len());
+            for (delim, part) in parts {
+                match rewrite_in(part, boundary, decide) {
+                    Some(Cow::Borrowed(b)) => kept.push((delim, Cow::Borrowed(b))),
+                    Some(owned) => {
+                        changed = true;
+                        kept.push((delim, owned));
+                    }
+                    None => changed = true,
+                }
+            }
+            if !changed {
+                return Some(Cow::Borrowed(e.raw));
+            }
+            if kept.is_empty() {
+                return None;
+            }
+            let mut out = Vec::with_capacity(e.raw.len());
+            out.extend_from_slice(e.header);
+            out.extend_from_slice(preamble);
+            for (i, (delim, part)) in kept.iter().enumerate() {
+                if i == 0 && preamble.is_empty() && delim.starts_with(b"\r\n") {
+                    // The first delimiter may not begin the body with an empty line
+                    // that was not there before.
+                    out.extend_from_slice(&delim[2..]);
+                } else {
+                    out.extend_from_slice(delim);
+                }
+                out.extend_from_slice(part);
+            }
+            out.extend_from_slice(tail);
+            Some(Cow::Owned(out))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn concat_multipart(e: &Entity<'_>) -> Vec<u8> {
+        match &e.kind {
+            Kind::Multipart {
+                preamble,
+                parts,
+                tail,
+            } => {
+                let mut v = e.header.to_vec();
+                v.extend_from_slice(preamble);
+                for (d, p) in parts {
+                    v.extend_from_slice(d);
+                    v.extend_from_slice(&concat_multipart(p));
+                }
+                v.extend_from_slice(tail);
+                v
+            }
+            _ => e.raw.to_vec(),
+        }
+    }
+
+    #[test]
+    fn multipart_pieces_concatenate_to_the_original() {
+        let msg = b"From: a@b\r\nContent-Type: multipart/mixed; boundary=\"xx\"\r\n\r\npre\r\n--xx\r\nContent-Type: text/plain\r\n\r\nhello\r\n--xx \r\nContent-Type: application/pdf; name=a.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n--xx--\r\nepilogue\r\n";
+        let e = parse(msg);
+        let Kind::Multipart { parts, .. } = &e.kind else {
+            panic!("not multipart")
+        };
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].1.body, b"hello");
+        assert_eq!(parts[1].1.info.file_name.as_deref(), Some("a.pdf"));
+        assert_eq!(
+            decode_body(parts[1].1.body, &parts[1].1.info.transfer_encoding).as_ref(),
+            &[0, 1, 2]
+        );
+        assert_eq!(concat_multipart(&e), msg.to_vec());
+    }
+
+    #[test]
+    fn crlf_canonicalisation() {
+        assert!(matches!(canonical_crlf(b"a\r\nb\r\n"), Cow::Borrowed(_)));
+        assert_eq!(canonical_crlf(b"a\nb\rc\r\n").as_ref(), b"a\r\nb\r\nc\r\n");
+    }
+
+    #[test]
+    fn fields_keep_folding() {
+        let h = b"Subject: a\r\n b\r\nContent-Type: text/plain\r\n\r\n";
+        let f = fields(h);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].raw, b"Subject: a\r\n b\r\n");
+        assert_eq!(f[0].value(), "a b");
+        assert!(f[1].is_content());
+    }
+}
