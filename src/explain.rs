@@ -34,12 +34,15 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
             rt.policy.judge_rcpt(&env, r, &has_cert).err().map(|rej| (r.clone(), format!("{} ({})", rej.reason, rej.by)))
         })
         .collect();
-    let verdicts = rt.policy.judge_message(&env, to, message);
+    // As in a live session: recipients refused at RCPT are simply not part of the message.
+    let survivors: Vec<String> = to.iter().filter(|r| !rcpt_refused.iter().any(|(x, _)| x == *r)).cloned().collect();
+    let verdicts = rt.policy.judge_message(&env, &survivors, message);
     let mut pairs = Vec::new();
-    for (r, v) in to.iter().zip(&verdicts) {
-        if let RecipientVerdict::Accept { actions, .. } = v {
-            if !rcpt_refused.iter().any(|(x, _)| x == r) {
-                pairs.push((r.clone(), actions.clone()));
+    for (r, v) in survivors.iter().zip(&verdicts) {
+        match v {
+            RecipientVerdict::Accept { actions, .. } => pairs.push((r.clone(), actions.clone())),
+            RecipientVerdict::Reject { reason, by } => {
+                refused_json.push(json!({"rcpt": r, "stage": "data", "reason": format!("{reason} ({by})")}));
             }
         }
     }
@@ -50,7 +53,9 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
     }
     let any_reject = verdicts.iter().any(|v| matches!(v, RecipientVerdict::Reject { .. }));
     if any_reject {
-        let _ = writeln!(text, "  none: the message would be refused whole (550 5.7.1)");
+        let _ = writeln!(text, "  none: a content rule refuses the message for a recipient, so it is refused whole (550 5.7.1)");
+    } else if survivors.is_empty() {
+        let _ = writeln!(text, "  none: every recipient is refused at RCPT");
     }
     let (plans, refused) = crate::transform::plan(&pairs, rt.smime.as_ref());
     for (r, why) in &refused {
@@ -60,7 +65,7 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
     if let Some(dir) = write {
         std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
     }
-    if !any_reject && refused.is_empty() && rcpt_refused.is_empty() {
+    if !any_reject && refused.is_empty() {
         for (n, plan) in plans.iter().enumerate() {
             let _ = writeln!(text, "  copy {} to {}:", n + 1, plan.recipients.join(", "));
             let _ = writeln!(text, "    actions: {}", describe(&plan.actions));
@@ -88,9 +93,6 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
             } else {
                 None
             };
-            for n in &plan.notes {
-                let _ = writeln!(text, "    note: {n}");
-            }
             let mut file = None;
             let mut dkim = Vec::new();
             let mut error = None;
@@ -120,6 +122,9 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
                     }
                 }
                 Err(e) => {
+                    for n in &plan.notes {
+                        let _ = writeln!(text, "    {n}");
+                    }
                     let _ = writeln!(text, "    would fail: {e}");
                     error = Some(e.to_string());
                 }
@@ -129,7 +134,7 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
         }
     }
     let json = json!({"explanation": explanation, "refused": refused_json, "copies": copies,
-                      "accepted": !any_reject && refused.is_empty() && rcpt_refused.is_empty()});
+                      "accepted": !any_reject && refused.is_empty() && !survivors.is_empty()});
     Ok(ExplainReport { text, json })
 }
 

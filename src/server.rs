@@ -84,6 +84,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         metrics,
     });
     tokio::spawn(signals(config_path.to_path_buf(), shared.clone(), relay.clone(), audit.clone(), tx.clone()));
+    tokio::spawn(watch_policies(config_path.to_path_buf(), shared.clone(), relay.clone(), audit.clone(), rx.clone()));
     let done = tokio::spawn(async move {
         crate::listener::serve(listeners, shared, ingest, rx, drain).await;
         for t in relay_tasks {
@@ -104,9 +105,61 @@ pub fn reload(path: &Path, shared: &Shared, relay: &Relay, audit: &Audit) -> any
     let rt = Runtime::load(path)?;
     let settings = relay_settings(&rt)?;
     relay.set_settings(settings);
+    let version = rt.policy.version().to_string();
     shared.set(rt);
-    audit.record("reloaded", json!({"config": path.display().to_string()}));
+    audit.record("reloaded", json!({"config": path.display().to_string(), "policy_version": version}));
     Ok(())
+}
+
+/// A fingerprint of the policy directory: names, sizes and modification times.
+fn policy_fingerprint(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let m = e.metadata().ok()?;
+                    Some((e.file_name().to_string_lossy().into_owned(), m.len(), m.modified().ok()?))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Reloads when the policy directory changes, once it has been quiet for a second
+/// (editors write files in several steps).
+async fn watch_policies(path: PathBuf, shared: Shared, relay: Arc<Relay>, audit: Arc<Audit>, mut shutdown: watch::Receiver<bool>) {
+    let dir = shared.get().config.policy.dir.clone();
+    let mut last = policy_fingerprint(&dir);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = policy_fingerprint(&dir);
+        if now == last {
+            continue;
+        }
+        // Debounce: wait until the directory stops changing.
+        let mut settled = now;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let again = policy_fingerprint(&dir);
+            if again == settled {
+                break;
+            }
+            settled = again;
+        }
+        last = settled;
+        match reload(&path, &shared, &relay, &audit) {
+            Ok(()) => tracing::info!("policy directory changed: reloaded (policy version {})", shared.get().policy.version()),
+            Err(e) => {
+                tracing::error!("policy directory changed but the new set is broken; keeping the running one: {e:#}");
+                audit.record("reload-failed", json!({"error": format!("{e:#}")}));
+            }
+        }
+    }
 }
 
 async fn signals(path: PathBuf, shared: Shared, relay: Arc<Relay>, audit: Arc<Audit>, shutdown: watch::Sender<bool>) {

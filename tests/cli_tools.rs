@@ -1,0 +1,258 @@
+//! The sysadmin's tools as a user runs them: `check`, `explain`, and live policy reload
+//! of a running `serve` (SIGHUP and directory change), all through the real binary.
+//! The setup comes from `sealgate demo --once`, so the demo is exercised too.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A demo directory (certs, policies, config) made by `sealgate demo --once`.
+fn demo_dir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = Command::new(BIN)
+        .args(["demo", "--once", "--port"])
+        .arg(free_port().to_string())
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("5 message(s) reached the upstream"), "{stdout}");
+    assert!(stdout.contains("550 5.7.1 <someone@evil.example>: recipient not approved (policies/00-recipients.toml)"), "{stdout}");
+    (tmp, dir)
+}
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    Command::new(BIN).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn check_reports_problems_with_file_line_and_exit_codes() {
+    let (_tmp, dir) = demo_dir();
+    let ok = run(&["check", "-c", "sealgate.toml"], &dir);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert!(text(&ok).contains("OK"));
+
+    // A policy mistake: exit 1, file:line:col naming the item.
+    let rules = dir.join("policies/50-rules.toml");
+    let original = std::fs::read_to_string(&rules).unwrap();
+    std::fs::write(&rules, format!("{original}\n[[rule]]\nname = \"typo\"\nactions = [\"encrypt-everything\"]\n")).unwrap();
+    let bad = run(&["check", "-c", "sealgate.toml"], &dir);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    let t = text(&bad);
+    let line = original.lines().count() + 4;
+    assert!(t.contains(&format!("policies/50-rules.toml:{line}:")), "{t}");
+    assert!(t.contains("encrypt-everything"), "{t}");
+    std::fs::write(&rules, &original).unwrap();
+
+    // A key readable by others: exit 1, says how to fix it.
+    let key = dir.join("certs/dkim/example.com.s2026.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = run(&["check", "-c", "sealgate.toml"], &dir);
+    assert_eq!(loose.status.code(), Some(1), "{}", text(&loose));
+    assert!(text(&loose).contains("chmod 600"), "{}", text(&loose));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // An unknown configuration key: exit 2 with the position.
+    let cfg = dir.join("sealgate.toml");
+    let c = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, c.replace("[spool]\n", "[spool]\nfsync = false\n")).unwrap();
+    let unknown = run(&["check", "-c", "sealgate.toml"], &dir);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
+    assert!(text(&unknown).contains("sealgate.toml:"), "{}", text(&unknown));
+    assert!(text(&unknown).contains("fsync"), "{}", text(&unknown));
+}
+
+#[test]
+fn explain_shows_rules_evidence_and_writes_copies() {
+    let (_tmp, dir) = demo_dir();
+    let msg = dir.join("m.eml");
+    std::fs::write(&msg, "From: payroll@example.com\nTo: alice@bank.example\nSubject: pay\n\nRefund to 4111 1111 1111 1111 please\n").unwrap();
+    let out = run(
+        &["explain", "-c", "sealgate.toml", "--from", "payroll@example.com", "--to", "alice@bank.example", "orders@partner.example", "ceo@example.com", "--write", "out", "--", "m.eml"],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("matched rule \"payroll to the bank is signed and encrypted\""), "{t}");
+    assert!(t.contains("4111 **** **** 1111"), "{t}");
+    assert!(!t.contains("4111 1111 1111 1111"), "detector hits must be redacted: {t}");
+    assert!(t.contains("refused at RCPT"), "{t}");
+    assert!(t.contains("alice@bank.example.pem"), "{t}");
+    let copy = std::fs::read_to_string(dir.join("out/copy-1.eml")).unwrap();
+    assert!(copy.contains("application/pkcs7-mime"), "copy 1 is encrypted");
+    assert!(copy.contains("DKIM-Signature:"), "copy 1 is DKIM-signed");
+
+    let json = run(
+        &["explain", "-c", "sealgate.toml", "--json", "--from", "payroll@example.com", "--to", "alice@bank.example", "--", "m.eml"],
+        &dir,
+    );
+    assert!(json.status.success(), "{}", text(&json));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["accepted"], true);
+    assert_eq!(v["copies"][0]["actions"]["encrypt"], true);
+    assert_eq!(v["copies"][0]["actions"]["sign"], true);
+    assert!(v["explanation"]["recipients"][0].is_object(), "{v}");
+    assert!(v["copies"][0]["certificates"][0]["sha256"].is_string(), "{v}");
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    stderr: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve` on the demo config with a fresh listen port (upstream: none running;
+/// messages simply stay queued, which is all these tests need).
+fn serve(dir: &Path) -> Server {
+    let port = free_port();
+    let cfg = dir.join("sealgate.toml");
+    let c = std::fs::read_to_string(&cfg).unwrap();
+    let start = c.find("listen = [").unwrap();
+    let end = start + c[start..].find('\n').unwrap();
+    std::fs::write(&cfg, format!("{}listen = [\"127.0.0.1:{port}\"]{}", &c[..start], &c[end..])).unwrap();
+    let stderr = dir.join("serve.log");
+    let child = Command::new(BIN)
+        .args(["serve", "-c", "sealgate.toml"])
+        .current_dir(dir)
+        .env("SEALGATE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not start: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, port, stderr }
+}
+
+/// One SMTP transaction; returns the RCPT reply and the final reply (or the RCPT reply twice).
+fn send(port: u16, from: &str, rcpt: &str) -> (String, String) {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut reply = || {
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            all.push_str(&l);
+            if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    };
+    reply();
+    write!(w, "EHLO t\r\n").unwrap();
+    reply();
+    write!(w, "MAIL FROM:<{from}>\r\n").unwrap();
+    reply();
+    write!(w, "RCPT TO:<{rcpt}>\r\n").unwrap();
+    let rcpt_reply = reply();
+    if !rcpt_reply.starts_with("250") {
+        return (rcpt_reply.clone(), rcpt_reply);
+    }
+    write!(w, "DATA\r\n").unwrap();
+    reply();
+    write!(w, "From: {from}\r\nTo: {rcpt}\r\nSubject: reload\r\n\r\nhello\r\n.\r\n").unwrap();
+    let fin = reply();
+    write!(w, "QUIT\r\n").unwrap();
+    (rcpt_reply, fin)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn audit_has(dir: &Path, event: &str) -> usize {
+    std::fs::read_to_string(dir.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&format!("\"event\":\"{event}\"")))
+        .count()
+}
+
+#[test]
+fn policy_reload_by_sighup_and_by_directory_change_keeps_sessions_and_refuses_broken_sets() {
+    let (_tmp, dir) = demo_dir();
+    let srv = serve(&dir);
+    let (r, fin) = send(srv.port, "billing@example.com", "accounts@example.com");
+    assert!(r.starts_with("250") && fin.starts_with("250 2.0.0 queued as"), "{r} {fin}");
+
+    // Clients keep sending while the policy changes several times: no session is dropped.
+    let port = srv.port;
+    let load = std::thread::spawn(move || {
+        let mut n = 0;
+        let until = Instant::now() + Duration::from_secs(6);
+        while Instant::now() < until {
+            let (r, fin) = send(port, "billing@example.com", "ops@example.com");
+            assert!(r.starts_with("250"), "{r}");
+            assert!(fin.starts_with("250 2.0.0 queued as"), "{fin}");
+            n += 1;
+        }
+        n
+    });
+
+    // 1. Directory change, no signal: accounts@ becomes denied.
+    let recipients = dir.join("policies/00-recipients.toml");
+    let original = std::fs::read_to_string(&recipients).unwrap();
+    std::fs::write(&recipients, original.replace("deny = [", "deny = [\n    \"accounts@example.com\",")).unwrap();
+    let reloaded_before = audit_has(&dir, "reloaded");
+    wait_until("reload after directory change", || audit_has(&dir, "reloaded") > reloaded_before);
+    let (r, _) = send(srv.port, "billing@example.com", "accounts@example.com");
+    assert!(r.starts_with("550 5.7.1 <accounts@example.com>: recipient denied"), "{r}");
+
+    // 2. A broken set: the running one stays, and the failure is logged and audited.
+    let failed_before = audit_has(&dir, "reload-failed");
+    std::fs::write(dir.join("policies/60-broken.toml"), "[[rule]]\nname = \"x\"\nsubject = [\"(unclosed\"]\nactions = [\"reject\"]\n").unwrap();
+    wait_until("reload-failed", || audit_has(&dir, "reload-failed") > failed_before);
+    let log = std::fs::read_to_string(&srv.stderr).unwrap();
+    assert!(log.contains("policies/60-broken.toml:3:"), "the log names file:line: {log}");
+    let (r, _) = send(srv.port, "billing@example.com", "accounts@example.com");
+    assert!(r.starts_with("550"), "old set still in force: {r}");
+    std::fs::remove_file(dir.join("policies/60-broken.toml")).unwrap();
+
+    // 3. SIGHUP after restoring the original: accounts@ is approved again.
+    std::fs::write(&recipients, &original).unwrap();
+    let before = audit_has(&dir, "reloaded");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(srv.child.id() as i32, libc::SIGHUP) };
+    wait_until("reload after SIGHUP", || audit_has(&dir, "reloaded") > before);
+    wait_until("accounts@ approved again", || send(srv.port, "billing@example.com", "accounts@example.com").0.starts_with("250"));
+
+    let sent = load.join().unwrap();
+    assert!(sent > 3, "load thread sent {sent}");
+}
