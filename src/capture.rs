@@ -44,13 +44,10 @@ pub async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, o
                 }
             } else {
                 let mut plain = BufReader::new(sock);
-                match plaintext_phase(&mut plain, &opts).await {
-                    Ok(true) => {
-                        if let Ok(tls) = acceptor.accept(plain.into_inner()).await {
-                            let _ = session(BufReader::new(tls), &opts, &counter, false).await;
-                        }
+                if let Ok(true) = plaintext_phase(&mut plain, &opts).await {
+                    if let Ok(tls) = acceptor.accept(plain.into_inner()).await {
+                        let _ = session(BufReader::new(tls), &opts, &counter, false).await;
                     }
-                    _ => {}
                 }
             }
         });

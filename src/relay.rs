@@ -506,9 +506,9 @@ pub fn backoff(base: Duration, max: Duration, attempts: u32) -> Duration {
 
 fn humanize(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 86400 == 0 && s > 0 {
+    if s > 0 && s.is_multiple_of(86400) {
         format!("{}d", s / 86400)
-    } else if s % 3600 == 0 && s > 0 {
+    } else if s > 0 && s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
     } else {
         format!("{s}s")

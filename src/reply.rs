@@ -52,6 +52,17 @@ impl Reply {
         }
     }
 
+    /// A reply without enhanced code: the greeting and the EHLO/HELO response, which
+    /// RFC 2034 §3 exempts (clients parse EHLO keywords right after the code).
+    pub fn without_enhanced(class: Class, code_rest: u16, text: impl Into<String>) -> Reply {
+        Reply {
+            class,
+            code_rest: code_rest % 100,
+            enhanced: None,
+            text: sanitize(text.into()),
+        }
+    }
+
     /// A 3xx reply (no enhanced code).
     pub fn intermediate(code_rest: u16, text: impl Into<String>) -> Reply {
         Reply::new(Class::Intermediate, code_rest, (0, 0), text)

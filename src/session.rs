@@ -131,10 +131,9 @@ impl Session {
 
     /// The 220 greeting.
     pub fn greeting(&self) -> Reply {
-        Reply::new(
+        Reply::without_enhanced(
             crate::reply::Class::Success,
             20,
-            (0, 0),
             format!("{} ESMTP sealgate", self.limits.hostname),
         )
     }
@@ -238,10 +237,9 @@ impl Session {
         self.tx = Transaction::default();
         let host = &self.limits.hostname;
         if !extended {
-            return Step::Reply(Reply::new(
+            return Step::Reply(Reply::without_enhanced(
                 crate::reply::Class::Success,
                 50,
-                (0, 0),
                 host.clone(),
             ));
         }
@@ -262,7 +260,7 @@ impl Session {
         lines.push("HELP".into());
         // EHLO replies carry no enhanced code in practice; the first line is the domain.
         let text = lines.join("\n");
-        Step::Reply(Reply::new(crate::reply::Class::Success, 50, (0, 0), text))
+        Step::Reply(Reply::without_enhanced(crate::reply::Class::Success, 50, text))
     }
 
     fn auth_allowed_here(&self) -> bool {
@@ -735,6 +733,15 @@ mod tests {
         let tx = s.take_transaction();
         assert_eq!(tx.rcpts, vec!["x@y.z".to_string()]);
         assert!(tx.body_8bit);
+    }
+
+    #[test]
+    fn greeting_and_ehlo_carry_no_enhanced_code() {
+        let mut s = Session::new(limits());
+        assert_eq!(s.greeting().to_wire(), b"220 mx.test ESMTP sealgate\r\n");
+        let Step::Reply(r) = s.command(b"EHLO c", &AllowAll) else { panic!() };
+        let wire = String::from_utf8(r.to_wire()).unwrap();
+        assert!(wire.starts_with("250-mx.test\r\n250-SIZE 100\r\n"), "{wire}");
     }
 
     #[test]

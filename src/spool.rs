@@ -124,6 +124,9 @@ impl SpoolEntry {
     }
 }
 
+/// Readable entries, and quarantined ones as `(id, why)`.
+pub type ScanResult = (Vec<SpoolEntry>, Vec<(String, String)>);
+
 /// Handle on the spool directory. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -358,7 +361,7 @@ impl Spool {
 
     /// All readable entries, oldest first. Unreadable ones are quarantined and returned
     /// in the second list as `(id, why)`. Leftovers in `tmp/` (never acknowledged) are removed.
-    pub fn scan(&self) -> Result<(Vec<SpoolEntry>, Vec<(String, String)>), SpoolError> {
+    pub fn scan(&self) -> Result<ScanResult, SpoolError> {
         let tmp = self.dir.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {

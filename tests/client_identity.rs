@@ -1,0 +1,122 @@
+//! App identities: `[[client]]` AUTH with argon2 hashes, `allowed_senders` enforced on
+//! MAIL FROM and on the header From, `require_auth`, STARTTLS towards local clients.
+//! Clients are real: swaks, as a sysadmin would test with.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hash(pw: &str) -> String {
+    let mut c = Command::new(BIN).arg("hash-password").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A demo setup plus a `billing` client, started with `serve`; `extra_server` goes into `[server]`.
+fn start(extra_server: &str) -> Env {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let out = Command::new(BIN)
+        .args(["demo", "--once", "--port"])
+        .arg(free_port().to_string())
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let port = free_port();
+    let cfg = dir.join("sealgate.toml");
+    let c = std::fs::read_to_string(&cfg).unwrap();
+    let start = c.find("listen = [").unwrap();
+    let end = start + c[start..].find('\n').unwrap();
+    let mut c = format!("{}listen = [\"127.0.0.1:{port}\"]\n{extra_server}{}", &c[..start], &c[end..]);
+    c.push_str(&format!(
+        "\n[[client]]\nname = \"billing\"\nusername = \"billing\"\npassword_hash = \"{}\"\nallowed_senders = [\"billing@example.com\", \"*@billing.example.com\"]\n",
+        hash("s3cret pass")
+    ));
+    std::fs::write(&cfg, c).unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "-c", "sealgate.toml"])
+        .current_dir(&dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Env { _tmp: tmp, dir, child, port }
+}
+
+/// Runs swaks; returns (exit ok, transcript).
+fn swaks(port: u16, args: &[&str], dir: &Path) -> (bool, String) {
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}"), "--timeout", "30", "--hide-informational"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("swaks is installed by .ci/run");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn authenticated_client_may_use_only_its_senders() {
+    let env = start("");
+    let auth = ["--auth", "PLAIN", "--auth-user", "billing", "--auth-password", "s3cret pass"];
+    let (ok, t) = swaks(env.port, &[&auth[..], &["--from", "billing@example.com", "--to", "accounts@example.com", "--h-From", "billing@example.com"]].concat(), &env.dir);
+    assert!(ok && t.contains("250 2.0.0 queued as"), "{t}");
+
+    let (ok, t) = swaks(env.port, &[&auth[..], &["--from", "payroll@example.com", "--to", "accounts@example.com"]].concat(), &env.dir);
+    assert!(!ok && t.contains("550 5.7.1 <payroll@example.com>: sender not allowed for client billing"), "{t}");
+
+    // Envelope allowed, header From forged: refused at end of DATA.
+    let (ok, t) = swaks(env.port, &[&auth[..], &["--from", "billing@example.com", "--to", "accounts@example.com", "--h-From", "ceo@example.com"]].concat(), &env.dir);
+    assert!(!ok && t.contains("550 5.7.1 header From <ceo@example.com> not allowed for client billing"), "{t}");
+
+    let (ok, t) = swaks(env.port, &["--auth", "PLAIN", "--auth-user", "billing", "--auth-password", "wrong", "--from", "billing@example.com", "--to", "accounts@example.com"], &env.dir);
+    assert!(!ok && t.contains("535 5.7.8"), "{t}");
+    let audit = std::fs::read_to_string(env.dir.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"client\":\"billing\""), "{audit}");
+    assert!(!audit.contains("s3cret"), "no password in the audit log");
+}
+
+#[test]
+fn require_auth_refuses_anonymous_mail_and_starttls_works() {
+    let env = start("require_auth = true\ntls_cert = \"certs/upstream.pem\"\ntls_key = \"certs/upstream.key\"\n");
+    let (ok, t) = swaks(env.port, &["--from", "billing@example.com", "--to", "accounts@example.com"], &env.dir);
+    assert!(!ok && t.contains("530 5.7.0 authentication required"), "{t}");
+    let (ok, t) = swaks(
+        env.port,
+        &["--tls", "--auth", "LOGIN", "--auth-user", "billing", "--auth-password", "s3cret pass", "--from", "x@billing.example.com", "--to", "accounts@example.com", "--h-From", "x@billing.example.com"],
+        &env.dir,
+    );
+    assert!(ok && t.contains("250 2.0.0 queued as"), "{t}");
+    let spool = std::fs::read_dir(env.dir.join("spool/queue")).unwrap().flatten().find(|e| e.file_name().to_string_lossy().ends_with(".msg")).unwrap();
+    let m = std::fs::read_to_string(spool.path()).unwrap();
+    assert!(m.contains("with ESMTPSA id"), "Received header records TLS + AUTH: {m}");
+}
