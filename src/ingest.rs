@@ -334,6 +334,7 @@ impl Ingest {
         let decided = match decided {
             Ok(Ok(d)) => d,
             Ok(Err((reply, why))) => {
+                let why = json!({"detail": why, "policy_version": rt.policy.version()});
                 if reply.is_permanent() {
                     self.rejected(info, &tx, &reply, why);
                 } else {

@@ -162,6 +162,10 @@ async fn accept_loop(
 /// Policy and credential decisions for a session, from its runtime snapshot.
 pub struct RuntimeHooks<'a> {
     pub rt: &'a Runtime,
+    /// For auditing refusals.
+    pub ingest: &'a Ingest,
+    /// Peer address, for the audit log.
+    pub peer: SocketAddr,
 }
 
 impl Hooks for RuntimeHooks<'_> {
@@ -169,10 +173,24 @@ impl Hooks for RuntimeHooks<'_> {
         crate::ingest::authenticate(self.rt, username, password)
     }
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
-        crate::ingest::check_sender(self.rt, client, sender)
+        crate::ingest::check_sender(self.rt, client, sender).inspect_err(|r| {
+            self.ingest.audit.record(
+                "rejected",
+                serde_json::json!({"stage": "mail", "from": sender, "client": client,
+                                   "peer": self.peer.to_string(), "reply": r.to_string()}),
+            );
+        })
     }
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
-        crate::ingest::check_recipient(self.rt, client, sender, rcpt)
+        crate::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|r| {
+            self.ingest.metrics.recipients_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.ingest.audit.record(
+                "rejected",
+                serde_json::json!({"stage": "rcpt", "from": sender, "rcpts": [rcpt], "client": client,
+                                   "peer": self.peer.to_string(), "reply": r.to_string(),
+                                   "policy_version": self.rt.policy.version()}),
+            );
+        })
     }
 }
 
@@ -242,7 +260,11 @@ async fn handle(
         peer_is_loopback: peer.ip().is_loopback(),
     };
     let normalize = cfg.bare_line_endings == BareLineEndings::Normalize;
-    let hooks = RuntimeHooks { rt: &rt };
+    let hooks = RuntimeHooks {
+        rt: &rt,
+        ingest: &ingest,
+        peer,
+    };
     let mut session = Session::new(limits);
     let mut stream = Stream::Plain(sock);
     let mut input = Input {
@@ -312,15 +334,7 @@ async fn handle(
             }
         };
         match session.command(&line, &hooks) {
-            Step::Reply(r) => {
-                if r.is_permanent() && r.code() == 550 {
-                    ingest
-                        .metrics
-                        .recipients_rejected
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                out.extend_from_slice(&r.to_wire())
-            }
+            Step::Reply(r) => out.extend_from_slice(&r.to_wire()),
             Step::Close(r) => {
                 out.extend_from_slice(&r.to_wire());
                 stream.write_all(&out).await?;

@@ -393,7 +393,7 @@ impl Relay {
             self.audit.record(
                 "relayed",
                 json!({
-                    "queue_id": env.id, "message_id": env.message_id, "from": env.from,
+                    "queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
                     "rcpts": delivered, "upstream": settings.upstream.host,
                     "reply": last_reply, "tls_version": tls_version, "cipher": cipher,
                     "attempts": state.attempts,
@@ -432,7 +432,7 @@ impl Relay {
         self.audit.record(
             "deferred",
             json!({
-                "queue_id": env.id, "message_id": env.message_id, "from": env.from,
+                "queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
                 "rcpts": deferred.iter().map(|(r, _)| r).collect::<Vec<_>>(),
                 "reason": state.last_error, "attempts": state.attempts,
                 "retry_in_seconds": backoff.as_secs().max(1),
@@ -460,7 +460,7 @@ impl Relay {
         if env.from.is_empty() || env.kind == EntryKind::Dsn {
             self.audit.record(
                 "bounced",
-                json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from,
+                json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version, "policy_version": env.policy_version,
                        "rcpts": rcpts, "reasons": reasons, "dsn": null,
                        "note": "null sender: no DSN is sent"}),
             );
@@ -492,7 +492,7 @@ impl Relay {
         }
         self.audit.record(
             "bounced",
-            json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from,
+            json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version, "policy_version": env.policy_version,
                    "rcpts": rcpts, "reasons": reasons, "dsn": dsn_id}),
         );
     }
