@@ -241,8 +241,18 @@ impl Spool {
             }
             written.push((tmp, self.msg_path(&env.id)));
         }
-        for (tmp, dest) in &written {
-            fs::rename(tmp, dest).map_err(io_err(dest))?;
+        for (i, (tmp, dest)) in written.iter().enumerate() {
+            if let Err(e) = fs::rename(tmp, dest) {
+                // All or nothing: the client will be told 451 and send again.
+                for (t, d) in &written[..i] {
+                    let _ = fs::remove_file(d);
+                    let _ = fs::remove_file(t);
+                }
+                for (t, _) in &written[i..] {
+                    let _ = fs::remove_file(t);
+                }
+                return Err(io_err(dest)(e));
+            }
         }
         fsync_dir(&self.queue_dir())
     }
