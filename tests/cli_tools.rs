@@ -119,6 +119,7 @@ struct Server {
     child: Child,
     port: u16,
     stderr: PathBuf,
+    metrics: u16,
 }
 
 impl Drop for Server {
@@ -136,7 +137,12 @@ fn serve(dir: &Path) -> Server {
     let c = std::fs::read_to_string(&cfg).unwrap();
     let start = c.find("listen = [").unwrap();
     let end = start + c[start..].find('\n').unwrap();
-    std::fs::write(&cfg, format!("{}listen = [\"127.0.0.1:{port}\"]{}", &c[..start], &c[end..])).unwrap();
+    let metrics = free_port();
+    std::fs::write(
+        &cfg,
+        format!("{}listen = [\"127.0.0.1:{port}\"]{}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n", &c[..start], &c[end..]),
+    )
+    .unwrap();
     let stderr = dir.join("serve.log");
     let child = Command::new(BIN)
         .args(["serve", "-c", "sealgate.toml"])
@@ -151,7 +157,15 @@ fn serve(dir: &Path) -> Server {
         assert!(Instant::now() < deadline, "serve did not start: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server { child, port, stderr }
+    Server { child, port, stderr, metrics }
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    out
 }
 
 /// One SMTP transaction; returns the RCPT reply and the final reply (or the RCPT reply twice).
@@ -255,4 +269,12 @@ fn policy_reload_by_sighup_and_by_directory_change_keeps_sessions_and_refuses_br
 
     let sent = load.join().unwrap();
     assert!(sent > 3, "load thread sent {sent}");
+    let m = scrape(srv.metrics);
+    let accepted: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("sealgate_messages_accepted_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(accepted >= sent as u64 + 1, "metrics: {m}");
+    assert!(m.contains("sealgate_recipients_rejected_total "), "{m}");
 }
