@@ -49,6 +49,8 @@ pub struct Running {
 pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
     let rt = Runtime::load(config_path)?;
     let spool = Spool::open(&rt.config.spool.dir).context("opening the spool")?;
+    // Before anything is accepted: what a crashed predecessor left in tmp/ was never acknowledged.
+    spool.remove_unacknowledged();
     let audit = Arc::new(Audit::open(rt.config.audit.path.as_deref()).with_context(|| {
         format!(
             "opening the audit log {}",

@@ -315,7 +315,12 @@ impl Spool {
 
     /// Atomically replaces an entry's delivery state (write, fsync, rename, fsync dir).
     pub fn set_state(&self, id: &str, state: &DeliveryState) -> Result<(), SpoolError> {
-        let tmp = self.dir.join("tmp").join(format!("{id}.state"));
+        // Unique per writer: the server and `queue retry` may update the same entry.
+        let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{id}.state.{}.{n}", std::process::id()));
         let dest = self.state_path(id);
         let bytes = serde_json::to_vec(state).map_err(|e| SpoolError::Corrupt {
             id: id.to_string(),
@@ -369,15 +374,22 @@ impl Spool {
         fsync_dir(&self.queue_dir())
     }
 
-    /// All readable entries, oldest first. Unreadable ones are quarantined and returned
-    /// in the second list as `(id, why)`. Leftovers in `tmp/` (never acknowledged) are removed.
-    pub fn scan(&self) -> Result<ScanResult, SpoolError> {
+    /// Removes leftovers in `tmp/`: entries a crashed server never acknowledged.
+    /// Only the server calls this, at startup, before it accepts anything: while it runs,
+    /// `tmp/` holds the messages it is writing right now.
+    pub fn remove_unacknowledged(&self) {
         let tmp = self.dir.join("tmp");
         if let Ok(rd) = fs::read_dir(&tmp) {
             for e in rd.flatten() {
                 let _ = fs::remove_file(e.path());
             }
         }
+    }
+
+    /// All readable entries, oldest first. Unreadable ones are quarantined and returned
+    /// in the second list as `(id, why)`. Never touches `tmp/`, so `queue list` and
+    /// `queue retry` are safe next to a running server.
+    pub fn scan(&self) -> Result<ScanResult, SpoolError> {
         let qdir = self.queue_dir();
         let mut ids: Vec<String> = Vec::new();
         let mut orphans = Vec::new();
