@@ -10,10 +10,10 @@
 use super::detectors::Detector;
 use super::diagnostic::{Diagnostic, Severity, Sink};
 use super::glob::Glob;
+use super::patterns::{check_syntax, PatternBank, PatternOrigin};
 use super::recipients::{parse_entry, AddressList, EntrySource, NormalAddress};
-use super::rules::{BodyMatcher, BodyPattern, HeaderPattern, Rule, RuleActions};
+use super::rules::{Banks, BodyPattern, HeaderEntry, Rule, RuleActions};
 use crate::verdict::{NoCertFallback, RuleRef};
-use regex::{Regex, RegexBuilder};
 use std::collections::HashMap;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -43,7 +43,6 @@ const ACTIONS: &[&str] = &[
     "zip-attachments",
 ];
 const FALLBACKS: &[&str] = &["reject", "zip-attachments", "strip-attachments"];
-const MAX_REGEX_SIZE: usize = 1 << 20;
 
 /// The result of compiling a whole policy set.
 #[derive(Debug, Default)]
@@ -53,14 +52,13 @@ pub(crate) struct Compiled {
     /// The first file with an `allow` list: named when a recipient is not approved.
     pub(crate) allow_file: Option<usize>,
     pub(crate) rules: Vec<Rule>,
-    pub(crate) body: BodyMatcher,
+    pub(crate) banks: Banks,
     pub(crate) diagnostics: Vec<Diagnostic>,
 }
 
 /// Compiles `files` (display name, contents), in the given order.
 pub(crate) fn compile(files: &[(String, String)]) -> Compiled {
     let mut c = Compiled::default();
-    let mut body_index: HashMap<String, usize> = HashMap::new();
     let mut recipients_seen: Option<(usize, (usize, usize))> = None;
     for (file_idx, (name, text)) in files.iter().enumerate() {
         let mut sink = Sink::new(name.clone(), text);
@@ -77,8 +75,7 @@ pub(crate) fn compile(files: &[(String, String)]) -> Compiled {
         let mut file = FileCompiler {
             sink,
             file_idx,
-            body: &mut c.body,
-            body_index: &mut body_index,
+            banks: &mut c.banks,
             rule_names: HashMap::new(),
         };
         for (key, value) in doc.get_ref().iter() {
@@ -117,7 +114,19 @@ pub(crate) fn compile(files: &[(String, String)]) -> Compiled {
         }
         c.diagnostics.append(&mut file.sink.out);
     }
-    c.body.finish();
+    for bank in [&mut c.banks.body, &mut c.banks.subject, &mut c.banks.header] {
+        if let Err(errors) = bank.build() {
+            for (o, message) in errors {
+                c.diagnostics.push(Diagnostic {
+                    file: o.file,
+                    line: o.line,
+                    col: o.col,
+                    message: format!("{}: {message}", o.what),
+                    severity: Severity::Error,
+                });
+            }
+        }
+    }
 
     let any_errors = c.diagnostics.iter().any(|d| d.severity == Severity::Error);
     if c.allow.is_empty() && !any_errors {
@@ -188,7 +197,7 @@ fn set_warnings(c: &mut Compiled, files: &[(String, String)]) {
             }
         }
     }
-    let keys: Vec<_> = c.rules.iter().map(|r| r.condition_keys(&c.body)).collect();
+    let keys: Vec<_> = c.rules.iter().map(|r| r.condition_keys(&c.banks)).collect();
     for (si, s) in c.rules.iter().enumerate() {
         for (ri, r) in c.rules.iter().enumerate() {
             if ri == si || r.actions.reject.is_none() {
@@ -229,8 +238,7 @@ fn set_warnings(c: &mut Compiled, files: &[(String, String)]) {
 struct FileCompiler<'a, 't> {
     sink: Sink<'t>,
     file_idx: usize,
-    body: &'a mut BodyMatcher,
-    body_index: &'a mut HashMap<String, usize>,
+    banks: &'a mut Banks,
     /// Rule names seen in this file, with the line where each was first given.
     rule_names: HashMap<String, usize>,
 }
@@ -369,20 +377,26 @@ impl FileCompiler<'_, '_> {
         ok.then_some(out)
     }
 
-    fn regex(&mut self, what: &str, pattern: &str, at: usize) -> Option<Regex> {
-        match RegexBuilder::new(pattern)
-            .size_limit(MAX_REGEX_SIZE)
-            .build()
-        {
-            Ok(r) => Some(r),
-            Err(e) => {
-                self.sink.error(
-                    at,
-                    format!("{what}: invalid regex \"{pattern}\": {}", regex_error(&e)),
-                );
-                None
-            }
+    /// Checks `pattern` and adds it to `bank`; `None` (error reported) when invalid.
+    fn regex(&mut self, what: &str, pattern: &str, at: usize, bank: Bank) -> Option<usize> {
+        if let Err(e) = check_syntax(pattern) {
+            self.sink
+                .error(at, format!("{what}: invalid regex \"{pattern}\": {e}"));
+            return None;
         }
+        let (line, col) = self.sink.pos(at);
+        let origin = PatternOrigin {
+            file: self.sink.file.clone(),
+            line,
+            col,
+            what: what.to_owned(),
+        };
+        let bank: &mut PatternBank = match bank {
+            Bank::Body => &mut self.banks.body,
+            Bank::Subject => &mut self.banks.subject,
+            Bank::Header => &mut self.banks.header,
+        };
+        Some(bank.add(pattern, origin))
     }
 
     /// Compiles one `[[rule]]`; `None` when it has errors (already reported).
@@ -457,9 +471,9 @@ impl FileCompiler<'_, '_> {
                     let Some(list) = self.strings(&what, value) else {
                         continue;
                     };
-                    let compiled: Vec<Regex> = list
+                    let compiled: Vec<usize> = list
                         .iter()
-                        .filter_map(|(p, at)| self.regex(&what, p, *at))
+                        .filter_map(|(p, at)| self.regex(&what, p, *at, Bank::Subject))
                         .collect();
                     rule.subject = (compiled.len() == list.len()).then_some(compiled);
                 }
@@ -663,7 +677,8 @@ impl FileCompiler<'_, '_> {
         (errors_after == errors_before).then_some(rule)
     }
 
-    fn header_pattern(&mut self, what: &str, entry: &str, at: usize) -> Option<HeaderPattern> {
+    /// `"Name: regex"` → index into the header entries.
+    fn header_pattern(&mut self, what: &str, entry: &str, at: usize) -> Option<usize> {
         let Some((name, pattern)) = entry.split_once(':') else {
             self.sink.error(at, format!("{what}: \"{entry}\" must be \"Field-Name: regex\", e.g. \"X-Mailer: (?i)billing\""));
             return None;
@@ -676,13 +691,18 @@ impl FileCompiler<'_, '_> {
             );
             return None;
         }
-        let pattern = pattern.trim_start();
-        let regex = self.regex(what, pattern, at)?;
-        Some(HeaderPattern {
+        let pattern = self.regex(what, pattern.trim_start(), at, Bank::Header)?;
+        let name = name.to_ascii_lowercase();
+        let entries = &mut self.banks.header_entries;
+        if let Some(i) = entries.iter().position(|e| e.source == entry) {
+            return Some(i);
+        }
+        entries.push(HeaderEntry {
             source: entry.to_owned(),
-            name: name.to_ascii_lowercase(),
-            regex,
-        })
+            name,
+            pattern,
+        });
+        Some(entries.len() - 1)
     }
 
     fn body_pattern(&mut self, what: &str, entry: &str, at: usize) -> Option<BodyPattern> {
@@ -709,31 +729,17 @@ impl FileCompiler<'_, '_> {
                 }
             };
         }
-        if let Some(&i) = self.body_index.get(entry) {
-            return Some(BodyPattern::Regex(i));
-        }
-        let regex = self.regex(what, entry, at)?;
-        let i = self.body.regexes.len();
-        self.body.regexes.push(regex);
-        self.body.sources.push(entry.to_owned());
-        self.body_index.insert(entry.to_owned(), i);
-        Some(BodyPattern::Regex(i))
+        self.regex(what, entry, at, Bank::Body)
+            .map(BodyPattern::Regex)
     }
 }
 
-/// The one line of a regex error that says what is wrong.
-fn regex_error(e: &regex::Error) -> String {
-    match e {
-        regex::Error::Syntax(s) => s
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("error:"))
-            .map(|l| l.trim().to_owned())
-            .unwrap_or_else(|| s.lines().last().unwrap_or("").trim().to_owned()),
-        regex::Error::CompiledTooBig(limit) => {
-            format!("the compiled pattern would exceed {limit} bytes; simplify it")
-        }
-        other => other.to_string(),
-    }
+/// Which bank a regex belongs to.
+#[derive(Debug, Clone, Copy)]
+enum Bank {
+    Body,
+    Subject,
+    Header,
 }
 
 /// Parses "10MiB", "500 KB", "1024": binary units KiB/MiB/GiB, decimal KB/MB/GB, B or none for bytes.

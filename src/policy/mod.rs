@@ -58,6 +58,7 @@ mod diagnostic;
 mod explain;
 mod glob;
 mod load;
+mod patterns;
 mod recipients;
 mod rules;
 
@@ -70,7 +71,7 @@ pub use explain::{
 use crate::verdict::{Actions, NoCertFallback, RecipientVerdict, RuleRef};
 use content::MessageView;
 use recipients::{AddressList, NormalAddress};
-use rules::{BodyMatcher, Rule, Scan};
+use rules::{Banks, Rule, Scan};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -107,8 +108,8 @@ pub struct PolicySet {
     rules: Vec<Rule>,
     /// Indexes into `rules` of rules that do not look at content (decided at RCPT).
     rcpt_rules: Vec<usize>,
-    /// Every body regex, also as one set.
-    body: BodyMatcher,
+    /// Every regex, one multi-pattern bank per condition kind.
+    banks: Banks,
     /// Warnings from loading; the set is usable.
     warnings: Vec<Diagnostic>,
 }
@@ -277,7 +278,7 @@ impl PolicySet {
             not_approved_by,
             rules: c.rules,
             rcpt_rules,
-            body: c.body,
+            banks: c.banks,
             warnings: diagnostics,
         })
     }
@@ -486,7 +487,7 @@ impl PolicySet {
             .iter()
             .map(|a| a.outcome == ApprovalOutcome::Approved)
             .collect();
-        let scan = Scan::new(view, &self.body, explain);
+        let scan = Scan::new(view, &self.banks, explain);
         // Per recipient: (rule index, evidence).
         let mut matched: Vec<Vec<(usize, Vec<Evidence>)>> = vec![Vec::new(); rcpts.len()];
         let mut env_evidence = Vec::new();

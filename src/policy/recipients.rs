@@ -8,7 +8,7 @@
 //! Invariant: a lookup costs a few hash probes (one per label of the recipient's domain),
 //! never a scan of the list; deny is always consulted and wins over allow.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Where one list entry came from, for explain and replies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub(crate) struct EntrySource {
 pub(crate) struct AddressList {
     everyone: Option<EntrySource>,
     addresses: HashMap<String, EntrySource>,
+    /// Domains that have at least one address entry (for warnings, without a scan).
+    address_domains: HashSet<String>,
     domains: HashMap<String, EntrySource>,
     subdomains_of: HashMap<String, EntrySource>,
 }
@@ -136,7 +138,12 @@ impl AddressList {
     pub(crate) fn insert(&mut self, entry: Entry, src: EntrySource) -> Option<EntrySource> {
         match entry {
             Entry::Everyone => self.everyone.replace(src),
-            Entry::Address(a) => self.addresses.insert(a, src),
+            Entry::Address(a) => {
+                if let Some((_, d)) = a.rsplit_once('@') {
+                    self.address_domains.insert(d.to_owned());
+                }
+                self.addresses.insert(a, src)
+            }
             Entry::Domain(d) => self.domains.insert(d, src),
             Entry::SubdomainsOf(d) => self.subdomains_of.insert(d, src),
         }
@@ -174,11 +181,7 @@ impl AddressList {
     /// True when some entry could approve an address in `domain` (used for warnings).
     pub(crate) fn covers_some_address_in(&self, domain: &str) -> bool {
         let probe = NormalAddress::new(&format!("probe@{domain}"));
-        self.lookup(&probe).is_some()
-            || self
-                .addresses
-                .keys()
-                .any(|a| NormalAddress::new(a).domain() == domain)
+        self.lookup(&probe).is_some() || self.address_domains.contains(probe.domain())
     }
 
     /// True when every address in `domain` is covered (used for warnings about deny).

@@ -11,51 +11,41 @@ use super::content::MessageView;
 use super::detectors::{Detector, Hit};
 use super::explain::Evidence;
 use super::glob::Glob;
+use super::patterns::PatternBank;
 use crate::verdict::{NoCertFallback, RuleRef};
-use regex::{Regex, RegexSet};
 use std::cell::OnceCell;
-
-/// A `header` condition entry: `"Name: regex"`.
-#[derive(Debug)]
-pub(crate) struct HeaderPattern {
-    /// The entry as written.
-    pub(crate) source: String,
-    /// The field name, lower case.
-    pub(crate) name: String,
-    /// Applied to each value of each field with that name.
-    pub(crate) regex: Regex,
-}
 
 /// A `body` condition entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum BodyPattern {
-    /// Index into [`BodyMatcher::regexes`].
+    /// Index into [`Banks::body`].
     Regex(usize),
     /// A built-in detector.
     Detector(Detector),
 }
 
-/// Every body regex of the policy set, compiled once, and as one [`RegexSet`] when the
-/// set fits the regex size limits, so that a text is scanned once for all of them.
+/// Every regex of the policy set, one bank per condition kind.
 #[derive(Debug, Default)]
-pub(crate) struct BodyMatcher {
-    /// The patterns as written (deduplicated).
-    pub(crate) sources: Vec<String>,
-    /// One compiled regex per source, for explain and for the fallback without a set.
-    pub(crate) regexes: Vec<Regex>,
-    /// All sources at once; `None` if it could not be built (then each regex runs alone).
-    pub(crate) set: Option<RegexSet>,
+pub(crate) struct Banks {
+    /// `body` regexes.
+    pub(crate) body: PatternBank,
+    /// `subject` regexes.
+    pub(crate) subject: PatternBank,
+    /// `header` regexes (the part after `Name:`).
+    pub(crate) header: PatternBank,
+    /// For each `header` entry: lower-case field name and index into `header`.
+    pub(crate) header_entries: Vec<HeaderEntry>,
 }
 
-impl BodyMatcher {
-    /// Builds the set after all regexes are known.
-    pub(crate) fn finish(&mut self) {
-        self.set = if self.sources.is_empty() {
-            None
-        } else {
-            RegexSet::new(&self.sources).ok()
-        };
-    }
+/// One `header` entry: `"Name: regex"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeaderEntry {
+    /// As written.
+    pub(crate) source: String,
+    /// Field name, lower case.
+    pub(crate) name: String,
+    /// Index into [`Banks::header`].
+    pub(crate) pattern: usize,
 }
 
 /// A rule's actions as written.
@@ -113,8 +103,10 @@ pub(crate) struct Rule {
     pub(crate) client: Option<Vec<String>>,
     /// Line and column of each `client` entry, for [`super::PolicySet::check_clients`].
     pub(crate) client_pos: Vec<(usize, usize)>,
-    pub(crate) subject: Option<Vec<Regex>>,
-    pub(crate) header: Option<Vec<HeaderPattern>>,
+    /// Indexes into [`Banks::subject`].
+    pub(crate) subject: Option<Vec<usize>>,
+    /// Indexes into [`Banks::header_entries`].
+    pub(crate) header: Option<Vec<usize>>,
     pub(crate) body: Option<Vec<BodyPattern>>,
     pub(crate) attachment_name: Option<Vec<Glob>>,
     pub(crate) attachment_type: Option<Vec<Glob>>,
@@ -139,7 +131,7 @@ impl Rule {
     }
 
     /// Every present condition with its entries sorted, for comparisons between rules.
-    pub(crate) fn condition_keys(&self, body: &BodyMatcher) -> Vec<ConditionKey> {
+    pub(crate) fn condition_keys(&self, banks: &Banks) -> Vec<ConditionKey> {
         fn globs(k: &'static str, g: &Option<Vec<Glob>>) -> Option<ConditionKey> {
             g.as_ref().map(|g| {
                 let mut v: Vec<String> = g.iter().map(|g| g.as_str().to_lowercase()).collect();
@@ -164,13 +156,21 @@ impl Rule {
             push("client", c.clone());
         }
         if let Some(s) = &self.subject {
-            push("subject", s.iter().map(|r| r.as_str().to_owned()).collect());
+            let src = |i: &usize| banks.subject.sources.get(*i).cloned().unwrap_or_default();
+            push("subject", s.iter().map(src).collect());
         }
         if let Some(h) = &self.header {
-            push("header", h.iter().map(|h| h.source.clone()).collect());
+            let src = |i: &usize| {
+                banks
+                    .header_entries
+                    .get(*i)
+                    .map(|e| e.source.clone())
+                    .unwrap_or_default()
+            };
+            push("header", h.iter().map(src).collect());
         }
         if let Some(b) = &self.body {
-            push("body", b.iter().map(|p| p.source(body)).collect());
+            push("body", b.iter().map(|p| p.source(banks)).collect());
         }
         if let Some((n, _)) = &self.size_over {
             push("size_over", vec![n.to_string()]);
@@ -261,31 +261,34 @@ impl Rule {
             }
         }
         if let Some(subject) = &self.subject {
-            match subject.iter().find(|r| r.is_match(&view.subject)) {
-                Some(r) => evidence.push(Evidence::new(
-                    "subject",
-                    r.as_str(),
-                    &snippet(&view.subject, r.find(&view.subject).map(|m| m.range())),
-                    None,
-                )),
+            let hits = scan.subject_hits();
+            match subject
+                .iter()
+                .find(|i| hits.get(**i).copied().unwrap_or(false))
+            {
+                Some(&i) => {
+                    let range = scan.banks.subject.find(i, &view.subject);
+                    let src = scan.banks.subject.sources.get(i).map(String::as_str);
+                    evidence.push(Evidence::new(
+                        "subject",
+                        src.unwrap_or(""),
+                        &snippet(&view.subject, range),
+                        None,
+                    ));
+                }
                 None => return false,
             }
         }
         if let Some(headers) = &self.header {
-            let found = headers.iter().find_map(|hp| {
-                view.headers
-                    .iter()
-                    .filter(|(name, _)| *name == hp.name)
-                    .flat_map(|(_, values)| values)
-                    .find_map(|v| hp.regex.find(v).map(|m| (hp, v, m.range())))
-            });
-            match found {
-                Some((hp, v, range)) => evidence.push(Evidence::new(
-                    "header",
-                    &hp.source,
-                    &snippet(v, Some(range)),
-                    None,
-                )),
+            let hits = scan.header_hits();
+            match headers
+                .iter()
+                .find(|i| hits.get(**i).copied().unwrap_or(false))
+            {
+                Some(&i) => {
+                    let (pattern, matched) = scan.header_evidence(i);
+                    evidence.push(Evidence::new("header", &pattern, &matched, None));
+                }
                 None => return false,
             }
         }
@@ -297,7 +300,7 @@ impl Rule {
                         let (matched, location) = scan.body_evidence(*p);
                         evidence.push(Evidence::new(
                             "body",
-                            &p.source(scan.body),
+                            &p.source(scan.banks),
                             &matched,
                             location,
                         ));
@@ -314,9 +317,9 @@ impl Rule {
 
 impl BodyPattern {
     /// As written in the policy file.
-    pub(crate) fn source(&self, body: &BodyMatcher) -> String {
+    pub(crate) fn source(&self, banks: &Banks) -> String {
         match self {
-            BodyPattern::Regex(i) => body.sources.get(*i).cloned().unwrap_or_default(),
+            BodyPattern::Regex(i) => banks.body.sources.get(*i).cloned().unwrap_or_default(),
             BodyPattern::Detector(d) => format!("builtin:{}", d.name()),
         }
     }
@@ -336,52 +339,96 @@ fn snippet(text: &str, range: Option<std::ops::Range<usize>>) -> String {
     s
 }
 
-/// Per-message memo of body scans: regexes run once (as a set), detectors at most once each.
+/// Per-message memo of pattern searches: each bank runs once over its texts, detectors at
+/// most once each, and only when a rule needs them.
 pub(crate) struct Scan<'a> {
     pub(crate) view: &'a MessageView,
-    pub(crate) body: &'a BodyMatcher,
+    pub(crate) banks: &'a Banks,
     /// True for `explain`: gather the matched text for evidence.
     pub(crate) explain: bool,
-    regex_hits: OnceCell<Vec<bool>>,
+    body_hits: OnceCell<Vec<bool>>,
+    subject_hits: OnceCell<Vec<bool>>,
+    /// Per header entry (not per pattern): does a field of that name match?
+    header_hits: OnceCell<Vec<bool>>,
     detector_hits: [OnceCell<Option<(usize, Hit)>>; Detector::ALL.len()],
+    /// Per text: which detectors have a candidate in it (one combined pass per text).
+    detector_candidates: OnceCell<Vec<[bool; Detector::ALL.len()]>>,
 }
 
 impl<'a> Scan<'a> {
-    pub(crate) fn new(view: &'a MessageView, body: &'a BodyMatcher, explain: bool) -> Self {
+    pub(crate) fn new(view: &'a MessageView, banks: &'a Banks, explain: bool) -> Self {
         Scan {
             view,
-            body,
+            banks,
             explain,
-            regex_hits: OnceCell::new(),
+            body_hits: OnceCell::new(),
+            subject_hits: OnceCell::new(),
+            header_hits: OnceCell::new(),
             detector_hits: Default::default(),
+            detector_candidates: OnceCell::new(),
         }
     }
 
-    fn regex_hits(&self) -> &[bool] {
-        self.regex_hits.get_or_init(|| {
-            let n = self.body.regexes.len();
-            let mut hits = vec![false; n];
-            match &self.body.set {
-                Some(set) => {
-                    for (_, text) in &self.view.texts {
-                        for i in set.matches(text).iter() {
-                            if let Some(h) = hits.get_mut(i) {
-                                *h = true;
-                            }
-                        }
-                        if hits.iter().all(|h| *h) {
-                            break;
-                        }
-                    }
-                }
-                None => {
-                    for (i, re) in self.body.regexes.iter().enumerate() {
-                        hits[i] = self.view.texts.iter().any(|(_, t)| re.is_match(t));
-                    }
+    fn body_hits(&self) -> &[bool] {
+        self.body_hits.get_or_init(|| {
+            let mut hits = vec![false; self.banks.body.len()];
+            for (_, text) in &self.view.texts {
+                self.banks.body.matching(text, &mut hits);
+                if hits.iter().all(|h| *h) {
+                    break;
                 }
             }
             hits
         })
+    }
+
+    fn subject_hits(&self) -> &[bool] {
+        self.subject_hits.get_or_init(|| {
+            let mut hits = vec![false; self.banks.subject.len()];
+            self.banks.subject.matching(&self.view.subject, &mut hits);
+            hits
+        })
+    }
+
+    fn header_hits(&self) -> &[bool] {
+        self.header_hits.get_or_init(|| {
+            let entries = &self.banks.header_entries;
+            let mut out = vec![false; entries.len()];
+            let mut hits = vec![false; self.banks.header.len()];
+            for (name, values) in &self.view.headers {
+                if !entries.iter().any(|e| e.name == *name) {
+                    continue;
+                }
+                for v in values {
+                    hits.iter_mut().for_each(|h| *h = false);
+                    self.banks.header.matching(v, &mut hits);
+                    for (e, o) in entries.iter().zip(out.iter_mut()) {
+                        if e.name == *name && hits.get(e.pattern).copied().unwrap_or(false) {
+                            *o = true;
+                        }
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    /// The entry as written and the matching part of the first matching value.
+    fn header_evidence(&self, entry: usize) -> (String, String) {
+        let Some(e) = self.banks.header_entries.get(entry) else {
+            return (String::new(), String::new());
+        };
+        for (name, values) in &self.view.headers {
+            if *name != e.name {
+                continue;
+            }
+            for v in values {
+                if let Some(r) = self.banks.header.find(e.pattern, v) {
+                    return (e.source.clone(), snippet(v, Some(r)));
+                }
+            }
+        }
+        (e.source.clone(), String::new())
     }
 
     fn detector(&self, d: Detector) -> Option<&(usize, Hit)> {
@@ -389,18 +436,27 @@ impl<'a> Scan<'a> {
         self.detector_hits
             .get(slot)?
             .get_or_init(|| {
+                let candidates = self.detector_candidates.get_or_init(|| {
+                    self.view
+                        .texts
+                        .iter()
+                        .map(|(_, t)| super::detectors::candidates(t))
+                        .collect()
+                });
                 self.view
                     .texts
                     .iter()
+                    .zip(candidates)
                     .enumerate()
-                    .find_map(|(i, (_, t))| d.find(t).map(|h| (i, h)))
+                    .filter(|(_, (_, c))| c.get(slot).copied().unwrap_or(true))
+                    .find_map(|(i, ((_, t), _))| d.find(t).map(|h| (i, h)))
             })
             .as_ref()
     }
 
     fn body_matches(&self, p: BodyPattern) -> bool {
         match p {
-            BodyPattern::Regex(i) => self.regex_hits().get(i).copied().unwrap_or(false),
+            BodyPattern::Regex(i) => self.body_hits().get(i).copied().unwrap_or(false),
             BodyPattern::Detector(d) => self.detector(d).is_some(),
         }
     }
@@ -409,12 +465,9 @@ impl<'a> Scan<'a> {
     fn body_evidence(&self, p: BodyPattern) -> (String, Option<String>) {
         match p {
             BodyPattern::Regex(i) => {
-                let Some(re) = self.body.regexes.get(i) else {
-                    return (String::new(), None);
-                };
                 for (src, t) in &self.view.texts {
-                    if let Some(m) = re.find(t) {
-                        return (snippet(t, Some(m.range())), Some(src.0.clone()));
+                    if let Some(r) = self.banks.body.find(i, t) {
+                        return (snippet(t, Some(r)), Some(src.0.clone()));
                     }
                 }
                 (String::new(), None)
