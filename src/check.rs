@@ -27,7 +27,16 @@ pub fn run(cfg: &Config) -> CheckReport {
     let mut r = CheckReport::default();
     let cfg_name = cfg.path.display().to_string();
     match crate::policy::PolicySet::load(&cfg.policy.dir) {
-        Ok(p) => r.warnings.extend(p.warnings().iter().map(|d| d.to_string())),
+        Ok(p) => {
+            r.warnings.extend(p.warnings().iter().map(|d| d.to_string()));
+            let known: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
+            for d in p.check_clients(&known) {
+                match d.severity {
+                    crate::policy::Severity::Error => r.errors.push(d.to_string()),
+                    crate::policy::Severity::Warning => r.warnings.push(d.to_string()),
+                }
+            }
+        }
         Err(e) => r.errors.extend(e.diagnostics.iter().map(|d| d.to_string())),
     }
     if let Some(p) = &cfg.upstream.password_file {

@@ -160,6 +160,8 @@ fn decide(
     let verdicts = rt.policy.judge_message(&env, &tx.rcpts, message);
     let mut pairs = Vec::with_capacity(verdicts.len());
     let mut rules_by_rcpt = serde_json::Map::new();
+    let mut refs_by_rcpt: std::collections::HashMap<String, Vec<crate::verdict::RuleRef>> =
+        std::collections::HashMap::new();
     for (rcpt, v) in tx.rcpts.iter().zip(verdicts) {
         match v {
             RecipientVerdict::Reject { reason, by } => {
@@ -169,13 +171,21 @@ fn decide(
             RecipientVerdict::Accept { actions, rules } => {
                 let names: Vec<String> = rules.iter().map(|r| r.rule.clone()).collect();
                 rules_by_rcpt.insert(rcpt.clone(), json!(names));
+                refs_by_rcpt.insert(rcpt.clone(), rules);
                 pairs.push((rcpt.clone(), actions));
             }
         }
     }
     let (plans, refused) = crate::transform::plan(&pairs, rt.smime.as_ref());
     if let Some((rcpt, why)) = refused.first() {
-        let reply = named::policy_reject(format!("message refused for <{rcpt}>: {why}"));
+        let by: Vec<String> = refs_by_rcpt
+            .get(rcpt)
+            .map(|v| v.iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default();
+        let reply = named::policy_reject(format!(
+            "message refused for <{rcpt}>: {why} ({})",
+            by.join("; ")
+        ));
         return Err((reply, json!({"rcpt": rcpt, "refused": why})));
     }
     let dkim_err = |e: crate::transform::dkim::DkimError| {

@@ -56,6 +56,17 @@ impl Runtime {
         };
         let base = config.base_dir();
         let policy = PolicySet::load(&config.policy.dir)?;
+        let known: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
+        let unknown: Vec<_> = policy
+            .check_clients(&known)
+            .into_iter()
+            .filter(|d| d.severity == crate::policy::Severity::Error)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(LoadError::Policy(crate::policy::PolicyError {
+                diagnostics: unknown,
+            }));
+        }
         let smime = match &config.smime {
             Some(c) => Some(Smime::load(c, &base)?),
             None => None,
