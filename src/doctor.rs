@@ -26,9 +26,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::transform::dkim::{
-    format_txt_record, inspect_key, parse_duration, Algorithm, DkimConfig, KeyInfo,
-};
+use crate::transform::dkim::{inspect_key, parse_duration, Algorithm, DkimConfig, KeyInfo};
 
 /// How long one DNS query may take, per attempt.
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
@@ -512,7 +510,7 @@ async fn check_spf(dns: &Dns, domain: &str) -> Finding {
                 let all = spf.directives.iter().find(|d| matches!(d.mechanism, Mechanism::All)).map(|d| d.qualifier.clone());
                 match (all, spf.redirect.is_some()) {
                     (Some(Qualifier::Pass), _) => Finding::new("spf", domain, Verdict::Fail, format!("\"+all\" lets anyone send as {domain} (fix: end the record with -all or ~all): {record}")),
-                    (Some(Qualifier::Fail), _) => Finding::new("spf", domain, Verdict::Ok, format!("{record}")),
+                    (Some(Qualifier::Fail), _) => Finding::new("spf", domain, Verdict::Ok, record.clone()),
                     (Some(Qualifier::SoftFail), _) => Finding::new("spf", domain, Verdict::Ok, format!("{record} (~all: softfail for others)")),
                     (_, true) => Finding::new("spf", domain, Verdict::Ok, format!("{record} (redirect)")),
                     (Some(Qualifier::Neutral), false) | (None, false) => Finding::new("spf", domain, Verdict::Warn, format!("SPF ends neutral, so it protects nothing (fix: end the record with -all or ~all): {record}")),
@@ -870,11 +868,6 @@ pub fn check_certificate_file(path: &Path) -> Finding {
         )
     };
     Finding::new("certificate", subject, verdict, detail)
-}
-
-/// The record that would fix a DKIM finding, for callers that print advice themselves.
-pub fn dkim_fix_record(info: &KeyInfo) -> String {
-    format_txt_record(&info.dns_name(), &info.txt_value())
 }
 
 #[cfg(test)]
