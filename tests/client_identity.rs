@@ -120,3 +120,72 @@ fn require_auth_refuses_anonymous_mail_and_starttls_works() {
     let m = std::fs::read_to_string(spool.path()).unwrap();
     assert!(m.contains("with ESMTPSA id"), "Received header records TLS + AUTH: {m}");
 }
+
+#[test]
+fn policy_refusals_are_seen_by_a_real_client_at_rcpt_and_at_data() {
+    let env = start("");
+    // RCPT time: a content-free rule requires encryption and carol has no certificate.
+    let (ok, t) = swaks(env.port, &["--from", "payroll@example.com", "--to", "carol@bank.example"], &env.dir);
+    assert!(!ok, "{t}");
+    assert!(
+        t.contains("550 5.7.1 <carol@bank.example>: no S/MIME certificate for this recipient, and policy requires encryption (rule \"payroll to the bank is signed and encrypted\" in policies/50-rules.toml)"),
+        "{t}"
+    );
+    // RCPT time: deny list.
+    let (ok, t) = swaks(env.port, &["--from", "billing@example.com", "--to", "ceo@example.com"], &env.dir);
+    assert!(!ok && t.contains("550 5.7.1 <ceo@example.com>: recipient denied"), "{t}");
+    // DATA time: a content rule refuses the whole message, naming the rule.
+    let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n-----END PRIVATE KEY-----\n";
+    let body = dir_file(&env.dir, "key.txt", key);
+    let (ok, t) = swaks(env.port, &["--from", "billing@example.com", "--to", "ops@example.com", "--body", &body], &env.dir);
+    assert!(!ok, "{t}");
+    assert!(
+        t.contains("550 5.7.1 message refused for <ops@example.com>: message contains a private key or cloud credential (rule \"private keys never leave\" in policies/50-rules.toml)"),
+        "{t}"
+    );
+    let audit = std::fs::read_to_string(env.dir.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"event\":\"rejected\""), "{audit}");
+    assert!(!audit.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj"), "no content in the audit log");
+}
+
+fn dir_file(dir: &Path, name: &str, content: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    format!("@{}", p.display())
+}
+
+#[test]
+fn sigterm_lets_a_message_in_progress_finish_then_exits() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut env = start("");
+    let s = std::net::TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    let mut reply = |r: &mut BufReader<std::net::TcpStream>| loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line.len() < 4 || line.as_bytes()[3] != b'-' {
+            return line.clone();
+        }
+    };
+    reply(&mut r);
+    write!(w, "EHLO t\r\nMAIL FROM:<billing@example.com>\r\nRCPT TO:<ops@example.com>\r\nDATA\r\n").unwrap();
+    reply(&mut r);
+    reply(&mut r);
+    reply(&mut r);
+    assert!(reply(&mut r).starts_with("354"));
+    write!(w, "Subject: in flight\r\n\r\nfirst half\r\n").unwrap();
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(env.child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(500));
+    write!(w, "second half\r\n.\r\n").unwrap();
+    let fin = reply(&mut r);
+    assert!(fin.starts_with("250 2.0.0 queued as"), "the message in flight is accepted: {fin}");
+    let status = env.child.wait().unwrap();
+    assert!(status.success(), "serve exits cleanly: {status:?}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err(), "no longer listening");
+    let queued = std::fs::read_dir(env.dir.join("spool/queue")).unwrap().flatten().count();
+    assert!(queued >= 1, "the accepted message is in the spool for the next start");
+}
