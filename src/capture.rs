@@ -36,6 +36,7 @@ pub async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, o
         let Ok((sock, _)) = listener.accept().await else {
             continue;
         };
+        let _ = sock.set_nodelay(true);
         let (acceptor, opts, counter) = (acceptor.clone(), opts.clone(), counter.clone());
         tokio::spawn(async move {
             if opts.implicit {
@@ -54,9 +55,12 @@ pub async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, o
     }
 }
 
+/// Sends one reply in one write (two small writes would meet Nagle + delayed ACK: 40 ms).
 async fn write<S: AsyncWrite + Unpin>(s: &mut S, text: &str) -> std::io::Result<()> {
-    s.write_all(text.as_bytes()).await?;
-    s.write_all(b"\r\n").await?;
+    let mut line = Vec::with_capacity(text.len() + 2);
+    line.extend_from_slice(text.as_bytes());
+    line.extend_from_slice(b"\r\n");
+    s.write_all(&line).await?;
     s.flush().await
 }
 

@@ -335,21 +335,38 @@ impl Ingest {
         message: Vec<u8>,
     ) -> Reply {
         let id = spool::new_id();
-        let hostname = rt.config.server.hostname.clone();
-        let (message, message_id) = add_trace_headers(&message, info, &hostname, &id, &tx.rcpts);
-        let decided = {
-            let (rt, info, tx, id) = (rt.clone(), info.clone(), tx.clone(), id.clone());
-            tokio::task::spawn_blocking(move || decide(&rt, &info, &tx, &id, &message, message_id)).await
+        // Everything CPU- or disk-bound happens in one blocking task: trace headers,
+        // policy, transforms, DKIM and the durable write.
+        let outcome = {
+            let (rt, info, tx, id, spool) = (rt.clone(), info.clone(), tx.clone(), id.clone(), self.spool.clone());
+            tokio::task::spawn_blocking(move || {
+                let hostname = &rt.config.server.hostname;
+                let (message, message_id) = add_trace_headers(&message, &info, hostname, &id, &tx.rcpts);
+                let decided = decide(&rt, &info, &tx, &id, &message, message_id)?;
+                let refs: Vec<(Envelope, &[u8])> =
+                    decided.copies.iter().map(|(e, m)| (e.clone(), m.as_slice())).collect();
+                let stored = spool.store(&refs);
+                Ok::<_, Refusal>((decided, stored))
+            })
+            .await
         };
-        let decided = match decided {
-            Ok(Ok(d)) => d,
+        let decided = match outcome {
+            Ok(Ok((d, Ok(())))) => d,
+            Ok(Ok((_, Err(e)))) => {
+                tracing::error!("spool write failed: {e}");
+                return named::local_error("cannot write to the spool");
+            }
             Ok(Err((reply, why))) => {
                 let why = json!({"detail": why, "policy_version": rt.policy.version()});
                 if reply.is_permanent() {
                     self.rejected(info, &tx, &reply, why);
                 } else {
                     self.metrics.transform_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.audit.record("deferred-at-receipt", json!({"from": tx.from, "rcpts": tx.rcpts, "client": info.client, "reply": reply.to_string(), "why": why}));
+                    self.audit.record(
+                        "deferred-at-receipt",
+                        json!({"from": tx.from, "rcpts": tx.rcpts, "client": info.client,
+                               "reply": reply.to_string(), "why": why}),
+                    );
                 }
                 return reply;
             }
@@ -358,48 +375,20 @@ impl Ingest {
                 return named::local_error("message processing failed");
             }
         };
-        self.store(&id, decided, info, rt.policy.version()).await
-    }
-
-    async fn store(&self, id: &str, decided: Decided, info: &SessionInfo, policy_version: &str) -> Reply {
-        let spool = self.spool.clone();
-        let copies = decided.copies;
-        let ids: Vec<String> = copies.iter().map(|(e, _)| e.id.clone()).collect();
-        let summary = decided.audit;
-        let first = copies.first().map(|(e, _)| e.clone());
-        let stored = tokio::task::spawn_blocking(move || {
-            let refs: Vec<(Envelope, &[u8])> = copies
-                .iter()
-                .map(|(e, m)| (e.clone(), m.as_slice()))
-                .collect();
-            spool.store(&refs)
-        })
-        .await;
-        match stored {
-            Ok(Ok(())) => {
-                self.metrics
-                    .messages_accepted
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Some(e) = first {
-                    self.audit.record(
-                        "received",
-                        json!({"queue_id": id, "message_id": e.message_id, "from": e.from,
-                               "client": info.client, "peer": info.peer.to_string(), "tls": info.tls,
-                               "rcpts": e.rcpts, "policy_version": policy_version, "copies": summary}),
-                    );
-                }
-                self.relay.schedule_now(&ids);
-                named::queued(id)
-            }
-            Ok(Err(e)) => {
-                tracing::error!("spool write failed: {e}");
-                named::local_error("cannot write to the spool")
-            }
-            Err(e) => {
-                tracing::error!("spool task failed: {e}");
-                named::local_error("cannot write to the spool")
-            }
+        let ids: Vec<String> = decided.copies.iter().map(|(e, _)| e.id.clone()).collect();
+        self.metrics
+            .messages_accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some((e, _)) = decided.copies.first() {
+            self.audit.record(
+                "received",
+                json!({"queue_id": id, "message_id": e.message_id, "from": e.from,
+                       "client": info.client, "peer": info.peer.to_string(), "tls": info.tls,
+                       "rcpts": tx.rcpts, "policy_version": rt.policy.version(), "copies": decided.audit}),
+            );
         }
+        self.relay.schedule_now(&ids);
+        named::queued(&id)
     }
 
     /// Records a refusal at end of DATA.

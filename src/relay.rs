@@ -255,39 +255,53 @@ impl Relay {
     }
 
     /// One delivery attempt of one entry.
-    async fn deliver(&self, id: &str, conn: &mut Option<Connection>) {
+    /// Reads an entry and its message for delivery (blocking file I/O); `None` when there
+    /// is nothing to do now (gone, held, damaged and quarantined, or unreadable: retried).
+    fn load_for_delivery(&self, id: &str) -> Option<(SpoolEntry, Vec<u8>)> {
         let entry = match self.spool.entry(id) {
             Ok(e) => e,
-            Err(SpoolError::NotFound(_)) => return,
+            Err(SpoolError::NotFound(_)) => return None,
             Err(SpoolError::Corrupt { why, .. }) => {
                 tracing::error!("spool entry {id} is damaged: {why}; moved to corrupt/");
                 let _ = self.spool.quarantine(id, &why);
                 self.audit
                     .record("quarantined", json!({"queue_id": id, "reason": why}));
-                return;
+                return None;
             }
             Err(e) => {
                 tracing::error!("cannot read spool entry {id}: {e}; retrying in a minute");
                 self.schedule(id, now_ms() + 60_000);
-                return;
+                return None;
             }
         };
         if entry.state.held {
-            return;
+            return None;
         }
         let message = match self.spool.message(id) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!("cannot read spool entry {id}: {e}; retrying in a minute");
                 self.schedule(id, now_ms() + 60_000);
-                return;
+                return None;
             }
         };
-        let pending = entry.pending();
-        if pending.is_empty() {
+        if entry.pending().is_empty() {
             let _ = self.spool.remove(id);
-            return;
+            return None;
         }
+        Some((entry, message))
+    }
+
+    /// One delivery attempt of one entry. Spool file I/O runs on blocking threads so that
+    /// SMTP sessions on the async workers never wait for the disk.
+    async fn deliver(self: &Arc<Self>, id: &str, conn: &mut Option<Connection>) {
+        let (me, owned_id) = (self.clone(), id.to_string());
+        let Ok(Some((entry, message))) =
+            tokio::task::spawn_blocking(move || me.load_for_delivery(&owned_id)).await
+        else {
+            return;
+        };
+        let pending = entry.pending();
         let settings = self.settings();
         let env = &entry.envelope;
         let mut attempt = 0;
@@ -349,7 +363,11 @@ impl Relay {
                     .collect()
             }
         };
-        self.record_outcomes(&entry, &message, outcomes, &settings, &tls_version, &cipher);
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            me.record_outcomes(&entry, &message, outcomes, &settings, &tls_version, &cipher)
+        })
+        .await;
     }
 
     fn record_outcomes(
