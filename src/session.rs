@@ -580,11 +580,23 @@ impl DataReceiver {
     /// Feeds input; returns how many bytes were consumed. When [`DataReceiver::is_done`]
     /// turns true, the rest of the input (pipelined commands) was not consumed.
     pub fn feed(&mut self, input: &[u8]) -> usize {
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while i < input.len() {
             if self.done {
                 return i;
             }
-            self.byte(b);
+            if self.state == DataState::InLine {
+                // Fast path: ordinary text up to the next CR or LF is copied in bulk.
+                let rest = &input[i..];
+                let n = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                if n > 0 {
+                    self.emit(&rest[..n]);
+                    i += n;
+                    continue;
+                }
+            }
+            self.byte(input[i]);
+            i += 1;
         }
         input.len()
     }
@@ -859,6 +871,32 @@ mod tests {
         assert!(d.is_done());
         assert!(d.message.len() <= 10);
         assert_eq!(d.finish(), DataOutcome::TooBig);
+    }
+
+    #[test]
+    fn bulk_and_bytewise_feeding_agree() {
+        let alphabet = [b'a', b'.', b'\r', b'\n', b'b'];
+        let mut seed = 0x2545_f491_u64;
+        for round in 0..2000 {
+            let len = 1 + (round % 60);
+            let mut input = Vec::with_capacity(len + 5);
+            for _ in 0..len {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                input.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
+            }
+            input.extend_from_slice(b"\r\n.\r\n");
+            for normalize in [false, true] {
+                let mut bulk = DataReceiver::new(40, normalize);
+                let used_bulk = bulk.feed(&input);
+                let mut slow = DataReceiver::new(40, normalize);
+                let mut used_slow = 0;
+                while !slow.is_done() && used_slow < input.len() {
+                    used_slow += slow.feed(&input[used_slow..used_slow + 1]);
+                }
+                assert_eq!(used_bulk, used_slow, "{:?}", String::from_utf8_lossy(&input));
+                assert_eq!(bulk.finish(), slow.finish(), "{:?}", String::from_utf8_lossy(&input));
+            }
+        }
     }
 
     #[test]
