@@ -29,7 +29,11 @@ pub struct CaptureOptions {
 }
 
 /// Runs the capture server on `listener` with `acceptor` until the task is dropped.
-pub async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, opts: CaptureOptions) {
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    opts: CaptureOptions,
+) {
     let opts = Arc::new(opts);
     let counter = Arc::new(AtomicU64::new(0));
     loop {
@@ -65,7 +69,10 @@ async fn write<S: AsyncWrite + Unpin>(s: &mut S, text: &str) -> std::io::Result<
 }
 
 /// Until STARTTLS: true when the client asked for it. Mail in plaintext is refused.
-async fn plaintext_phase<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufReader<S>, opts: &CaptureOptions) -> std::io::Result<bool> {
+async fn plaintext_phase<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut BufReader<S>,
+    opts: &CaptureOptions,
+) -> std::io::Result<bool> {
     write(s.get_mut(), "220 capture.test ESMTP").await?;
     loop {
         let mut line = String::new();
@@ -75,7 +82,11 @@ async fn plaintext_phase<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufReader<S>
         let up = line.trim().to_ascii_uppercase();
         if up.starts_with("EHLO") {
             if opts.offer_starttls {
-                write(s.get_mut(), "250-capture.test\r\n250-PIPELINING\r\n250 STARTTLS").await?;
+                write(
+                    s.get_mut(),
+                    "250-capture.test\r\n250-PIPELINING\r\n250 STARTTLS",
+                )
+                .await?;
             } else {
                 write(s.get_mut(), "250-capture.test\r\n250 PIPELINING").await?;
             }
@@ -123,11 +134,28 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 .ok()
                 .and_then(|d| {
                     let parts: Vec<&[u8]> = d.split(|&b| b == 0).collect();
-                    (parts.len() == 3).then(|| (String::from_utf8_lossy(parts[1]).into_owned(), String::from_utf8_lossy(parts[2]).into_owned()))
+                    (parts.len() == 3).then(|| {
+                        (
+                            String::from_utf8_lossy(parts[1]).into_owned(),
+                            String::from_utf8_lossy(parts[2]).into_owned(),
+                        )
+                    })
                 })
-                .is_some_and(|(u, p)| opts.auth.as_ref().is_none_or(|(eu, ep)| *eu == u && *ep == p));
+                .is_some_and(|(u, p)| {
+                    opts.auth
+                        .as_ref()
+                        .is_none_or(|(eu, ep)| *eu == u && *ep == p)
+                });
             authed = ok;
-            write(s.get_mut(), if ok { "235 2.7.0 ok" } else { "535 5.7.8 bad credentials" }).await?;
+            write(
+                s.get_mut(),
+                if ok {
+                    "235 2.7.0 ok"
+                } else {
+                    "535 5.7.8 bad credentials"
+                },
+            )
+            .await?;
         } else if up.starts_with("MAIL FROM:") {
             if !authed {
                 write(s.get_mut(), "530 5.7.0 authentication required").await?;

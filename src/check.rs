@@ -28,7 +28,8 @@ pub fn run(cfg: &Config) -> CheckReport {
     let cfg_name = cfg.path.display().to_string();
     match crate::policy::PolicySet::load(&cfg.policy.dir) {
         Ok(p) => {
-            r.warnings.extend(p.warnings().iter().map(|d| d.to_string()));
+            r.warnings
+                .extend(p.warnings().iter().map(|d| d.to_string()));
             let known: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
             for d in p.check_clients(&known) {
                 match d.severity {
@@ -41,7 +42,8 @@ pub fn run(cfg: &Config) -> CheckReport {
     }
     if let Some(p) = &cfg.upstream.password_file {
         if let Err(e) = crate::secret::check_secret_file(p) {
-            r.errors.push(format!("{cfg_name}: [upstream] password_file: {e}"));
+            r.errors
+                .push(format!("{cfg_name}: [upstream] password_file: {e}"));
         }
     }
     if let Some(v) = &cfg.upstream.password_env {
@@ -49,7 +51,10 @@ pub fn run(cfg: &Config) -> CheckReport {
             r.warnings.push(format!("{cfg_name}: [upstream] password_env: {v} is not set in this environment (it must be set for `serve`)"));
         }
     }
-    if let Err(e) = crate::upstream::client_tls_config(cfg.upstream.ca_file.as_deref(), cfg.upstream.min_tls_version) {
+    if let Err(e) = crate::upstream::client_tls_config(
+        cfg.upstream.ca_file.as_deref(),
+        cfg.upstream.min_tls_version,
+    ) {
         r.errors.push(format!("{cfg_name}: [upstream]: {e}"));
     }
     if let Some(ca) = &cfg.upstream.ca_file {
@@ -63,7 +68,10 @@ pub fn run(cfg: &Config) -> CheckReport {
     }
     for c in &cfg.clients {
         if let Err(e) = argon2::PasswordHash::new(&c.password_hash) {
-            r.errors.push(format!("{cfg_name}: [[client]] {}: password_hash is not a valid PHC string: {e}", c.name));
+            r.errors.push(format!(
+                "{cfg_name}: [[client]] {}: password_hash is not a valid PHC string: {e}",
+                c.name
+            ));
         }
     }
     let base = cfg.base_dir();
@@ -73,7 +81,11 @@ pub fn run(cfg: &Config) -> CheckReport {
         .flat_map(|c| c.allowed_senders.iter().filter_map(|s| domain_of(s)))
         .collect();
     if let Some(s) = &cfg.smime {
-        sender_domains.extend(s.signer.iter().flat_map(|sg| sg.senders.iter().filter_map(|x| domain_of(x))));
+        sender_domains.extend(
+            s.signer
+                .iter()
+                .flat_map(|sg| sg.senders.iter().filter_map(|x| domain_of(x))),
+        );
         match crate::transform::smime::Smime::load(s, &base) {
             Ok(sm) => r.warnings.extend(sm.warnings()),
             Err(e) => r.errors.push(format!("{cfg_name}: [smime]: {e}")),
@@ -96,12 +108,21 @@ pub fn run(cfg: &Config) -> CheckReport {
         Ok(s) => {
             let probe = s.dir().join("tmp").join(".check");
             if let Err(e) = std::fs::write(&probe, b"") {
-                r.errors.push(format!("{cfg_name}: [spool] dir {}: not writable: {e}", cfg.spool.dir.display()));
+                r.errors.push(format!(
+                    "{cfg_name}: [spool] dir {}: not writable: {e}",
+                    cfg.spool.dir.display()
+                ));
             }
             let _ = std::fs::remove_file(probe);
             let corrupt = s.corrupt_ids();
             if !corrupt.is_empty() {
-                r.warnings.push(format!("{}/corrupt holds {} damaged entr{}: {}", cfg.spool.dir.display(), corrupt.len(), if corrupt.len() == 1 { "y" } else { "ies" }, corrupt.join(", ")));
+                r.warnings.push(format!(
+                    "{}/corrupt holds {} damaged entr{}: {}",
+                    cfg.spool.dir.display(),
+                    corrupt.len(),
+                    if corrupt.len() == 1 { "y" } else { "ies" },
+                    corrupt.join(", ")
+                ));
             }
         }
         Err(e) => r.errors.push(format!("{cfg_name}: [spool]: {e}")),
@@ -122,9 +143,17 @@ fn check_cert_expiry(path: &Path, r: &mut CheckReport) {
     for c in certs {
         if let Ok(diff) = now.diff(c.not_after()) {
             if diff.days < 0 {
-                r.errors.push(format!("{}: certificate expired {} days ago", path.display(), -diff.days));
+                r.errors.push(format!(
+                    "{}: certificate expired {} days ago",
+                    path.display(),
+                    -diff.days
+                ));
             } else if diff.days < 30 {
-                r.warnings.push(format!("{}: certificate expires in {} days", path.display(), diff.days));
+                r.warnings.push(format!(
+                    "{}: certificate expires in {} days",
+                    path.display(),
+                    diff.days
+                ));
             }
         }
     }

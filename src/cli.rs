@@ -26,7 +26,9 @@ pub fn init_logging() {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
@@ -49,7 +51,12 @@ pub fn serve(config: &Path) -> ExitCode {
             Ok(running) => {
                 tracing::info!(
                     "sealgate listening on {}",
-                    running.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                    running
+                        .addrs
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 let _ = running.done.await;
                 ExitCode::SUCCESS
@@ -112,7 +119,10 @@ pub fn explain(
     match sealgate::explain::run(&cfg, client, from, to, &bytes, write) {
         Ok(report) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&report.json).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report.json).unwrap_or_default()
+                );
             } else {
                 print!("{}", report.text);
             }
@@ -145,7 +155,10 @@ pub fn queue_list(config: &Path) -> ExitCode {
             return ExitCode::from(PROBLEMS);
         }
     };
-    println!("{:<28} {:>9} {:>4} {:<20} {:<32} status", "id", "size", "try", "age", "from -> pending");
+    println!(
+        "{:<28} {:>9} {:>4} {:<20} {:<32} status",
+        "id", "size", "try", "age", "from -> pending"
+    );
     for e in &entries {
         let age = sealgate::spool::now().saturating_sub(e.envelope.created);
         let status = if e.state.held {
@@ -171,9 +184,19 @@ pub fn queue_list(config: &Path) -> ExitCode {
     }
     let corrupt = spool.corrupt_ids();
     if !corrupt.is_empty() {
-        println!("{} damaged entr{} in {}/corrupt: {}", corrupt.len(), if corrupt.len() == 1 { "y" } else { "ies" }, spool.dir().display(), corrupt.join(", "));
+        println!(
+            "{} damaged entr{} in {}/corrupt: {}",
+            corrupt.len(),
+            if corrupt.len() == 1 { "y" } else { "ies" },
+            spool.dir().display(),
+            corrupt.join(", ")
+        );
     }
-    println!("{} entr{} queued", entries.len(), if entries.len() == 1 { "y" } else { "ies" });
+    println!(
+        "{} entr{} queued",
+        entries.len(),
+        if entries.len() == 1 { "y" } else { "ies" }
+    );
     ExitCode::SUCCESS
 }
 
@@ -190,13 +213,33 @@ pub fn queue_show(config: &Path, id: &str) -> ExitCode {
             println!("pending:   {}", e.pending().join(", "));
             println!("client:    {}", e.envelope.client);
             println!("kind:      {:?}", e.envelope.kind);
-            println!("message-id:{}", e.envelope.message_id.as_deref().map(|m| format!(" {m}")).unwrap_or_default());
-            println!("policy:    {}", e.envelope.policy_version.as_deref().unwrap_or("-"));
+            println!(
+                "message-id:{}",
+                e.envelope
+                    .message_id
+                    .as_deref()
+                    .map(|m| format!(" {m}"))
+                    .unwrap_or_default()
+            );
+            println!(
+                "policy:    {}",
+                e.envelope.policy_version.as_deref().unwrap_or("-")
+            );
             println!("attempts:  {}", e.state.attempts);
-            println!("last error:{}", e.state.last_error.as_deref().map(|m| format!(" {m}")).unwrap_or_default());
+            println!(
+                "last error:{}",
+                e.state
+                    .last_error
+                    .as_deref()
+                    .map(|m| format!(" {m}"))
+                    .unwrap_or_default()
+            );
             println!("size:      {} bytes", e.size);
             println!("--- headers ---");
-            print!("{}", String::from_utf8_lossy(sealgate::dsn::original_headers(&m)));
+            print!(
+                "{}",
+                String::from_utf8_lossy(sealgate::dsn::original_headers(&m))
+            );
             ExitCode::SUCCESS
         }
         (Err(e), _) | (_, Err(e)) => {
@@ -250,9 +293,17 @@ pub fn queue_retry(config: &Path, id: Option<&str>) -> ExitCode {
         }
     }
     if signal_server(&spool, libc::SIGUSR1) {
-        println!("{} entr{} due now; the running server was told", ids.len(), if ids.len() == 1 { "y" } else { "ies" });
+        println!(
+            "{} entr{} due now; the running server was told",
+            ids.len(),
+            if ids.len() == 1 { "y" } else { "ies" }
+        );
     } else {
-        println!("{} entr{} due now; no running server found (they go out when it starts)", ids.len(), if ids.len() == 1 { "y" } else { "ies" });
+        println!(
+            "{} entr{} due now; no running server found (they go out when it starts)",
+            ids.len(),
+            if ids.len() == 1 { "y" } else { "ies" }
+        );
     }
     ExitCode::SUCCESS
 }
@@ -285,7 +336,9 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
     let mut from_headers = false;
     let mut dot_ends = true;
     let mut rcpts = Vec::new();
-    let mut config = PathBuf::from(std::env::var("SEALGATE_CONFIG").unwrap_or_else(|_| "/etc/sealgate/sealgate.toml".into()));
+    let mut config = PathBuf::from(
+        std::env::var("SEALGATE_CONFIG").unwrap_or_else(|_| "/etc/sealgate/sealgate.toml".into()),
+    );
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -302,7 +355,12 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
             }
             "--" => rcpts.extend(it.by_ref()),
             s if s.starts_with("-f") && s.len() > 2 => from = Some(s[2..].to_string()),
-            s if s.starts_with("-o") || s.starts_with("-b") || s.starts_with("-d") || s.starts_with("-e") || s.starts_with("-F") || s.starts_with("-v") => {}
+            s if s.starts_with("-o")
+                || s.starts_with("-b")
+                || s.starts_with("-d")
+                || s.starts_with("-e")
+                || s.starts_with("-F")
+                || s.starts_with("-v") => {}
             s if s.starts_with('-') => {
                 eprintln!("sendmail: unknown option {s}");
                 return ExitCode::from(EX_USAGE);
@@ -341,19 +399,32 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
         return ExitCode::from(EX_USAGE);
     }
     let from = from.unwrap_or_else(|| {
-        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "root".into());
-        let host = Config::load(&config).map(|c| c.server.hostname).unwrap_or_else(|_| "localhost".into());
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "root".into());
+        let host = Config::load(&config)
+            .map(|c| c.server.hostname)
+            .unwrap_or_else(|_| "localhost".into());
         format!("{user}@{host}")
     });
     let addr: SocketAddr = Config::load(&config)
         .ok()
         .and_then(|c| c.server.listen.first().copied())
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2525)));
-    let auth = match (std::env::var("SEALGATE_USER"), std::env::var("SEALGATE_PASSWORD")) {
+    let auth = match (
+        std::env::var("SEALGATE_USER"),
+        std::env::var("SEALGATE_PASSWORD"),
+    ) {
         (Ok(u), Ok(p)) => Some((u, p)),
         _ => None,
     };
-    match sealgate::submit::submit(addr, &from, &rcpts, &message, auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))) {
+    match sealgate::submit::submit(
+        addr,
+        &from,
+        &rcpts,
+        &message,
+        auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+    ) {
         Ok((_, refused)) => {
             for r in &refused {
                 eprintln!("sendmail: {r}");
@@ -362,12 +433,22 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("sendmail: {e}");
-            ExitCode::from(if e.is_temporary() { EX_TEMPFAIL } else { EX_UNAVAILABLE })
+            ExitCode::from(if e.is_temporary() {
+                EX_TEMPFAIL
+            } else {
+                EX_UNAVAILABLE
+            })
         }
     }
 }
 
-pub fn dkim_keygen(domain: &str, selector: &str, algorithm: &str, bits: u32, out: Option<PathBuf>) -> ExitCode {
+pub fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+    bits: u32,
+    out: Option<PathBuf>,
+) -> ExitCode {
     sealgate::cli_support::dkim_keygen(domain, selector, algorithm, bits, out)
 }
 
@@ -450,7 +531,10 @@ pub fn capture(
                 return ExitCode::from(USAGE);
             }
         };
-        eprintln!("capture listening on {}", l.local_addr().map(|a| a.to_string()).unwrap_or_default());
+        eprintln!(
+            "capture listening on {}",
+            l.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
         sealgate::capture::serve(
             l,
             acceptor,

@@ -9,7 +9,13 @@ use crate::config::{Config, UpstreamTls};
 use crate::transform::dkim::{self, Algorithm};
 
 /// `sealgate dkim-keygen`.
-pub fn dkim_keygen(domain: &str, selector: &str, algorithm: &str, bits: u32, out: Option<PathBuf>) -> ExitCode {
+pub fn dkim_keygen(
+    domain: &str,
+    selector: &str,
+    algorithm: &str,
+    bits: u32,
+    out: Option<PathBuf>,
+) -> ExitCode {
     let alg = match algorithm.to_ascii_lowercase().as_str() {
         "rsa" => Algorithm::Rsa,
         "ed25519" => Algorithm::Ed25519,
@@ -38,8 +44,15 @@ pub fn doctor(cfg: &Config, json: bool, dns: Option<SocketAddr>) -> ExitCode {
         .clients
         .iter()
         .flat_map(|c| c.allowed_senders.iter())
-        .chain(cfg.smime.iter().flat_map(|s| s.signer.iter().flat_map(|sg| sg.senders.iter())))
-        .filter_map(|g| g.rsplit_once('@').map(|(_, d)| d.trim_start_matches("*.").to_ascii_lowercase()))
+        .chain(
+            cfg.smime
+                .iter()
+                .flat_map(|s| s.signer.iter().flat_map(|sg| sg.senders.iter())),
+        )
+        .filter_map(|g| {
+            g.rsplit_once('@')
+                .map(|(_, d)| d.trim_start_matches("*.").to_ascii_lowercase())
+        })
         .filter(|d| !d.contains('*') && !d.is_empty())
         .collect();
     domains.sort();
@@ -48,11 +61,23 @@ pub fn doctor(cfg: &Config, json: bool, dns: Option<SocketAddr>) -> ExitCode {
     let mut certificates: Vec<PathBuf> = Vec::new();
     if let Some(s) = &cfg.smime {
         for sg in &s.signer {
-            certificates.push(if sg.cert.is_relative() { base.join(&sg.cert) } else { sg.cert.clone() });
+            certificates.push(if sg.cert.is_relative() {
+                base.join(&sg.cert)
+            } else {
+                sg.cert.clone()
+            });
         }
-        let dir = if s.recipient_certs.is_relative() { base.join(&s.recipient_certs) } else { s.recipient_certs.clone() };
+        let dir = if s.recipient_certs.is_relative() {
+            base.join(&s.recipient_certs)
+        } else {
+            s.recipient_certs.clone()
+        };
         if let Ok(rd) = std::fs::read_dir(&dir) {
-            let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+            let mut files: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
             files.sort();
             certificates.extend(files);
         }
@@ -70,7 +95,10 @@ pub fn doctor(cfg: &Config, json: bool, dns: Option<SocketAddr>) -> ExitCode {
         certificates,
         dns,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sealgate: {e}");
@@ -79,7 +107,10 @@ pub fn doctor(cfg: &Config, json: bool, dns: Option<SocketAddr>) -> ExitCode {
     };
     let findings = rt.block_on(crate::doctor::run(&input));
     if json {
-        println!("{}", serde_json::to_string_pretty(&findings).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&findings).unwrap_or_default()
+        );
     } else {
         print!("{}", crate::doctor::render_text(&findings));
     }

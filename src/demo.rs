@@ -82,19 +82,34 @@ fn prepare(dir: &Path, port: u16, upstream: SocketAddr) -> anyhow::Result<PathBu
         let signer = pki::smime(&ca, "payroll@example.com", KeyKind::Rsa2048, -1, 730)?;
         pki::write_cert(&certs.join("signing/example.com.pem"), &signer.cert)?;
         pki::write_key(&certs.join("signing/example.com.key"), &signer.key)?;
-        for (addr, kind) in [("alice@bank.example", KeyKind::Rsa2048), ("bob@bank.example", KeyKind::EcP256)] {
+        for (addr, kind) in [
+            ("alice@bank.example", KeyKind::Rsa2048),
+            ("bob@bank.example", KeyKind::EcP256),
+        ] {
             let c = pki::smime(&ca, addr, kind, -1, 730)?;
             pki::write_cert(&certs.join(format!("recipients/{addr}.pem")), &c.cert)?;
             pki::write_key(&dir.join(format!("recipient-keys/{addr}.key")), &c.key)?;
         }
         let dkim_dir = certs.join("dkim");
         std::fs::create_dir_all(&dkim_dir)?;
-        let record = crate::transform::dkim::keygen("example.com", "s2026", crate::transform::dkim::Algorithm::Rsa, 2048, &dkim_dir.join("example.com.s2026.key"))?;
-        std::fs::write(dkim_dir.join("example.com.s2026.txt"), format!("{record}\n"))?;
+        let record = crate::transform::dkim::keygen(
+            "example.com",
+            "s2026",
+            crate::transform::dkim::Algorithm::Rsa,
+            2048,
+            &dkim_dir.join("example.com.s2026.key"),
+        )?;
+        std::fs::write(
+            dkim_dir.join("example.com.s2026.txt"),
+            format!("{record}\n"),
+        )?;
     }
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies)?;
-    for (name, text) in [("00-recipients.toml", RECIPIENTS_POLICY), ("50-rules.toml", RULES_POLICY)] {
+    for (name, text) in [
+        ("00-recipients.toml", RECIPIENTS_POLICY),
+        ("50-rules.toml", RULES_POLICY),
+    ] {
         let p = policies.join(name);
         if !p.exists() {
             std::fs::write(&p, text)?;
@@ -148,7 +163,10 @@ fn count_eml(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".eml") && !e.file_name().to_string_lossy().starts_with('.'))
+                .filter(|e| {
+                    e.file_name().to_string_lossy().ends_with(".eml")
+                        && !e.file_name().to_string_lossy().starts_with('.')
+                })
                 .count()
         })
         .unwrap_or(0)
@@ -163,7 +181,10 @@ pub async fn run(dir: &Path, port: u16, once: bool) -> anyhow::Result<()> {
     let upstream_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let upstream_addr = upstream_listener.local_addr()?;
     let config = prepare(&dir, port, upstream_addr)?;
-    let acceptor = crate::runtime::server_tls(&dir.join("certs/upstream.pem"), &dir.join("certs/upstream.key"))?;
+    let acceptor = crate::runtime::server_tls(
+        &dir.join("certs/upstream.pem"),
+        &dir.join("certs/upstream.key"),
+    )?;
     tokio::spawn(crate::capture::serve(
         upstream_listener,
         acceptor,
@@ -179,26 +200,46 @@ pub async fn run(dir: &Path, port: u16, once: bool) -> anyhow::Result<()> {
     let running = crate::server::start(&config)
         .await
         .with_context(|| format!("starting sealgate with {}", config.display()))?;
-    let addr = running.addrs.first().copied().context("no listen address")?;
+    let addr = running
+        .addrs
+        .first()
+        .copied()
+        .context("no listen address")?;
     println!("sealgate demo in {}", dir.display());
     println!("  proxy:    smtp://{addr} (plain SMTP on loopback, as legacy apps speak it)");
-    println!("  upstream: built-in capture server on {upstream_addr}, TLS only, writing to {}", outbox.display());
+    println!(
+        "  upstream: built-in capture server on {upstream_addr}, TLS only, writing to {}",
+        outbox.display()
+    );
     println!();
     let before = count_eml(&outbox);
     let mut expected = 0;
     for s in samples() {
         let to: Vec<String> = s.to.iter().map(|x| x.to_string()).collect();
         let (from, msg) = (s.from.to_string(), s.message.clone().into_bytes());
-        let result = tokio::task::spawn_blocking(move || crate::submit::submit(addr, &from, &to, &msg, None)).await?;
+        let result = tokio::task::spawn_blocking(move || {
+            crate::submit::submit(addr, &from, &to, &msg, None)
+        })
+        .await?;
         match result {
             Ok((reply, _)) => {
                 expected += 1;
                 if s.title.contains("without a certificate") {
                     expected += 1; // the password message
                 }
-                println!("- {}: accepted ({})\n    expected: {}", s.title, reply.trim(), s.expect);
+                println!(
+                    "- {}: accepted ({})\n    expected: {}",
+                    s.title,
+                    reply.trim(),
+                    s.expect
+                );
             }
-            Err(e) => println!("- {}: refused: {}\n    expected: {}", s.title, e.to_string().replace('\n', " / "), s.expect),
+            Err(e) => println!(
+                "- {}: refused: {}\n    expected: {}",
+                s.title,
+                e.to_string().replace('\n', " / "),
+                s.expect
+            ),
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -206,11 +247,18 @@ pub async fn run(dir: &Path, port: u16, once: bool) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!();
-    println!("{} message(s) reached the upstream; look at them in {}", count_eml(&outbox) - before, outbox.display());
+    println!(
+        "{} message(s) reached the upstream; look at them in {}",
+        count_eml(&outbox) - before,
+        outbox.display()
+    );
     println!("  audit log:   {}", dir.join("audit.jsonl").display());
     println!("  decrypt:     openssl cms -decrypt -in {}/<file>.eml -recip {}/certs/recipients/alice@bank.example.pem -inkey {}/recipient-keys/alice@bank.example.key", outbox.display(), dir.display(), dir.display());
     println!("  dry run:     sealgate explain -c {} --from payroll@example.com --to alice@bank.example MSG.eml", config.display());
-    println!("  DKIM record: {}", dir.join("certs/dkim/example.com.s2026.txt").display());
+    println!(
+        "  DKIM record: {}",
+        dir.join("certs/dkim/example.com.s2026.txt").display()
+    );
     if once {
         let _ = running.shutdown.send(true);
         let _ = running.done.await;

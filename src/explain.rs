@@ -20,7 +20,14 @@ pub struct ExplainReport {
 }
 
 /// Runs the dry run.
-pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8], write: Option<&Path>) -> anyhow::Result<ExplainReport> {
+pub fn run(
+    cfg: &Config,
+    client: &str,
+    from: &str,
+    to: &[String],
+    message: &[u8],
+    write: Option<&Path>,
+) -> anyhow::Result<ExplainReport> {
     let rt = Runtime::from_config(cfg.clone())?;
     let env = crate::policy::Envelope { client, from };
     let explanation = rt.policy.explain(&env, to, message);
@@ -31,18 +38,27 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
         .iter()
         .filter_map(|r| {
             let has_cert = |a: &str| rt.smime.as_ref().is_some_and(|s| s.has_certificate(a));
-            rt.policy.judge_rcpt(&env, r, &has_cert).err().map(|rej| (r.clone(), format!("{} ({})", rej.reason, rej.by)))
+            rt.policy
+                .judge_rcpt(&env, r, &has_cert)
+                .err()
+                .map(|rej| (r.clone(), format!("{} ({})", rej.reason, rej.by)))
         })
         .collect();
     // As in a live session: recipients refused at RCPT are simply not part of the message.
-    let survivors: Vec<String> = to.iter().filter(|r| !rcpt_refused.iter().any(|(x, _)| x == *r)).cloned().collect();
+    let survivors: Vec<String> = to
+        .iter()
+        .filter(|r| !rcpt_refused.iter().any(|(x, _)| x == *r))
+        .cloned()
+        .collect();
     let verdicts = rt.policy.judge_message(&env, &survivors, message);
     let mut pairs = Vec::new();
     for (r, v) in survivors.iter().zip(&verdicts) {
         match v {
             RecipientVerdict::Accept { actions, .. } => pairs.push((r.clone(), actions.clone())),
             RecipientVerdict::Reject { reason, by } => {
-                refused_json.push(json!({"rcpt": r, "stage": "data", "reason": format!("{reason} ({by})")}));
+                refused_json.push(
+                    json!({"rcpt": r, "stage": "data", "reason": format!("{reason} ({by})")}),
+                );
             }
         }
     }
@@ -51,7 +67,9 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
         let _ = writeln!(text, "  <{r}>: refused at RCPT: {why}");
         refused_json.push(json!({"rcpt": r, "stage": "rcpt", "reason": why}));
     }
-    let any_reject = verdicts.iter().any(|v| matches!(v, RecipientVerdict::Reject { .. }));
+    let any_reject = verdicts
+        .iter()
+        .any(|v| matches!(v, RecipientVerdict::Reject { .. }));
     if any_reject {
         let _ = writeln!(text, "  none: a content rule refuses the message for a recipient, so it is refused whole (550 5.7.1)");
     } else if survivors.is_empty() {
@@ -75,11 +93,22 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
                     for r in &plan.recipients {
                         match s.certificate_for(r) {
                             Ok(c) => {
-                                let _ = writeln!(text, "    encrypt to <{r}>: {} ({}, {}, until {}, sha256 {})", c.path.display(), c.subject, c.key, c.not_after, &c.fingerprint[..16.min(c.fingerprint.len())]);
+                                let _ = writeln!(
+                                    text,
+                                    "    encrypt to <{r}>: {} ({}, {}, until {}, sha256 {})",
+                                    c.path.display(),
+                                    c.subject,
+                                    c.key,
+                                    c.not_after,
+                                    &c.fingerprint[..16.min(c.fingerprint.len())]
+                                );
                                 certs.push(json!({"rcpt": r, "file": c.path, "subject": c.subject, "key": c.key, "not_after": c.not_after, "sha256": c.fingerprint}));
                             }
                             Err(e) => {
-                                let _ = writeln!(text, "    encrypt to <{r}>: no usable certificate: {e}");
+                                let _ = writeln!(
+                                    text,
+                                    "    encrypt to <{r}>: no usable certificate: {e}"
+                                );
                             }
                         }
                     }
@@ -99,7 +128,14 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
             match crate::transform::apply(plan, from, message, rt.smime.as_ref()) {
                 Ok(out) => {
                     for k in rt.dkim.signing_keys_for(&out.message) {
-                        let _ = writeln!(text, "    DKIM: d={} s={} ({:?}, {})", k.domain, k.selector, k.algorithm, k.key_file.display());
+                        let _ = writeln!(
+                            text,
+                            "    DKIM: d={} s={} ({:?}, {})",
+                            k.domain,
+                            k.selector,
+                            k.algorithm,
+                            k.key_file.display()
+                        );
                         dkim.push(json!(k));
                     }
                     if rt.dkim.signing_keys_for(&out.message).is_empty() {
@@ -116,8 +152,14 @@ pub fn run(cfg: &Config, client: &str, from: &str, to: &[String], message: &[u8]
                         file = Some(p.display().to_string());
                         for (k, extra) in out.extra.iter().enumerate() {
                             let p = dir.join(format!("copy-{}-extra-{}.eml", n + 1, k + 1));
-                            std::fs::write(&p, &extra.message).with_context(|| format!("{}", p.display()))?;
-                            let _ = writeln!(text, "    written: {} (to {})", p.display(), extra.to.join(", "));
+                            std::fs::write(&p, &extra.message)
+                                .with_context(|| format!("{}", p.display()))?;
+                            let _ = writeln!(
+                                text,
+                                "    written: {} (to {})",
+                                p.display(),
+                                extra.to.join(", ")
+                            );
                         }
                     }
                 }
@@ -144,7 +186,10 @@ fn describe(a: &crate::verdict::Actions) -> String {
         v.push("strip-attachments".to_string());
     }
     if a.zip_attachments {
-        v.push(format!("zip-attachments (password to {})", a.password_to.as_deref().unwrap_or("the sender")));
+        v.push(format!(
+            "zip-attachments (password to {})",
+            a.password_to.as_deref().unwrap_or("the sender")
+        ));
     }
     if a.sign {
         v.push("sign".into());

@@ -101,7 +101,10 @@ pub fn check_sender(rt: &Runtime, client: &str, sender: &str) -> Result<(), Repl
 
 /// RCPT-time policy for one recipient: allow/deny lists and content-free rules.
 pub fn check_recipient(rt: &Runtime, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
-    let env = crate::policy::Envelope { client, from: sender };
+    let env = crate::policy::Envelope {
+        client,
+        from: sender,
+    };
     let has_cert = |a: &str| rt.smime.as_ref().is_some_and(|s| s.has_certificate(a));
     rt.policy
         .judge_rcpt(&env, rcpt, &has_cert)
@@ -114,7 +117,11 @@ fn header_from(message: &[u8]) -> Vec<String> {
         return Vec::new();
     };
     m.from()
-        .map(|a| a.iter().filter_map(|x| x.address().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.address().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -156,7 +163,10 @@ fn decide(
     message_id: Option<String>,
 ) -> Result<Decided, Refusal> {
     check_header_from(rt, &info.client, message).map_err(|r| (r, json!(null)))?;
-    let env = crate::policy::Envelope { client: &info.client, from: &tx.from };
+    let env = crate::policy::Envelope {
+        client: &info.client,
+        from: &tx.from,
+    };
     let verdicts = rt.policy.judge_message(&env, &tx.rcpts, message);
     let mut pairs = Vec::with_capacity(verdicts.len());
     let mut rules_by_rcpt = serde_json::Map::new();
@@ -165,8 +175,12 @@ fn decide(
     for (rcpt, v) in tx.rcpts.iter().zip(verdicts) {
         match v {
             RecipientVerdict::Reject { reason, by } => {
-                let reply = named::policy_reject(format!("message refused for <{rcpt}>: {reason} ({by})"));
-                return Err((reply, json!({"rcpt": rcpt, "rule": by.rule, "file": by.file})));
+                let reply =
+                    named::policy_reject(format!("message refused for <{rcpt}>: {reason} ({by})"));
+                return Err((
+                    reply,
+                    json!({"rcpt": rcpt, "rule": by.rule, "file": by.file}),
+                ));
             }
             RecipientVerdict::Accept { actions, rules } => {
                 let names: Vec<String> = rules.iter().map(|r| r.rule.clone()).collect();
@@ -190,32 +204,43 @@ fn decide(
     }
     let dkim_err = |e: crate::transform::dkim::DkimError| {
         tracing::error!("DKIM signing failed: {e}");
-        (named::transform_failed("DKIM signing failed"), json!({"dkim": e.to_string()}))
+        (
+            named::transform_failed("DKIM signing failed"),
+            json!({"dkim": e.to_string()}),
+        )
     };
     let mut copies = Vec::new();
     let mut audit = Vec::new();
-    let new_env = |copy_id: String, from: String, rcpts: Vec<String>, kind: EntryKind, bytes: &[u8]| Envelope {
-        id: copy_id,
-        from,
-        rcpts,
-        created: spool::now(),
-        client: info.client.clone(),
-        message_id: if kind == EntryKind::Message { message_id.clone() } else { None },
-        policy_version: Some(rt.policy.version().to_string()),
-        kind,
-        body_8bit: tx.body_8bit || bytes.iter().any(|&b| b >= 0x80),
-        smtputf8: tx.smtputf8,
-    };
+    let new_env =
+        |copy_id: String, from: String, rcpts: Vec<String>, kind: EntryKind, bytes: &[u8]| {
+            Envelope {
+                id: copy_id,
+                from,
+                rcpts,
+                created: spool::now(),
+                client: info.client.clone(),
+                message_id: if kind == EntryKind::Message {
+                    message_id.clone()
+                } else {
+                    None
+                },
+                policy_version: Some(rt.policy.version().to_string()),
+                kind,
+                body_8bit: tx.body_8bit || bytes.iter().any(|&b| b >= 0x80),
+                smtputf8: tx.smtputf8,
+            }
+        };
     for (n, plan) in plans.iter().enumerate() {
-        let out = crate::transform::apply(plan, &tx.from, message, rt.smime.as_ref()).map_err(|e| {
-            tracing::warn!("transform of {id} failed: {e}");
-            let reply = if e.is_permanent() {
-                named::policy_reject(format!("message refused: {e}"))
-            } else {
-                named::transform_failed(&e.to_string())
-            };
-            (reply, json!({"transform": e.to_string()}))
-        })?;
+        let out =
+            crate::transform::apply(plan, &tx.from, message, rt.smime.as_ref()).map_err(|e| {
+                tracing::warn!("transform of {id} failed: {e}");
+                let reply = if e.is_permanent() {
+                    named::policy_reject(format!("message refused: {e}"))
+                } else {
+                    named::transform_failed(&e.to_string())
+                };
+                (reply, json!({"transform": e.to_string()}))
+            })?;
         let signed = rt.dkim.sign(&out.message).map_err(dkim_err)?;
         let copy_id = format!("{id}-{}", n + 1);
         let rules: Vec<serde_json::Value> = plan
@@ -223,9 +248,17 @@ fn decide(
             .iter()
             .map(|r| rules_by_rcpt.get(r).cloned().unwrap_or(json!([])))
             .collect();
-        audit.push(json!({"queue_id": copy_id, "rcpts": plan.recipients, "actions": plan.actions,
-                          "rules": rules, "notes": out.notes, "size": signed.len()}));
-        let env = new_env(copy_id, tx.from.clone(), plan.recipients.clone(), EntryKind::Message, &signed);
+        audit.push(
+            json!({"queue_id": copy_id, "rcpts": plan.recipients, "actions": plan.actions,
+                          "rules": rules, "notes": out.notes, "size": signed.len()}),
+        );
+        let env = new_env(
+            copy_id,
+            tx.from.clone(),
+            plan.recipients.clone(),
+            EntryKind::Message,
+            &signed,
+        );
         copies.push((env, signed));
         for extra in out.extra {
             let extra_id = format!("{id}-p{}", copies.len());
@@ -338,13 +371,23 @@ impl Ingest {
         // Everything CPU- or disk-bound happens in one blocking task: trace headers,
         // policy, transforms, DKIM and the durable write.
         let outcome = {
-            let (rt, info, tx, id, spool) = (rt.clone(), info.clone(), tx.clone(), id.clone(), self.spool.clone());
+            let (rt, info, tx, id, spool) = (
+                rt.clone(),
+                info.clone(),
+                tx.clone(),
+                id.clone(),
+                self.spool.clone(),
+            );
             tokio::task::spawn_blocking(move || {
                 let hostname = &rt.config.server.hostname;
-                let (message, message_id) = add_trace_headers(&message, &info, hostname, &id, &tx.rcpts);
+                let (message, message_id) =
+                    add_trace_headers(&message, &info, hostname, &id, &tx.rcpts);
                 let decided = decide(&rt, &info, &tx, &id, &message, message_id)?;
-                let refs: Vec<(Envelope, &[u8])> =
-                    decided.copies.iter().map(|(e, m)| (e.clone(), m.as_slice())).collect();
+                let refs: Vec<(Envelope, &[u8])> = decided
+                    .copies
+                    .iter()
+                    .map(|(e, m)| (e.clone(), m.as_slice()))
+                    .collect();
                 let stored = spool.store(&refs);
                 Ok::<_, Refusal>((decided, stored))
             })
@@ -361,7 +404,9 @@ impl Ingest {
                 if reply.is_permanent() {
                     self.rejected(info, &tx, &reply, why);
                 } else {
-                    self.metrics.transform_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics
+                        .transform_failures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.audit.record(
                         "deferred-at-receipt",
                         json!({"from": tx.from, "rcpts": tx.rcpts, "client": info.client,

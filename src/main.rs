@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 mod cli;
 
 #[derive(Parser)]
-#[command(name = "sealgate", version, about = "Local SMTP submission proxy: policy, S/MIME, attachment protection, DKIM, verified-TLS relay")]
+#[command(
+    name = "sealgate",
+    version,
+    about = "Local SMTP submission proxy: policy, S/MIME, attachment protection, DKIM, verified-TLS relay"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -155,7 +159,15 @@ fn main() -> ExitCode {
             json,
             write,
             client,
-        } => cli::explain(&config, &from, &to, &message, json, write.as_deref(), &client),
+        } => cli::explain(
+            &config,
+            &from,
+            &to,
+            &message,
+            json,
+            write.as_deref(),
+            &client,
+        ),
         Command::Queue { config, action } => match action {
             QueueAction::List => cli::queue_list(&config),
             QueueAction::Show { id } => cli::queue_show(&config, &id),
@@ -182,6 +194,15 @@ fn main() -> ExitCode {
             no_starttls,
             rcpt_reply,
             data_reply,
-        } => cli::capture(listen, &cert, &key, &dir, implicit, !no_starttls, rcpt_reply, data_reply),
+        } => cli::capture(
+            listen,
+            &cert,
+            &key,
+            &dir,
+            implicit,
+            !no_starttls,
+            rcpt_reply,
+            data_reply,
+        ),
     }
 }

@@ -50,7 +50,12 @@ fn serial() -> Result<Asn1Integer, ErrorStack> {
     bn.to_asn1_integer()
 }
 
-fn builder(cn: &str, key: &PKey<Private>, days_from: i64, days_to: i64) -> Result<X509Builder, ErrorStack> {
+fn builder(
+    cn: &str,
+    key: &PKey<Private>,
+    days_from: i64,
+    days_to: i64,
+) -> Result<X509Builder, ErrorStack> {
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_nid(Nid::COMMONNAME, cn)?;
     let name = name.build();
@@ -79,17 +84,30 @@ pub fn ca(cn: &str) -> Result<Issued, ErrorStack> {
     subject.append_entry_by_nid(Nid::COMMONNAME, cn)?;
     b.set_issuer_name(&subject.build())?;
     b.append_extension(BasicConstraints::new().critical().ca().build()?)?;
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()?,
+    )?;
     let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
     b.append_extension(ski)?;
     b.sign(&key, MessageDigest::sha256())?;
-    Ok(Issued { cert: b.build(), key })
+    Ok(Issued {
+        cert: b.build(),
+        key,
+    })
 }
 
 /// A TLS server certificate for `dns` names and `ips`, signed by `ca`.
 pub fn server(ca: &Issued, dns: &[&str], ips: &[&str]) -> Result<Issued, ErrorStack> {
     let key = new_key(KeyKind::EcP256)?;
-    let cn = dns.first().copied().or(ips.first().copied()).unwrap_or("localhost");
+    let cn = dns
+        .first()
+        .copied()
+        .or(ips.first().copied())
+        .unwrap_or("localhost");
     let mut b = builder(cn, &key, -1, 825)?;
     b.set_issuer_name(ca.cert.subject_name())?;
     let mut san = SubjectAlternativeName::new();
@@ -104,11 +122,20 @@ pub fn server(ca: &Issued, dns: &[&str], ips: &[&str]) -> Result<Issued, ErrorSt
     b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
     b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
     b.sign(&ca.key, MessageDigest::sha256())?;
-    Ok(Issued { cert: b.build(), key })
+    Ok(Issued {
+        cert: b.build(),
+        key,
+    })
 }
 
 /// An S/MIME certificate for `email`, valid from `days_from` to `days_to` relative to now.
-pub fn smime(ca: &Issued, email: &str, kind: KeyKind, days_from: i64, days_to: i64) -> Result<Issued, ErrorStack> {
+pub fn smime(
+    ca: &Issued,
+    email: &str,
+    kind: KeyKind,
+    days_from: i64,
+    days_to: i64,
+) -> Result<Issued, ErrorStack> {
     let key = new_key(kind)?;
     let mut b = builder(email, &key, days_from, days_to)?;
     b.set_issuer_name(ca.cert.subject_name())?;
@@ -125,7 +152,10 @@ pub fn smime(ca: &Issued, email: &str, kind: KeyKind, days_from: i64, days_to: i
     };
     b.append_extension(ku.build()?)?;
     b.sign(&ca.key, MessageDigest::sha256())?;
-    Ok(Issued { cert: b.build(), key })
+    Ok(Issued {
+        cert: b.build(),
+        key,
+    })
 }
 
 /// Writes a certificate as PEM (mode 0644).
@@ -141,7 +171,9 @@ pub fn write_key(path: &Path, key: &PKey<Private>) -> std::io::Result<()> {
     if let Some(p) = path.parent() {
         std::fs::create_dir_all(p)?;
     }
-    let pem = key.private_key_to_pem_pkcs8().map_err(std::io::Error::other)?;
+    let pem = key
+        .private_key_to_pem_pkcs8()
+        .map_err(std::io::Error::other)?;
     let _ = std::fs::remove_file(path);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

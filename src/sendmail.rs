@@ -27,7 +27,11 @@ fn remove_header(message: &[u8], name: &str) -> Vec<u8> {
     let mut skipping = false;
     let mut rest = message;
     while !rest.is_empty() {
-        let end = rest.iter().position(|&b| b == b'\n').map(|i| i + 1).unwrap_or(rest.len());
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(rest.len());
         let line = &rest[..end];
         rest = &rest[end..];
         if in_headers {
@@ -61,6 +65,9 @@ mod tests {
         let (r, out) = recipients_from_headers(m);
         assert_eq!(r, vec!["a@x.test", "b@y.test", "c@z.test", "d@z.test"]);
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, "To: a@x.test, B <b@y.test>\r\nSubject: s\r\n\r\nBcc: not a header\r\n");
+        assert_eq!(
+            text,
+            "To: a@x.test, B <b@y.test>\r\nSubject: s\r\n\r\nBcc: not a header\r\n"
+        );
     }
 }

@@ -51,20 +51,35 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
     let spool = Spool::open(&rt.config.spool.dir).context("opening the spool")?;
     // Before anything is accepted: what a crashed predecessor left in tmp/ was never acknowledged.
     spool.remove_unacknowledged();
-    let audit = Arc::new(Audit::open(rt.config.audit.path.as_deref()).with_context(|| {
-        format!(
-            "opening the audit log {}",
-            rt.config.audit.path.as_deref().unwrap_or(Path::new("-")).display()
-        )
-    })?);
+    let audit = Arc::new(
+        Audit::open(rt.config.audit.path.as_deref()).with_context(|| {
+            format!(
+                "opening the audit log {}",
+                rt.config
+                    .audit
+                    .path
+                    .as_deref()
+                    .unwrap_or(Path::new("-"))
+                    .display()
+            )
+        })?,
+    );
     let metrics = Arc::new(Metrics::default());
-    let relay = Relay::new(spool.clone(), relay_settings(&rt)?, audit.clone(), metrics.clone());
+    let relay = Relay::new(
+        spool.clone(),
+        relay_settings(&rt)?,
+        audit.clone(),
+        metrics.clone(),
+    );
     let queued = relay.rescan(false).context("reading the spool")?;
     if queued > 0 {
         tracing::info!("{queued} spooled entries to deliver");
     }
     let listeners = crate::listener::bind(&rt.config.server.listen).await?;
-    let addrs: Vec<_> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let addrs: Vec<_> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     if let Some(m) = &rt.config.metrics {
         let l = tokio::net::TcpListener::bind(m.listen)
             .await
@@ -72,7 +87,8 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         tokio::spawn(crate::metrics::serve(l, metrics.clone()));
     }
     let pidfile = spool.dir().join("sealgate.pid");
-    std::fs::write(&pidfile, format!("{}\n", std::process::id())).with_context(|| format!("{}", pidfile.display()))?;
+    std::fs::write(&pidfile, format!("{}\n", std::process::id()))
+        .with_context(|| format!("{}", pidfile.display()))?;
     let workers = rt.config.upstream.connections;
     let drain = rt.config.server.data_timeout;
     audit.record("started", json!({"listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "config": config_path.display().to_string(), "queued": queued}));
@@ -85,8 +101,20 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         audit: audit.clone(),
         metrics,
     });
-    tokio::spawn(signals(config_path.to_path_buf(), shared.clone(), relay.clone(), audit.clone(), tx.clone()));
-    tokio::spawn(watch_policies(config_path.to_path_buf(), shared.clone(), relay.clone(), audit.clone(), rx.clone()));
+    tokio::spawn(signals(
+        config_path.to_path_buf(),
+        shared.clone(),
+        relay.clone(),
+        audit.clone(),
+        tx.clone(),
+    ));
+    tokio::spawn(watch_policies(
+        config_path.to_path_buf(),
+        shared.clone(),
+        relay.clone(),
+        audit.clone(),
+        rx.clone(),
+    ));
     let done = tokio::spawn(async move {
         crate::listener::serve(listeners, shared, ingest, rx, drain).await;
         for t in relay_tasks {
@@ -109,7 +137,10 @@ pub fn reload(path: &Path, shared: &Shared, relay: &Relay, audit: &Audit) -> any
     relay.set_settings(settings);
     let version = rt.policy.version().to_string();
     shared.set(rt);
-    audit.record("reloaded", json!({"config": path.display().to_string(), "policy_version": version}));
+    audit.record(
+        "reloaded",
+        json!({"config": path.display().to_string(), "policy_version": version}),
+    );
     Ok(())
 }
 
@@ -120,7 +151,11 @@ fn policy_fingerprint(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
             rd.flatten()
                 .filter_map(|e| {
                     let m = e.metadata().ok()?;
-                    Some((e.file_name().to_string_lossy().into_owned(), m.len(), m.modified().ok()?))
+                    Some((
+                        e.file_name().to_string_lossy().into_owned(),
+                        m.len(),
+                        m.modified().ok()?,
+                    ))
                 })
                 .collect()
         })
@@ -131,7 +166,13 @@ fn policy_fingerprint(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
 
 /// Reloads when the policy directory changes, once it has been quiet for a second
 /// (editors write files in several steps).
-async fn watch_policies(path: PathBuf, shared: Shared, relay: Arc<Relay>, audit: Arc<Audit>, mut shutdown: watch::Receiver<bool>) {
+async fn watch_policies(
+    path: PathBuf,
+    shared: Shared,
+    relay: Arc<Relay>,
+    audit: Arc<Audit>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let dir = shared.get().config.policy.dir.clone();
     let mut last = policy_fingerprint(&dir);
     loop {
@@ -155,7 +196,10 @@ async fn watch_policies(path: PathBuf, shared: Shared, relay: Arc<Relay>, audit:
         }
         last = settled;
         match reload(&path, &shared, &relay, &audit) {
-            Ok(()) => tracing::info!("policy directory changed: reloaded (policy version {})", shared.get().policy.version()),
+            Ok(()) => tracing::info!(
+                "policy directory changed: reloaded (policy version {})",
+                shared.get().policy.version()
+            ),
             Err(e) => {
                 tracing::error!("policy directory changed but the new set is broken; keeping the running one: {e:#}");
                 audit.record("reload-failed", json!({"error": format!("{e:#}")}));
@@ -164,7 +208,13 @@ async fn watch_policies(path: PathBuf, shared: Shared, relay: Arc<Relay>, audit:
     }
 }
 
-async fn signals(path: PathBuf, shared: Shared, relay: Arc<Relay>, audit: Arc<Audit>, shutdown: watch::Sender<bool>) {
+async fn signals(
+    path: PathBuf,
+    shared: Shared,
+    relay: Arc<Relay>,
+    audit: Arc<Audit>,
+    shutdown: watch::Sender<bool>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut hup), Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::hangup()),

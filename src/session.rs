@@ -260,7 +260,11 @@ impl Session {
         lines.push("HELP".into());
         // EHLO replies carry no enhanced code in practice; the first line is the domain.
         let text = lines.join("\n");
-        Step::Reply(Reply::without_enhanced(crate::reply::Class::Success, 50, text))
+        Step::Reply(Reply::without_enhanced(
+            crate::reply::Class::Success,
+            50,
+            text,
+        ))
     }
 
     fn auth_allowed_here(&self) -> bool {
@@ -751,9 +755,14 @@ mod tests {
     fn greeting_and_ehlo_carry_no_enhanced_code() {
         let mut s = Session::new(limits());
         assert_eq!(s.greeting().to_wire(), b"220 mx.test ESMTP sealgate\r\n");
-        let Step::Reply(r) = s.command(b"EHLO c", &AllowAll) else { panic!() };
+        let Step::Reply(r) = s.command(b"EHLO c", &AllowAll) else {
+            panic!()
+        };
         let wire = String::from_utf8(r.to_wire()).unwrap();
-        assert!(wire.starts_with("250-mx.test\r\n250-SIZE 100\r\n"), "{wire}");
+        assert!(
+            wire.starts_with("250-mx.test\r\n250-SIZE 100\r\n"),
+            "{wire}"
+        );
     }
 
     #[test]
@@ -881,7 +890,9 @@ mod tests {
             let len = 1 + (round % 60);
             let mut input = Vec::with_capacity(len + 5);
             for _ in 0..len {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 input.push(alphabet[(seed >> 33) as usize % alphabet.len()]);
             }
             input.extend_from_slice(b"\r\n.\r\n");
@@ -893,8 +904,18 @@ mod tests {
                 while !slow.is_done() && used_slow < input.len() {
                     used_slow += slow.feed(&input[used_slow..used_slow + 1]);
                 }
-                assert_eq!(used_bulk, used_slow, "{:?}", String::from_utf8_lossy(&input));
-                assert_eq!(bulk.finish(), slow.finish(), "{:?}", String::from_utf8_lossy(&input));
+                assert_eq!(
+                    used_bulk,
+                    used_slow,
+                    "{:?}",
+                    String::from_utf8_lossy(&input)
+                );
+                assert_eq!(
+                    bulk.finish(),
+                    slow.finish(),
+                    "{:?}",
+                    String::from_utf8_lossy(&input)
+                );
             }
         }
     }

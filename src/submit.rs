@@ -55,7 +55,9 @@ impl Client {
         }
     }
     fn cmd(&mut self, line: &str, want: u16) -> Result<String, SubmitError> {
-        self.r.get_mut().write_all(format!("{line}\r\n").as_bytes())?;
+        self.r
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())?;
         let (code, text) = self.reply()?;
         if code != want {
             return Err(SubmitError::Refused(text));
@@ -77,7 +79,9 @@ pub fn submit(
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .map_err(|source| SubmitError::Connect { addr, source })?;
     s.set_read_timeout(Some(Duration::from_secs(300)))?;
-    let mut c = Client { r: BufReader::new(s) };
+    let mut c = Client {
+        r: BufReader::new(s),
+    };
     let (code, text) = c.reply()?;
     if code != 220 {
         return Err(SubmitError::Refused(text));
@@ -87,8 +91,16 @@ pub fn submit(
         let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{u}\0{p}"));
         c.cmd(&format!("AUTH PLAIN {token}"), 235)?;
     }
-    let utf8 = if !from.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()) { " SMTPUTF8" } else { "" };
-    let eight = if message.iter().any(|&b| b >= 0x80) { " BODY=8BITMIME" } else { "" };
+    let utf8 = if !from.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()) {
+        " SMTPUTF8"
+    } else {
+        ""
+    };
+    let eight = if message.iter().any(|&b| b >= 0x80) {
+        " BODY=8BITMIME"
+    } else {
+        ""
+    };
     c.cmd(&format!("MAIL FROM:<{from}>{eight}{utf8}"), 250)?;
     let mut refused = Vec::new();
     for r in rcpts {

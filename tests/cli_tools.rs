@@ -30,19 +30,34 @@ fn demo_dir() -> (tempfile::TempDir, PathBuf) {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("5 message(s) reached the upstream"), "{stdout}");
+    assert!(
+        stdout.contains("5 message(s) reached the upstream"),
+        "{stdout}"
+    );
     assert!(stdout.contains("550 5.7.1 <someone@evil.example>: recipient not approved (policies/00-recipients.toml)"), "{stdout}");
     (tmp, dir)
 }
 
 fn run(args: &[&str], cwd: &Path) -> Output {
-    Command::new(BIN).args(args).current_dir(cwd).output().unwrap()
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -55,12 +70,19 @@ fn check_reports_problems_with_file_line_and_exit_codes() {
     // A policy mistake: exit 1, file:line:col naming the item.
     let rules = dir.join("policies/50-rules.toml");
     let original = std::fs::read_to_string(&rules).unwrap();
-    std::fs::write(&rules, format!("{original}\n[[rule]]\nname = \"typo\"\nactions = [\"encrypt-everything\"]\n")).unwrap();
+    std::fs::write(
+        &rules,
+        format!("{original}\n[[rule]]\nname = \"typo\"\nactions = [\"encrypt-everything\"]\n"),
+    )
+    .unwrap();
     let bad = run(&["check", "-c", "sealgate.toml"], &dir);
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     let t = text(&bad);
     let line = original.lines().count() + 4;
-    assert!(t.contains(&format!("policies/50-rules.toml:{line}:")), "{t}");
+    assert!(
+        t.contains(&format!("policies/50-rules.toml:{line}:")),
+        "{t}"
+    );
     assert!(t.contains("encrypt-everything"), "{t}");
     std::fs::write(&rules, &original).unwrap();
 
@@ -78,7 +100,11 @@ fn check_reports_problems_with_file_line_and_exit_codes() {
     std::fs::write(&cfg, c.replace("[spool]\n", "[spool]\nfsync = false\n")).unwrap();
     let unknown = run(&["check", "-c", "sealgate.toml"], &dir);
     assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown));
-    assert!(text(&unknown).contains("sealgate.toml:"), "{}", text(&unknown));
+    assert!(
+        text(&unknown).contains("sealgate.toml:"),
+        "{}",
+        text(&unknown)
+    );
     assert!(text(&unknown).contains("fsync"), "{}", text(&unknown));
 }
 
@@ -88,22 +114,56 @@ fn explain_shows_rules_evidence_and_writes_copies() {
     let msg = dir.join("m.eml");
     std::fs::write(&msg, "From: payroll@example.com\nTo: alice@bank.example\nSubject: pay\n\nRefund to 4111 1111 1111 1111 please\n").unwrap();
     let out = run(
-        &["explain", "-c", "sealgate.toml", "--from", "payroll@example.com", "--to", "alice@bank.example", "orders@partner.example", "ceo@example.com", "--write", "out", "--", "m.eml"],
+        &[
+            "explain",
+            "-c",
+            "sealgate.toml",
+            "--from",
+            "payroll@example.com",
+            "--to",
+            "alice@bank.example",
+            "orders@partner.example",
+            "ceo@example.com",
+            "--write",
+            "out",
+            "--",
+            "m.eml",
+        ],
         &dir,
     );
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("matched rule \"payroll to the bank is signed and encrypted\""), "{t}");
+    assert!(
+        t.contains("matched rule \"payroll to the bank is signed and encrypted\""),
+        "{t}"
+    );
     assert!(t.contains("4111 **** **** 1111"), "{t}");
-    assert!(!t.contains("4111 1111 1111 1111"), "detector hits must be redacted: {t}");
+    assert!(
+        !t.contains("4111 1111 1111 1111"),
+        "detector hits must be redacted: {t}"
+    );
     assert!(t.contains("refused at RCPT"), "{t}");
     assert!(t.contains("alice@bank.example.pem"), "{t}");
     let copy = std::fs::read_to_string(dir.join("out/copy-1.eml")).unwrap();
-    assert!(copy.contains("application/pkcs7-mime"), "copy 1 is encrypted");
+    assert!(
+        copy.contains("application/pkcs7-mime"),
+        "copy 1 is encrypted"
+    );
     assert!(copy.contains("DKIM-Signature:"), "copy 1 is DKIM-signed");
 
     let json = run(
-        &["explain", "-c", "sealgate.toml", "--json", "--from", "payroll@example.com", "--to", "alice@bank.example", "--", "m.eml"],
+        &[
+            "explain",
+            "-c",
+            "sealgate.toml",
+            "--json",
+            "--from",
+            "payroll@example.com",
+            "--to",
+            "alice@bank.example",
+            "--",
+            "m.eml",
+        ],
         &dir,
     );
     assert!(json.status.success(), "{}", text(&json));
@@ -112,7 +172,10 @@ fn explain_shows_rules_evidence_and_writes_copies() {
     assert_eq!(v["copies"][0]["actions"]["encrypt"], true);
     assert_eq!(v["copies"][0]["actions"]["sign"], true);
     assert!(v["explanation"]["recipients"][0].is_object(), "{v}");
-    assert!(v["copies"][0]["certificates"][0]["sha256"].is_string(), "{v}");
+    assert!(
+        v["copies"][0]["certificates"][0]["sha256"].is_string(),
+        "{v}"
+    );
 }
 
 struct Server {
@@ -140,7 +203,11 @@ fn serve(dir: &Path) -> Server {
     let metrics = free_port();
     std::fs::write(
         &cfg,
-        format!("{}listen = [\"127.0.0.1:{port}\"]{}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n", &c[..start], &c[end..]),
+        format!(
+            "{}listen = [\"127.0.0.1:{port}\"]{}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+            &c[..start],
+            &c[end..]
+        ),
     )
     .unwrap();
     let stderr = dir.join("serve.log");
@@ -154,10 +221,19 @@ fn serve(dir: &Path) -> Server {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not start: {}", std::fs::read_to_string(&stderr).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "serve did not start: {}",
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Server { child, port, stderr, metrics }
+    Server {
+        child,
+        port,
+        stderr,
+        metrics,
+    }
 }
 
 fn scrape(port: u16) -> String {
@@ -197,7 +273,11 @@ fn send(port: u16, from: &str, rcpt: &str) -> (String, String) {
     }
     write!(w, "DATA\r\n").unwrap();
     reply();
-    write!(w, "From: {from}\r\nTo: {rcpt}\r\nSubject: reload\r\n\r\nhello\r\n.\r\n").unwrap();
+    write!(
+        w,
+        "From: {from}\r\nTo: {rcpt}\r\nSubject: reload\r\n\r\nhello\r\n.\r\n"
+    )
+    .unwrap();
     let fin = reply();
     write!(w, "QUIT\r\n").unwrap();
     (rcpt_reply, fin)
@@ -224,7 +304,10 @@ fn policy_reload_by_sighup_and_by_directory_change_keeps_sessions_and_refuses_br
     let (_tmp, dir) = demo_dir();
     let srv = serve(&dir);
     let (r, fin) = send(srv.port, "billing@example.com", "accounts@example.com");
-    assert!(r.starts_with("250") && fin.starts_with("250 2.0.0 queued as"), "{r} {fin}");
+    assert!(
+        r.starts_with("250") && fin.starts_with("250 2.0.0 queued as"),
+        "{r} {fin}"
+    );
 
     // Clients keep sending while the policy changes several times: no session is dropped.
     let port = srv.port;
@@ -243,18 +326,36 @@ fn policy_reload_by_sighup_and_by_directory_change_keeps_sessions_and_refuses_br
     // 1. Directory change, no signal: accounts@ becomes denied.
     let recipients = dir.join("policies/00-recipients.toml");
     let original = std::fs::read_to_string(&recipients).unwrap();
-    std::fs::write(&recipients, original.replace("deny = [", "deny = [\n    \"accounts@example.com\",")).unwrap();
+    std::fs::write(
+        &recipients,
+        original.replace("deny = [", "deny = [\n    \"accounts@example.com\","),
+    )
+    .unwrap();
     let reloaded_before = audit_has(&dir, "reloaded");
-    wait_until("reload after directory change", || audit_has(&dir, "reloaded") > reloaded_before);
+    wait_until("reload after directory change", || {
+        audit_has(&dir, "reloaded") > reloaded_before
+    });
     let (r, _) = send(srv.port, "billing@example.com", "accounts@example.com");
-    assert!(r.starts_with("550 5.7.1 <accounts@example.com>: recipient denied"), "{r}");
+    assert!(
+        r.starts_with("550 5.7.1 <accounts@example.com>: recipient denied"),
+        "{r}"
+    );
 
     // 2. A broken set: the running one stays, and the failure is logged and audited.
     let failed_before = audit_has(&dir, "reload-failed");
-    std::fs::write(dir.join("policies/60-broken.toml"), "[[rule]]\nname = \"x\"\nsubject = [\"(unclosed\"]\nactions = [\"reject\"]\n").unwrap();
-    wait_until("reload-failed", || audit_has(&dir, "reload-failed") > failed_before);
+    std::fs::write(
+        dir.join("policies/60-broken.toml"),
+        "[[rule]]\nname = \"x\"\nsubject = [\"(unclosed\"]\nactions = [\"reject\"]\n",
+    )
+    .unwrap();
+    wait_until("reload-failed", || {
+        audit_has(&dir, "reload-failed") > failed_before
+    });
     let log = std::fs::read_to_string(&srv.stderr).unwrap();
-    assert!(log.contains("policies/60-broken.toml:3:"), "the log names file:line: {log}");
+    assert!(
+        log.contains("policies/60-broken.toml:3:"),
+        "the log names file:line: {log}"
+    );
     let (r, _) = send(srv.port, "billing@example.com", "accounts@example.com");
     assert!(r.starts_with("550"), "old set still in force: {r}");
     std::fs::remove_file(dir.join("policies/60-broken.toml")).unwrap();
@@ -264,8 +365,14 @@ fn policy_reload_by_sighup_and_by_directory_change_keeps_sessions_and_refuses_br
     let before = audit_has(&dir, "reloaded");
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(srv.child.id() as i32, libc::SIGHUP) };
-    wait_until("reload after SIGHUP", || audit_has(&dir, "reloaded") > before);
-    wait_until("accounts@ approved again", || send(srv.port, "billing@example.com", "accounts@example.com").0.starts_with("250"));
+    wait_until("reload after SIGHUP", || {
+        audit_has(&dir, "reloaded") > before
+    });
+    wait_until("accounts@ approved again", || {
+        send(srv.port, "billing@example.com", "accounts@example.com")
+            .0
+            .starts_with("250")
+    });
 
     let sent = load.join().unwrap();
     assert!(sent > 3, "load thread sent {sent}");

@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Env {
@@ -27,9 +31,18 @@ impl Drop for Env {
 }
 
 fn hash(pw: &str) -> String {
-    let mut c = Command::new(BIN).arg("hash-password").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut c = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
-    c.stdin.take().unwrap().write_all(format!("{pw}\n").as_bytes()).unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{pw}\n").as_bytes())
+        .unwrap();
     let out = c.wait_with_output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -46,13 +59,21 @@ fn start(extra_server: &str) -> Env {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let port = free_port();
     let cfg = dir.join("sealgate.toml");
     let c = std::fs::read_to_string(&cfg).unwrap();
     let start = c.find("listen = [").unwrap();
     let end = start + c[start..].find('\n').unwrap();
-    let mut c = format!("{}listen = [\"127.0.0.1:{port}\"]\n{extra_server}{}", &c[..start], &c[end..]);
+    let mut c = format!(
+        "{}listen = [\"127.0.0.1:{port}\"]\n{extra_server}{}",
+        &c[..start],
+        &c[end..]
+    );
     c.push_str(&format!(
         "\n[[client]]\nname = \"billing\"\nusername = \"billing\"\npassword_hash = \"{}\"\nallowed_senders = [\"billing@example.com\", \"*@billing.example.com\"]\n",
         hash("s3cret pass")
@@ -67,38 +88,131 @@ fn start(extra_server: &str) -> Env {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{}", std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Env { _tmp: tmp, dir, child, port }
+    Env {
+        _tmp: tmp,
+        dir,
+        child,
+        port,
+    }
 }
 
 /// Runs swaks; returns (exit ok, transcript).
 fn swaks(port: u16, args: &[&str], dir: &Path) -> (bool, String) {
     let out = Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{port}"), "--timeout", "30", "--hide-informational"])
+        .args([
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--timeout",
+            "30",
+            "--hide-informational",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("swaks is installed by .ci/run");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
 fn authenticated_client_may_use_only_its_senders() {
     let env = start("");
-    let auth = ["--auth", "PLAIN", "--auth-user", "billing", "--auth-password", "s3cret pass"];
-    let (ok, t) = swaks(env.port, &[&auth[..], &["--from", "billing@example.com", "--to", "accounts@example.com", "--h-From", "billing@example.com"]].concat(), &env.dir);
+    let auth = [
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "billing",
+        "--auth-password",
+        "s3cret pass",
+    ];
+    let (ok, t) = swaks(
+        env.port,
+        &[
+            &auth[..],
+            &[
+                "--from",
+                "billing@example.com",
+                "--to",
+                "accounts@example.com",
+                "--h-From",
+                "billing@example.com",
+            ],
+        ]
+        .concat(),
+        &env.dir,
+    );
     assert!(ok && t.contains("250 2.0.0 queued as"), "{t}");
 
-    let (ok, t) = swaks(env.port, &[&auth[..], &["--from", "payroll@example.com", "--to", "accounts@example.com"]].concat(), &env.dir);
-    assert!(!ok && t.contains("550 5.7.1 <payroll@example.com>: sender not allowed for client billing"), "{t}");
+    let (ok, t) = swaks(
+        env.port,
+        &[
+            &auth[..],
+            &[
+                "--from",
+                "payroll@example.com",
+                "--to",
+                "accounts@example.com",
+            ],
+        ]
+        .concat(),
+        &env.dir,
+    );
+    assert!(
+        !ok && t.contains("550 5.7.1 <payroll@example.com>: sender not allowed for client billing"),
+        "{t}"
+    );
 
     // Envelope allowed, header From forged: refused at end of DATA.
-    let (ok, t) = swaks(env.port, &[&auth[..], &["--from", "billing@example.com", "--to", "accounts@example.com", "--h-From", "ceo@example.com"]].concat(), &env.dir);
-    assert!(!ok && t.contains("550 5.7.1 header From <ceo@example.com> not allowed for client billing"), "{t}");
+    let (ok, t) = swaks(
+        env.port,
+        &[
+            &auth[..],
+            &[
+                "--from",
+                "billing@example.com",
+                "--to",
+                "accounts@example.com",
+                "--h-From",
+                "ceo@example.com",
+            ],
+        ]
+        .concat(),
+        &env.dir,
+    );
+    assert!(
+        !ok && t.contains("550 5.7.1 header From <ceo@example.com> not allowed for client billing"),
+        "{t}"
+    );
 
-    let (ok, t) = swaks(env.port, &["--auth", "PLAIN", "--auth-user", "billing", "--auth-password", "wrong", "--from", "billing@example.com", "--to", "accounts@example.com"], &env.dir);
+    let (ok, t) = swaks(
+        env.port,
+        &[
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "billing",
+            "--auth-password",
+            "wrong",
+            "--from",
+            "billing@example.com",
+            "--to",
+            "accounts@example.com",
+        ],
+        &env.dir,
+    );
     assert!(!ok && t.contains("535 5.7.8"), "{t}");
     let audit = std::fs::read_to_string(env.dir.join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"client\":\"billing\""), "{audit}");
@@ -108,36 +222,96 @@ fn authenticated_client_may_use_only_its_senders() {
 #[test]
 fn require_auth_refuses_anonymous_mail_and_starttls_works() {
     let env = start("require_auth = true\ntls_cert = \"certs/upstream.pem\"\ntls_key = \"certs/upstream.key\"\n");
-    let (ok, t) = swaks(env.port, &["--from", "billing@example.com", "--to", "accounts@example.com"], &env.dir);
-    assert!(!ok && t.contains("530 5.7.0 authentication required"), "{t}");
     let (ok, t) = swaks(
         env.port,
-        &["--tls", "--auth", "LOGIN", "--auth-user", "billing", "--auth-password", "s3cret pass", "--from", "x@billing.example.com", "--to", "accounts@example.com", "--h-From", "x@billing.example.com"],
+        &[
+            "--from",
+            "billing@example.com",
+            "--to",
+            "accounts@example.com",
+        ],
+        &env.dir,
+    );
+    assert!(
+        !ok && t.contains("530 5.7.0 authentication required"),
+        "{t}"
+    );
+    let (ok, t) = swaks(
+        env.port,
+        &[
+            "--tls",
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "billing",
+            "--auth-password",
+            "s3cret pass",
+            "--from",
+            "x@billing.example.com",
+            "--to",
+            "accounts@example.com",
+            "--h-From",
+            "x@billing.example.com",
+        ],
         &env.dir,
     );
     assert!(ok && t.contains("250 2.0.0 queued as"), "{t}");
-    let spool = std::fs::read_dir(env.dir.join("spool/queue")).unwrap().flatten().find(|e| e.file_name().to_string_lossy().ends_with(".msg")).unwrap();
+    let spool = std::fs::read_dir(env.dir.join("spool/queue"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".msg"))
+        .unwrap();
     let m = std::fs::read_to_string(spool.path()).unwrap();
-    assert!(m.contains("with ESMTPSA id"), "Received header records TLS + AUTH: {m}");
+    assert!(
+        m.contains("with ESMTPSA id"),
+        "Received header records TLS + AUTH: {m}"
+    );
 }
 
 #[test]
 fn policy_refusals_are_seen_by_a_real_client_at_rcpt_and_at_data() {
     let env = start("");
     // RCPT time: a content-free rule requires encryption and carol has no certificate.
-    let (ok, t) = swaks(env.port, &["--from", "payroll@example.com", "--to", "carol@bank.example"], &env.dir);
+    let (ok, t) = swaks(
+        env.port,
+        &[
+            "--from",
+            "payroll@example.com",
+            "--to",
+            "carol@bank.example",
+        ],
+        &env.dir,
+    );
     assert!(!ok, "{t}");
     assert!(
         t.contains("550 5.7.1 <carol@bank.example>: no S/MIME certificate for this recipient, and policy requires encryption (rule \"payroll to the bank is signed and encrypted\" in policies/50-rules.toml)"),
         "{t}"
     );
     // RCPT time: deny list.
-    let (ok, t) = swaks(env.port, &["--from", "billing@example.com", "--to", "ceo@example.com"], &env.dir);
-    assert!(!ok && t.contains("550 5.7.1 <ceo@example.com>: recipient denied"), "{t}");
+    let (ok, t) = swaks(
+        env.port,
+        &["--from", "billing@example.com", "--to", "ceo@example.com"],
+        &env.dir,
+    );
+    assert!(
+        !ok && t.contains("550 5.7.1 <ceo@example.com>: recipient denied"),
+        "{t}"
+    );
     // DATA time: a content rule refuses the whole message, naming the rule.
     let key = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu\n-----END PRIVATE KEY-----\n";
     let body = dir_file(&env.dir, "key.txt", key);
-    let (ok, t) = swaks(env.port, &["--from", "billing@example.com", "--to", "ops@example.com", "--body", &body], &env.dir);
+    let (ok, t) = swaks(
+        env.port,
+        &[
+            "--from",
+            "billing@example.com",
+            "--to",
+            "ops@example.com",
+            "--body",
+            &body,
+        ],
+        &env.dir,
+    );
     assert!(!ok, "{t}");
     assert!(
         t.contains("550 5.7.1 message refused for <ops@example.com>: message contains a private key or cloud credential (rule \"private keys never leave\" in policies/50-rules.toml)"),
@@ -145,7 +319,10 @@ fn policy_refusals_are_seen_by_a_real_client_at_rcpt_and_at_data() {
     );
     let audit = std::fs::read_to_string(env.dir.join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"event\":\"rejected\""), "{audit}");
-    assert!(!audit.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj"), "no content in the audit log");
+    assert!(
+        !audit.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj"),
+        "no content in the audit log"
+    );
 }
 
 fn dir_file(dir: &Path, name: &str, content: &str) -> String {
@@ -171,7 +348,11 @@ fn sigterm_lets_a_message_in_progress_finish_then_exits() {
         }
     };
     reply(&mut r);
-    write!(w, "EHLO t\r\nMAIL FROM:<billing@example.com>\r\nRCPT TO:<ops@example.com>\r\nDATA\r\n").unwrap();
+    write!(
+        w,
+        "EHLO t\r\nMAIL FROM:<billing@example.com>\r\nRCPT TO:<ops@example.com>\r\nDATA\r\n"
+    )
+    .unwrap();
     reply(&mut r);
     reply(&mut r);
     reply(&mut r);
@@ -182,10 +363,22 @@ fn sigterm_lets_a_message_in_progress_finish_then_exits() {
     std::thread::sleep(Duration::from_millis(500));
     write!(w, "second half\r\n.\r\n").unwrap();
     let fin = reply(&mut r);
-    assert!(fin.starts_with("250 2.0.0 queued as"), "the message in flight is accepted: {fin}");
+    assert!(
+        fin.starts_with("250 2.0.0 queued as"),
+        "the message in flight is accepted: {fin}"
+    );
     let status = env.child.wait().unwrap();
     assert!(status.success(), "serve exits cleanly: {status:?}");
-    assert!(std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err(), "no longer listening");
-    let queued = std::fs::read_dir(env.dir.join("spool/queue")).unwrap().flatten().count();
-    assert!(queued >= 1, "the accepted message is in the spool for the next start");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err(),
+        "no longer listening"
+    );
+    let queued = std::fs::read_dir(env.dir.join("spool/queue"))
+        .unwrap()
+        .flatten()
+        .count();
+    assert!(
+        queued >= 1,
+        "the accepted message is in the spool for the next start"
+    );
 }

@@ -11,7 +11,11 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn demo() -> (tempfile::TempDir, PathBuf) {
@@ -24,7 +28,11 @@ fn demo() -> (tempfile::TempDir, PathBuf) {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (tmp, dir)
 }
 
@@ -34,8 +42,14 @@ fn outbox(dir: &Path) -> Vec<(Vec<String>, PathBuf, String)> {
     for e in std::fs::read_dir(dir.join("outbox")).unwrap().flatten() {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "json") {
-            let env: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            let rcpts = env["rcpts"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+            let env: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            let rcpts = env["rcpts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_string())
+                .collect();
             let eml = p.with_extension("eml");
             let text = String::from_utf8_lossy(&std::fs::read(&eml).unwrap()).into_owned();
             v.push((rcpts, eml, text));
@@ -44,8 +58,13 @@ fn outbox(dir: &Path) -> Vec<(Vec<String>, PathBuf, String)> {
     v
 }
 
-fn find<'a>(msgs: &'a [(Vec<String>, PathBuf, String)], rcpt: &str) -> &'a (Vec<String>, PathBuf, String) {
-    msgs.iter().find(|(r, _, _)| r.iter().any(|x| x == rcpt)).unwrap_or_else(|| panic!("nothing for {rcpt}"))
+fn find<'a>(
+    msgs: &'a [(Vec<String>, PathBuf, String)],
+    rcpt: &str,
+) -> &'a (Vec<String>, PathBuf, String) {
+    msgs.iter()
+        .find(|(r, _, _)| r.iter().any(|x| x == rcpt))
+        .unwrap_or_else(|| panic!("nothing for {rcpt}"))
 }
 
 fn dkim_keys_file(dir: &Path) -> PathBuf {
@@ -60,7 +79,10 @@ fn dkim_keys_file(dir: &Path) -> PathBuf {
 
 fn dkim_passes(keys: &Path, eml: &Path) -> bool {
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dkim/verify_dkimpy.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/dkim/verify_dkimpy.py"
+        ))
         .arg(keys)
         .arg(eml)
         .output()
@@ -73,16 +95,27 @@ fn dkim_passes(keys: &Path, eml: &Path) -> bool {
 fn demo_output_decrypts_verifies_and_passes_dkim_with_real_tools() {
     let (_tmp, dir) = demo();
     let msgs = outbox(&dir);
-    assert_eq!(msgs.len(), 5, "four samples and one password message reach the upstream");
+    assert_eq!(
+        msgs.len(),
+        5,
+        "four samples and one password message reach the upstream"
+    );
     let keys = dkim_keys_file(&dir);
     for (rcpts, eml, _) in &msgs {
-        assert!(dkim_passes(&keys, eml), "DKIM must verify for {rcpts:?} ({})", eml.display());
+        assert!(
+            dkim_passes(&keys, eml),
+            "DKIM must verify for {rcpts:?} ({})",
+            eml.display()
+        );
     }
 
     // The payslip: encrypted to alice, then signed by payroll, decrypts and verifies.
     let (_, eml, text) = find(&msgs, "alice@bank.example");
     assert!(text.contains("application/pkcs7-mime"), "{text}");
-    assert!(!text.contains("Please find the payroll file attached"), "no plaintext outside");
+    assert!(
+        !text.contains("Please find the payroll file attached"),
+        "no plaintext outside"
+    );
     let dec = dir.join("payslip.dec");
     let st = Command::new("openssl")
         .args(["cms", "-decrypt", "-in"])
@@ -106,27 +139,44 @@ fn demo_output_decrypts_verifies_and_passes_dkim_with_real_tools() {
         .arg(&verified)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let inner = std::fs::read_to_string(&verified).unwrap();
-    assert!(inner.contains("Please find the payroll file attached."), "{inner}");
+    assert!(
+        inner.contains("Please find the payroll file attached."),
+        "{inner}"
+    );
     assert!(inner.contains("payroll-2026-11.pdf"), "{inner}");
 
     // The card number without a certificate: body readable, attachment zipped, the password
     // only in the separate message to security@, and 7z opens the zip with it.
     let (_, _, zipped) = find(&msgs, "orders@partner.example");
     let (_, _, pwmail) = find(&msgs, "security@example.com");
-    let parsed = mail_parser::MessageParser::default().parse(zipped.as_bytes()).unwrap();
-    let zip = parsed.attachments().find(|a| a.attachment_name().is_some_and(|n| n.ends_with(".zip"))).expect("a zip attachment");
+    let parsed = mail_parser::MessageParser::default()
+        .parse(zipped.as_bytes())
+        .unwrap();
+    let zip = parsed
+        .attachments()
+        .find(|a| a.attachment_name().is_some_and(|n| n.ends_with(".zip")))
+        .expect("a zip attachment");
     let zip_path = dir.join("attachments.zip");
     std::fs::write(&zip_path, zip.contents()).unwrap();
-    let pw_parsed = mail_parser::MessageParser::default().parse(pwmail.as_bytes()).unwrap();
+    let pw_parsed = mail_parser::MessageParser::default()
+        .parse(pwmail.as_bytes())
+        .unwrap();
     let pw_body = pw_parsed.body_text(0).unwrap().into_owned();
     let password = pw_body
         .split_whitespace()
         .find(|w| w.len() >= 20 && w.chars().all(|c| c.is_ascii_alphanumeric()))
         .expect("a password of at least 20 characters")
         .to_string();
-    assert!(!zipped.contains(&password), "the password never travels with the zip");
+    assert!(
+        !zipped.contains(&password),
+        "the password never travels with the zip"
+    );
     let audit = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap();
     assert!(!audit.contains(&password), "the password is never audited");
     let out_dir = dir.join("unzipped");
@@ -138,12 +188,24 @@ fn demo_output_decrypts_verifies_and_passes_dkim_with_real_tools() {
         .arg(&zip_path)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stdout));
-    assert!(std::fs::read(out_dir.join("statement.pdf")).unwrap().starts_with(b"%PDF-1.4"));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stdout)
+    );
+    assert!(std::fs::read(out_dir.join("statement.pdf"))
+        .unwrap()
+        .starts_with(b"%PDF-1.4"));
 
     // The executable: replaced by a notice naming it and its SHA-256.
     let (_, _, stripped) = find(&msgs, "ops@example.com");
     assert!(stripped.contains("tool.exe"), "{stripped}");
-    assert!(!stripped.contains("TVqQAAMAAAAEAAAA"), "the executable is gone");
-    assert!(stripped.to_ascii_lowercase().contains("sha-256") || stripped.contains("SHA256"), "{stripped}");
+    assert!(
+        !stripped.contains("TVqQAAMAAAAEAAAA"),
+        "the executable is gone"
+    );
+    assert!(
+        stripped.to_ascii_lowercase().contains("sha-256") || stripped.contains("SHA256"),
+        "{stripped}"
+    );
 }
