@@ -385,3 +385,30 @@ fn policy_reload_by_sighup_and_by_directory_change_keeps_sessions_and_refuses_br
     assert!(accepted > sent as u64, "metrics: {m}");
     assert!(m.contains("sealgate_recipients_rejected_total "), "{m}");
 }
+
+#[test]
+fn sighup_picks_up_a_rotated_dkim_key() {
+    let (_tmp, dir) = demo_dir();
+    let srv = serve(&dir);
+    let (_, fin) = send(srv.port, "billing@example.com", "accounts@example.com");
+    assert!(fin.starts_with("250"), "{fin}");
+    let keygen = run(
+        &["dkim-keygen", "--domain", "example.com", "--selector", "s2027", "--algorithm", "ed25519", "--out", "certs/dkim/example.com.s2027.key"],
+        &dir,
+    );
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    assert!(String::from_utf8_lossy(&keygen.stdout).contains("s2027._domainkey.example.com"), "{}", text(&keygen));
+    let cfg = dir.join("sealgate.toml");
+    let c = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, c.replace("selector = \"s2026\"", "selector = \"s2027\"").replace("example.com.s2026.key", "example.com.s2027.key")).unwrap();
+    let before = audit_has(&dir, "reloaded");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(srv.child.id() as i32, libc::SIGHUP) };
+    wait_until("reload", || audit_has(&dir, "reloaded") > before);
+    let (_, fin) = send(srv.port, "billing@example.com", "accounts@example.com");
+    let id = fin.trim().rsplit(' ').next().unwrap().to_string();
+    let spooled = std::fs::read_to_string(dir.join(format!("spool/queue/{id}-1.msg"))).unwrap();
+    assert!(spooled.contains("s=s2027"), "new key signs after SIGHUP: {spooled}");
+    assert!(spooled.contains("a=ed25519-sha256"), "{spooled}");
+    assert!(!spooled.contains("s=s2026"), "{spooled}");
+}
