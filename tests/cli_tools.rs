@@ -412,3 +412,27 @@ fn sighup_picks_up_a_rotated_dkim_key() {
     assert!(spooled.contains("a=ed25519-sha256"), "{spooled}");
     assert!(!spooled.contains("s=s2026"), "{spooled}");
 }
+
+#[test]
+fn queue_list_show_retry_delete() {
+    let (_tmp, dir) = demo_dir();
+    let srv = serve(&dir);
+    let (_, fin) = send(srv.port, "billing@example.com", "accounts@example.com");
+    let id = format!("{}-1", fin.trim().rsplit(' ').next().unwrap());
+    drop(srv);
+    let list = run(&["queue", "list", "-c", "sealgate.toml"], &dir);
+    assert!(list.status.success() && text(&list).contains(&id), "{}", text(&list));
+    assert!(text(&list).contains("accounts@example.com"), "{}", text(&list));
+    let show = run(&["queue", "show", &id, "-c", "sealgate.toml"], &dir);
+    assert!(show.status.success(), "{}", text(&show));
+    assert!(text(&show).contains("Subject: reload"), "headers shown: {}", text(&show));
+    assert!(!text(&show).contains("hello"), "the body is not shown: {}", text(&show));
+    let retry = run(&["queue", "retry", &id, "-c", "sealgate.toml"], &dir);
+    assert!(retry.status.success() && text(&retry).contains("no running server"), "{}", text(&retry));
+    let del = run(&["queue", "delete", &id, "-c", "sealgate.toml"], &dir);
+    assert!(del.status.success(), "{}", text(&del));
+    let list = run(&["queue", "list", "-c", "sealgate.toml"], &dir);
+    assert!(!text(&list).contains(&id), "{}", text(&list));
+    let missing = run(&["queue", "show", &id, "-c", "sealgate.toml"], &dir);
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+}
