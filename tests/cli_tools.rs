@@ -2,47 +2,17 @@
 //! of a running `serve` (SIGHUP and directory change), all through the real binary.
 //! The setup comes from `sealgate demo --once`, so the demo is exercised too.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A demo directory (certs, policies, config) made by `sealgate demo --once`.
-fn demo_dir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    let out = Command::new(BIN)
-        .args(["demo", "--once", "--port"])
-        .arg(free_port().to_string())
-        .arg("--dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "demo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("5 message(s) reached the upstream"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("550 5.7.1 <someone@evil.example>: recipient not approved (policies/00-recipients.toml)"), "{stdout}");
-    (tmp, dir)
-}
+use support::demo::{demo_dir, serve_demo, DemoServer};
+use support::{Smtp, SEALGATE as BIN};
 
 fn run(args: &[&str], cwd: &Path) -> Output {
     Command::new(BIN)
@@ -178,62 +148,8 @@ fn explain_shows_rules_evidence_and_writes_copies() {
     );
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-    stderr: PathBuf,
-    metrics: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `serve` on the demo config with a fresh listen port (upstream: none running;
-/// messages simply stay queued, which is all these tests need).
-fn serve(dir: &Path) -> Server {
-    let port = free_port();
-    let cfg = dir.join("sealgate.toml");
-    let c = std::fs::read_to_string(&cfg).unwrap();
-    let start = c.find("listen = [").unwrap();
-    let end = start + c[start..].find('\n').unwrap();
-    let metrics = free_port();
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}listen = [\"127.0.0.1:{port}\"]{}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
-            &c[..start],
-            &c[end..]
-        ),
-    )
-    .unwrap();
-    let stderr = dir.join("serve.log");
-    let child = Command::new(BIN)
-        .args(["serve", "-c", "sealgate.toml"])
-        .current_dir(dir)
-        .env("SEALGATE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "serve did not start: {}",
-            std::fs::read_to_string(&stderr).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Server {
-        child,
-        port,
-        stderr,
-        metrics,
-    }
+fn serve(dir: &Path) -> DemoServer {
+    serve_demo(dir, "", "")
 }
 
 fn scrape(port: u16) -> String {
@@ -246,41 +162,17 @@ fn scrape(port: u16) -> String {
 
 /// One SMTP transaction; returns the RCPT reply and the final reply (or the RCPT reply twice).
 fn send(port: u16, from: &str, rcpt: &str) -> (String, String) {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    let mut reply = || {
-        let mut all = String::new();
-        loop {
-            let mut l = String::new();
-            r.read_line(&mut l).unwrap();
-            all.push_str(&l);
-            if l.len() < 4 || l.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
-    };
-    reply();
-    write!(w, "EHLO t\r\n").unwrap();
-    reply();
-    write!(w, "MAIL FROM:<{from}>\r\n").unwrap();
-    reply();
-    write!(w, "RCPT TO:<{rcpt}>\r\n").unwrap();
-    let rcpt_reply = reply();
-    if !rcpt_reply.starts_with("250") {
-        return (rcpt_reply.clone(), rcpt_reply);
+    let mut c = Smtp::connect(port);
+    c.cmd("EHLO t");
+    c.cmd(&format!("MAIL FROM:<{from}>"));
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    if !r.starts_with("250") {
+        return (r.clone(), r);
     }
-    write!(w, "DATA\r\n").unwrap();
-    reply();
-    write!(
-        w,
-        "From: {from}\r\nTo: {rcpt}\r\nSubject: reload\r\n\r\nhello\r\n.\r\n"
-    )
-    .unwrap();
-    let fin = reply();
-    write!(w, "QUIT\r\n").unwrap();
-    (rcpt_reply, fin)
+    let fin = c
+        .data(format!("From: {from}\r\nTo: {rcpt}\r\nSubject: reload\r\n\r\nhello\r\n").as_bytes());
+    c.cmd("QUIT");
+    (r, fin)
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -393,14 +285,33 @@ fn sighup_picks_up_a_rotated_dkim_key() {
     let (_, fin) = send(srv.port, "billing@example.com", "accounts@example.com");
     assert!(fin.starts_with("250"), "{fin}");
     let keygen = run(
-        &["dkim-keygen", "--domain", "example.com", "--selector", "s2027", "--algorithm", "ed25519", "--out", "certs/dkim/example.com.s2027.key"],
+        &[
+            "dkim-keygen",
+            "--domain",
+            "example.com",
+            "--selector",
+            "s2027",
+            "--algorithm",
+            "ed25519",
+            "--out",
+            "certs/dkim/example.com.s2027.key",
+        ],
         &dir,
     );
     assert!(keygen.status.success(), "{}", text(&keygen));
-    assert!(String::from_utf8_lossy(&keygen.stdout).contains("s2027._domainkey.example.com"), "{}", text(&keygen));
+    assert!(
+        String::from_utf8_lossy(&keygen.stdout).contains("s2027._domainkey.example.com"),
+        "{}",
+        text(&keygen)
+    );
     let cfg = dir.join("sealgate.toml");
     let c = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, c.replace("selector = \"s2026\"", "selector = \"s2027\"").replace("example.com.s2026.key", "example.com.s2027.key")).unwrap();
+    std::fs::write(
+        &cfg,
+        c.replace("selector = \"s2026\"", "selector = \"s2027\"")
+            .replace("example.com.s2026.key", "example.com.s2027.key"),
+    )
+    .unwrap();
     let before = audit_has(&dir, "reloaded");
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(srv.child.id() as i32, libc::SIGHUP) };
@@ -408,7 +319,10 @@ fn sighup_picks_up_a_rotated_dkim_key() {
     let (_, fin) = send(srv.port, "billing@example.com", "accounts@example.com");
     let id = fin.trim().rsplit(' ').next().unwrap().to_string();
     let spooled = std::fs::read_to_string(dir.join(format!("spool/queue/{id}-1.msg"))).unwrap();
-    assert!(spooled.contains("s=s2027"), "new key signs after SIGHUP: {spooled}");
+    assert!(
+        spooled.contains("s=s2027"),
+        "new key signs after SIGHUP: {spooled}"
+    );
     assert!(spooled.contains("a=ed25519-sha256"), "{spooled}");
     assert!(!spooled.contains("s=s2026"), "{spooled}");
 }
@@ -421,14 +335,34 @@ fn queue_list_show_retry_delete() {
     let id = format!("{}-1", fin.trim().rsplit(' ').next().unwrap());
     drop(srv);
     let list = run(&["queue", "list", "-c", "sealgate.toml"], &dir);
-    assert!(list.status.success() && text(&list).contains(&id), "{}", text(&list));
-    assert!(text(&list).contains("accounts@example.com"), "{}", text(&list));
+    assert!(
+        list.status.success() && text(&list).contains(&id),
+        "{}",
+        text(&list)
+    );
+    assert!(
+        text(&list).contains("accounts@example.com"),
+        "{}",
+        text(&list)
+    );
     let show = run(&["queue", "show", &id, "-c", "sealgate.toml"], &dir);
     assert!(show.status.success(), "{}", text(&show));
-    assert!(text(&show).contains("Subject: reload"), "headers shown: {}", text(&show));
-    assert!(!text(&show).contains("hello"), "the body is not shown: {}", text(&show));
+    assert!(
+        text(&show).contains("Subject: reload"),
+        "headers shown: {}",
+        text(&show)
+    );
+    assert!(
+        !text(&show).contains("hello"),
+        "the body is not shown: {}",
+        text(&show)
+    );
     let retry = run(&["queue", "retry", &id, "-c", "sealgate.toml"], &dir);
-    assert!(retry.status.success() && text(&retry).contains("no running server"), "{}", text(&retry));
+    assert!(
+        retry.status.success() && text(&retry).contains("no running server"),
+        "{}",
+        text(&retry)
+    );
     let del = run(&["queue", "delete", &id, "-c", "sealgate.toml"], &dir);
     assert!(del.status.success(), "{}", text(&del));
     let list = run(&["queue", "list", "-c", "sealgate.toml"], &dir);

@@ -3,31 +3,19 @@
 //! Clients are real: swaks, as a sysadmin would test with.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::demo::{demo_dir, serve_demo, DemoServer};
+use support::SEALGATE as BIN;
 
 struct Env {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
-    child: Child,
+    server: DemoServer,
     port: u16,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn hash(pw: &str) -> String {
@@ -50,55 +38,17 @@ fn hash(pw: &str) -> String {
 
 /// A demo setup plus a `billing` client, started with `serve`; `extra_server` goes into `[server]`.
 fn start(extra_server: &str) -> Env {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    let out = Command::new(BIN)
-        .args(["demo", "--once", "--port"])
-        .arg(free_port().to_string())
-        .arg("--dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = free_port();
-    let cfg = dir.join("sealgate.toml");
-    let c = std::fs::read_to_string(&cfg).unwrap();
-    let start = c.find("listen = [").unwrap();
-    let end = start + c[start..].find('\n').unwrap();
-    let mut c = format!(
-        "{}listen = [\"127.0.0.1:{port}\"]\n{extra_server}{}",
-        &c[..start],
-        &c[end..]
-    );
-    c.push_str(&format!(
+    let (tmp, dir) = demo_dir();
+    let client = format!(
         "\n[[client]]\nname = \"billing\"\nusername = \"billing\"\npassword_hash = \"{}\"\nallowed_senders = [\"billing@example.com\", \"*@billing.example.com\"]\n",
         hash("s3cret pass")
-    ));
-    std::fs::write(&cfg, c).unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "-c", "sealgate.toml"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    );
+    let server = serve_demo(&dir, extra_server, &client);
+    let port = server.port;
     Env {
         _tmp: tmp,
         dir,
-        child,
+        server,
         port,
     }
 }
@@ -359,7 +309,7 @@ fn sigterm_lets_a_message_in_progress_finish_then_exits() {
     assert!(reply(&mut r).starts_with("354"));
     write!(w, "Subject: in flight\r\n\r\nfirst half\r\n").unwrap();
     // SAFETY: signalling our own child process.
-    unsafe { libc::kill(env.child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(env.server.child.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(500));
     write!(w, "second half\r\n.\r\n").unwrap();
     let fin = reply(&mut r);
@@ -367,7 +317,7 @@ fn sigterm_lets_a_message_in_progress_finish_then_exits() {
         fin.starts_with("250 2.0.0 queued as"),
         "the message in flight is accepted: {fin}"
     );
-    let status = env.child.wait().unwrap();
+    let status = env.server.child.wait().unwrap();
     assert!(status.success(), "serve exits cleanly: {status:?}");
     assert!(
         std::net::TcpStream::connect(("127.0.0.1", env.port)).is_err(),

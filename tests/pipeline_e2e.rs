@@ -8,33 +8,9 @@ use mail_parser::MimeHeaders;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn demo() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    let out = Command::new(BIN)
-        .args(["demo", "--once", "--port"])
-        .arg(free_port().to_string())
-        .arg("--dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (tmp, dir)
-}
+use support::demo::demo_dir as demo;
 
 /// Captured messages, keyed by envelope recipient.
 fn outbox(dir: &Path) -> Vec<(Vec<String>, PathBuf, String)> {

@@ -19,6 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod demo;
+
 use sealgate::pki;
 use serde_json::Value;
 
