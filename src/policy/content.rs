@@ -23,6 +23,9 @@ pub(crate) struct TextSource(pub(crate) String);
 pub(crate) struct AttachmentInfo {
     /// File name from Content-Disposition `filename` or Content-Type `name`, decoded.
     pub(crate) name: Option<String>,
+    /// `name` in lower case, for the (case-insensitive) `attachment_name` globs; computed
+    /// once per message instead of once per rule.
+    pub(crate) name_lower: Option<String>,
     /// `type/subtype`, lower case, as the sender declared it.
     pub(crate) content_type: String,
 }
@@ -46,12 +49,21 @@ pub(crate) struct MessageView {
 }
 
 impl MessageView {
-    /// Parses `raw` once and extracts what the rules need.
+    /// Parses `raw` once and extracts everything rules can test (for explain).
     pub(crate) fn new(raw: &[u8]) -> MessageView {
+        Self::for_rules(raw, true)
+    }
+
+    /// Like [`MessageView::new`]; with `parse` false (no rule looks at subject, headers,
+    /// body or attachments) only the size is filled in and the message is not parsed.
+    pub(crate) fn for_rules(raw: &[u8], parse: bool) -> MessageView {
         let mut view = MessageView {
             size: raw.len(),
             ..MessageView::default()
         };
+        if !parse {
+            return view;
+        }
         match MessageParser::default().parse(raw) {
             Some(msg) if !msg.parts.is_empty() => {
                 view.parsed = true;
@@ -111,10 +123,8 @@ impl MessageView {
                     } else {
                         "html part (as text)"
                     });
-                    self.texts.push((
-                        TextSource(l),
-                        mail_parser::decoders::html::html_to_text(html),
-                    ));
+                    self.texts
+                        .push((TextSource(l), super::html::html_to_text(html)));
                 }
                 PartType::Message(nested) if depth < MAX_DEPTH => {
                     let inner = format!("{prefix}attached message > ");
@@ -135,7 +145,12 @@ impl MessageView {
                     self.texts
                         .push((TextSource(format!("{prefix}attachment name")), n.clone()));
                 }
-                self.attachments.push(AttachmentInfo { name, content_type });
+                let name_lower = name.as_deref().map(str::to_lowercase);
+                self.attachments.push(AttachmentInfo {
+                    name,
+                    name_lower,
+                    content_type,
+                });
             }
         }
     }

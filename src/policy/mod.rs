@@ -57,6 +57,7 @@ pub mod detectors;
 mod diagnostic;
 mod explain;
 mod glob;
+mod html;
 mod load;
 mod patterns;
 mod recipients;
@@ -110,6 +111,9 @@ pub struct PolicySet {
     rcpt_rules: Vec<usize>,
     /// Every regex, one multi-pattern bank per condition kind.
     banks: Banks,
+    /// False when no rule looks at subject, headers, body or attachments: judging then
+    /// does not parse the message at all (only its size can matter).
+    needs_parse: bool,
     /// Warnings from loading; the set is usable.
     warnings: Vec<Diagnostic>,
 }
@@ -270,7 +274,15 @@ impl PolicySet {
             .filter(|(_, r)| r.is_content_free())
             .map(|(i, _)| i)
             .collect();
+        let needs_parse = c.rules.iter().any(|r| {
+            r.subject.is_some()
+                || r.header.is_some()
+                || r.body.is_some()
+                || r.attachment_name.is_some()
+                || r.attachment_type.is_some()
+        });
         Ok(PolicySet {
+            needs_parse,
             version,
             files: names,
             allow: c.allow,
@@ -432,14 +444,14 @@ impl PolicySet {
     }
 
     /// DATA-time decision per recipient (same order as `rcpts`): the lists, then every rule.
-    /// The message is parsed once with mail-parser.
+    /// The message is parsed once with mail-parser, and only when a rule looks at content.
     pub fn judge_message(
         &self,
         env: &Envelope,
         rcpts: &[String],
         message: &[u8],
     ) -> Vec<RecipientVerdict> {
-        let view = MessageView::new(message);
+        let view = MessageView::for_rules(message, self.needs_parse);
         self.evaluate(env, rcpts, &view, false)
             .into_iter()
             .map(|r| r.verdict)

@@ -133,6 +133,12 @@ impl PatternBank {
         match &self.engine {
             Engine::Empty => {}
             Engine::Set(set) => {
+                // Most texts match no pattern: a plain search that stops at the first match
+                // is several times cheaper than the overlapping one, which always runs to
+                // the end of the text, so that is only paid when something matches.
+                if !set.is_match(Input::new(text)) {
+                    return;
+                }
                 let mut found = PatternSet::new(set.pattern_len());
                 set.which_overlapping_matches(&Input::new(text), &mut found);
                 for p in found.iter() {

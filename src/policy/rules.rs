@@ -230,10 +230,10 @@ impl Rule {
         if let Some(attachment_globs) = &self.attachment_name {
             let found = view.attachments.iter().find_map(|a| {
                 let name = a.name.as_deref()?;
-                let lowered = name.to_lowercase();
+                let lowered = a.name_lower.as_deref()?;
                 attachment_globs
                     .iter()
-                    .find(|g| g.matches_lowered(&lowered))
+                    .find(|g| g.matches_lowered(lowered))
                     .map(|g| (g, name))
             });
             match found {

@@ -484,3 +484,44 @@ fn load_reads_directory_in_name_order() {
         "{e}"
     );
 }
+
+/// With no subject/header/body/attachment rule the message is not parsed for judging;
+/// size, envelope and recipient rules decide exactly as with a parsed message.
+#[test]
+fn content_free_sets_judge_without_parsing_and_agree_with_explain() {
+    let rules = r#"[[rule]]
+name = "big"
+size_over = "1KiB"
+actions = ["zip-attachments"]
+
+[[rule]]
+name = "bank"
+to = ["*@bank.example"]
+actions = ["sign"]
+"#;
+    let s = ok(&[("00.toml", RCPTS), ("50.toml", rules)]);
+    assert!(!s.needs_parse);
+    let rcpts = vec!["a@bank.example".to_owned(), "b@example.com".to_owned()];
+    for m in [msg("x", "y"), msg("x", &"y".repeat(2000)), b"\xff".to_vec()] {
+        let judged = s.judge_message(&ENV, &rcpts, &m);
+        let explained: Vec<RecipientVerdict> = s
+            .explain(&ENV, &rcpts, &m)
+            .recipients
+            .into_iter()
+            .map(|r| r.verdict)
+            .collect();
+        assert_eq!(judged, explained);
+    }
+    let big = msg("x", &"y".repeat(2000));
+    let v = s.judge_message(&ENV, &rcpts, &big);
+    assert!(accepted(&v[0]).zip_attachments && accepted(&v[0]).sign);
+    assert!(accepted(&v[1]).zip_attachments && !accepted(&v[1]).sign);
+    let with_body = ok(&[
+        ("00.toml", RCPTS),
+        (
+            "50.toml",
+            "[[rule]]\nname = \"b\"\nbody = [\"x\"]\nactions = [\"sign\"]\n",
+        ),
+    ]);
+    assert!(with_body.needs_parse);
+}
