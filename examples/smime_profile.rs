@@ -8,7 +8,11 @@
 //! callgrind_annotate --inclusive=yes /tmp/cg.out | head -60
 //! ```
 //!
-//! `SMIME_PROFILE=sign` or `=encrypt` runs only that step.
+//! `SMIME_PROFILE=sign` or `=encrypt` runs only that step; `=quick` prints the median
+//! of N `apply` runs against the in-process floor (RSA sign + RSA public + AES-256-CBC)
+//! without the slow `openssl speed` runs of the bench; `=micro` times the building
+//! blocks (SHA-256 from `sha2` and OpenSSL, base64 lines, AES) alone; `=stages` times
+//! OpenSSL's own CMS steps.
 
 #[path = "../tests/smime_support/mod.rs"]
 mod smime_support;
@@ -48,6 +52,40 @@ fn main() {
     let msg = message(100 * 1024);
     if let Some(step) = which.strip_prefix("loop-") {
         loop_step(&pki, &msg, step, runs);
+        return;
+    }
+    if which == "micro" {
+        micro(&msg);
+        return;
+    }
+    if which == "quick" {
+        let t = med(runs, || {
+            apply(&plan, "payroll@example.com", &msg, Some(&smime)).unwrap();
+        });
+        let key = &pki.signer_rsa.key;
+        let rsa = pki.alice.cert.public_key().unwrap().rsa().unwrap();
+        let floor = med(runs, || {
+            let mut s =
+                openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key).unwrap();
+            s.update(b"x").unwrap();
+            s.sign_to_vec().unwrap();
+        }) + med(runs, || {
+            let mut out = vec![0u8; rsa.size() as usize];
+            rsa.public_encrypt(&[7u8; 32], &mut out, openssl::rsa::Padding::PKCS1)
+                .unwrap();
+        }) + med(runs, || {
+            openssl::symm::encrypt(
+                openssl::symm::Cipher::aes_256_cbc(),
+                &[1u8; 32],
+                Some(&[2u8; 16]),
+                &msg,
+            )
+            .unwrap();
+        });
+        println!(
+            "apply {t:.4} ms, in-process floor {floor:.4} ms, ratio {:.3}",
+            t / floor
+        );
         return;
     }
     if which == "stages" {
@@ -193,4 +231,62 @@ fn loop_step(pki: &smime_support::Pki, msg: &[u8], step: &str, runs: usize) {
             _ => panic!("unknown step"),
         }
     }
+}
+
+/// The building blocks alone, median ms of 2000 runs each.
+fn micro(msg: &[u8]) {
+    use sha2::Digest;
+    let n = 2000;
+    println!(
+        "sha2 crate        {:.4}",
+        med(n, || {
+            std::hint::black_box(sha2::Sha256::digest(msg));
+        })
+    );
+    println!(
+        "openssl sha       {:.4}",
+        med(n, || {
+            std::hint::black_box(openssl::sha::sha256(msg));
+        })
+    );
+    println!(
+        "lut base64 lines  {:.4}",
+        med(n, || {
+            std::hint::black_box(sealgate::transform::mime::encode_base64_lines(msg));
+        })
+    );
+    use base64::Engine;
+    let mut buf = vec![0u8; msg.len() * 4 / 3 + 8];
+    println!(
+        "base64 crate slice {:.4}",
+        med(n, || {
+            std::hint::black_box(
+                base64::engine::general_purpose::STANDARD
+                    .encode_slice(msg, &mut buf)
+                    .unwrap(),
+            );
+        })
+    );
+    let v = msg.to_vec();
+    println!(
+        "memcpy 100k       {:.4}",
+        med(n, || {
+            std::hint::black_box(v.clone());
+        })
+    );
+    let mut out = vec![0u8; msg.len() + 32];
+    println!(
+        "aes-cbc crypter   {:.4}",
+        med(n, || {
+            let mut c = openssl::symm::Crypter::new(
+                openssl::symm::Cipher::aes_256_cbc(),
+                openssl::symm::Mode::Encrypt,
+                &[1u8; 32],
+                Some(&[2u8; 16]),
+            )
+            .unwrap();
+            let k = c.update(msg, &mut out).unwrap();
+            c.finalize(&mut out[k..]).unwrap();
+        })
+    );
 }

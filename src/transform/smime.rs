@@ -202,6 +202,8 @@ struct Signer {
     key: PKey<Private>,
     /// The certificate's public key, for the self-check of each signature.
     public: PKey<openssl::pkey::Public>,
+    /// The certificate as DER, for the self-check (is it carried in the signature?).
+    cert_der: Vec<u8>,
     /// The parts of a SignedData that are the same for every message, taken from one
     /// signature OpenSSL made at load (certificate chain, algorithms, SMIMECapabilities).
     template: SignTemplate,
@@ -536,6 +538,10 @@ fn load_signer(sc: &SignerConfig, base: &Path) -> Result<Signer, SmimeError> {
         path: cert_path.clone(),
         why: format!("unreadable public key: {e}"),
     })?;
+    let cert_der = cert.to_der().map_err(|e| SmimeError::Signer {
+        path: cert_path.clone(),
+        why: format!("certificate does not encode: {e}"),
+    })?;
     let stored = certstore::stored(cert_path.clone(), cert.clone(), Purpose::Sign);
     let mut warnings = Vec::new();
     if let Err(why) = stored.check_now() {
@@ -564,6 +570,7 @@ fn load_signer(sc: &SignerConfig, base: &Path) -> Result<Signer, SmimeError> {
         cert,
         key,
         public,
+        cert_der,
         template,
         opaque: sc.opaque,
         warnings,
@@ -623,7 +630,8 @@ Content-Transfer-Encoding: base64\r\n\r\n";
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     // Self-check over what we send: the signature as decoded from the emitted base64,
     // against the digest of the content bytes as they sit in the output.
-    let emitted = mime::decode_body(&out[sig_start..sig_end], "base64");
+    let emitted = mime::decode_base64_lines(&out[sig_start..sig_end])
+        .ok_or_else(|| SmimeError::SelfCheck("own signature is not valid base64".into()))?;
     check_signed_data(s, &emitted, Some(&digest)).map_err(SmimeError::SelfCheck)?;
     Ok(out)
 }
@@ -889,10 +897,9 @@ fn check_signed_data(s: &Signer, d: &[u8], digest: Option<&[u8; 32]>) -> Result<
     if si.sid != s.template.sid.as_slice() {
         return Err("own signature names another certificate".into());
     }
-    let cert_der = s.cert.to_der().map_err(|e| e.to_string())?;
     let carries_cert = sd.certificates.is_some_and(|c| {
         let mut r = der::Reader::new(der::Reader::new(c).next().map_or(&[][..], |t| t.value));
-        std::iter::from_fn(|| r.next()).any(|t| t.raw == cert_der.as_slice())
+        std::iter::from_fn(|| r.next()).any(|t| t.raw == s.cert_der.as_slice())
     });
     if !carries_cert {
         return Err("own signature does not carry the signing certificate".into());
@@ -1124,8 +1131,10 @@ mod envelope {
     ) -> Result<Vec<u8>, SmimeError> {
         let mut key = [0u8; 32];
         let mut iv = [0u8; 16];
-        openssl::rand::rand_bytes(&mut key).map_err(crypto("choosing a content key"))?;
-        openssl::rand::rand_bytes(&mut iv).map_err(crypto("choosing a content key"))?;
+        let mut fresh = [0u8; 48];
+        openssl::rand::rand_bytes(&mut fresh).map_err(crypto("choosing a content key"))?;
+        key.copy_from_slice(&fresh[..32]);
+        iv.copy_from_slice(&fresh[32..]);
         let result = build(recipients, content, &key, &iv, room);
         extern "C" {
             fn OPENSSL_cleanse(ptr: *mut std::os::raw::c_void, len: usize);
@@ -1133,6 +1142,8 @@ mod envelope {
         // SAFETY: `key` is a live local array of `key.len()` bytes that nothing else
         // borrows; OPENSSL_cleanse only writes zeros within that range.
         unsafe { OPENSSL_cleanse(key.as_mut_ptr().cast(), key.len()) };
+        // SAFETY: as above, for the local array `fresh`.
+        unsafe { OPENSSL_cleanse(fresh.as_mut_ptr().cast(), fresh.len()) };
         result
     }
 
@@ -1499,6 +1510,7 @@ mod tests {
             senders: vec!["*".into()],
             template: SignTemplate::from_openssl(&cert, &key, &[]).unwrap(),
             public: cert.public_key().unwrap(),
+            cert_der: cert.to_der().unwrap(),
             info: SignerInfo {
                 cert_path: PathBuf::new(),
                 subject: String::new(),
