@@ -1315,32 +1315,10 @@ pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
     changed.unwrap_or(entity)
 }
 
-/// Case-insensitive glob with `*` (any run) and `?` (one character); `pattern` lower case.
+/// Case-insensitive glob with `*` (any run) and `?` (one character), as for
+/// `allowed_senders`: one matcher for every sender glob in the configuration.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.to_lowercase().chars().collect();
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let (mut star, mut mark) = (None::<usize>, 0usize);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
+    crate::ingest::glob_match(pattern, text)
 }
 
 /// RSA-OAEP key transport, which `CMS_encrypt` cannot select: the EnvelopedData is
