@@ -48,7 +48,12 @@ fn main() {
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
                     let p = dir.join(format!("w{w}-{k}.tmp"));
-                    let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&p).unwrap();
+                    let mut f = OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .open(&p)
+                        .unwrap();
                     f.write_all(&block).unwrap();
                     f.sync_all().unwrap();
                     drop(f);
@@ -64,7 +69,10 @@ fn main() {
         .collect();
     std::thread::sleep(Duration::from_secs_f64(seconds));
     stop.store(true, Ordering::Relaxed);
-    let mut lat: Vec<f64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut lat: Vec<f64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     let secs = start.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&dir);
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());

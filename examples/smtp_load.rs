@@ -66,7 +66,9 @@ fn parse_args() -> Args {
             "--size" => a.size = v().parse().unwrap_or_else(|_| usage()),
             "--fresh-connections" => a.fresh = true,
             "--sink-dir" => a.sink_dir = Some(PathBuf::from(v())),
-            "--sink-timeout" => a.sink_timeout = Duration::from_secs(v().parse().unwrap_or_else(|_| usage())),
+            "--sink-timeout" => {
+                a.sink_timeout = Duration::from_secs(v().parse().unwrap_or_else(|_| usage()))
+            }
             "--from" => a.from = v(),
             "--rcpt" => a.rcpt = v(),
             "--label" => a.label = v(),
@@ -112,7 +114,10 @@ impl Conn {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(120)))?;
-        let mut c = Conn { r: BufReader::new(s.try_clone()?), w: s };
+        let mut c = Conn {
+            r: BufReader::new(s.try_clone()?),
+            w: s,
+        };
         c.expect(2)?;
         c.cmd("EHLO bench.example.com", 2)?;
         Ok(c)
@@ -123,13 +128,18 @@ impl Conn {
         loop {
             let mut line = String::new();
             if self.r.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                ));
             }
             if line.len() < 4 {
                 return Err(std::io::Error::other(format!("short reply {line:?}")));
             }
             if line.as_bytes()[3] != b'-' {
-                return line[..3].parse().map_err(|_| std::io::Error::other(format!("bad reply {line:?}")));
+                return line[..3]
+                    .parse()
+                    .map_err(|_| std::io::Error::other(format!("bad reply {line:?}")));
             }
         }
     }
@@ -137,7 +147,9 @@ impl Conn {
     fn expect(&mut self, class: u16) -> std::io::Result<()> {
         let code = self.reply()?;
         if code / 100 != class {
-            return Err(std::io::Error::other(format!("reply {code}, wanted {class}xx")));
+            return Err(std::io::Error::other(format!(
+                "reply {code}, wanted {class}xx"
+            )));
         }
         Ok(())
     }
@@ -197,7 +209,8 @@ fn main() {
     let start = Instant::now();
     let handles: Vec<_> = (0..args.clients)
         .map(|_| {
-            let (args, bodies, next, errors) = (args.clone(), bodies.clone(), next.clone(), errors.clone());
+            let (args, bodies, next, errors) =
+                (args.clone(), bodies.clone(), next.clone(), errors.clone());
             std::thread::spawn(move || {
                 let mut lat = Vec::new();
                 let mut conn: Option<Conn> = None;
@@ -237,7 +250,10 @@ fn main() {
             })
         })
         .collect();
-    let mut lat: Vec<f64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut lat: Vec<f64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     let submit = start.elapsed();
     let accepted = lat.len();
     let mut sink_complete = None;
@@ -259,7 +275,11 @@ fn main() {
         }
     }
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let mean = if lat.is_empty() { f64::NAN } else { lat.iter().sum::<f64>() / lat.len() as f64 };
+    let mean = if lat.is_empty() {
+        f64::NAN
+    } else {
+        lat.iter().sum::<f64>() / lat.len() as f64
+    };
     let errors = errors.lock().unwrap();
     let e2e = sink_complete.map(|d| d.as_secs_f64());
     let out = serde_json::json!({
