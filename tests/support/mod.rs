@@ -352,34 +352,12 @@ pub fn wait_for_port(port: u16, proc: &mut Proc) {
 
 /// Appends `.` to lines starting with `.` and the terminating `.CRLF` (RFC 5321 §4.5.2).
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 8);
-    let mut line_start = true;
-    for &b in message {
-        if line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        line_start = b == b'\n';
-    }
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
+    sealgate::upstream::dot_stuff(message)
 }
 
 /// LF (or CRLF) line endings to CRLF.
 pub fn crlf(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len() + input.len() / 32);
-    let mut prev = 0u8;
-    for &b in input {
-        if b == b'\n' && prev != b'\r' {
-            out.push(b'\r');
-        }
-        out.push(b);
-        prev = b;
-    }
-    out
+    sealgate::submit::to_crlf(input)
 }
 
 /// A simple test message with CRLF endings.
