@@ -158,6 +158,9 @@ impl Session {
         self.tls = true;
         self.state = State::Fresh;
         self.helo = None;
+        // RFC 3207 §4.2: discard all knowledge obtained from the client, AUTH included.
+        self.authenticated = None;
+        self.auth = AuthProgress::None;
         self.tx = Transaction::default();
     }
 
@@ -799,6 +802,17 @@ mod tests {
         assert_eq!(code(&s.command(b"YmlsbGluZw==", &h)), 334);
         assert_eq!(code(&s.command(b"d3Jvbmc=", &h)), 535);
         assert_eq!(s.client(), "local");
+    }
+
+    #[test]
+    fn starttls_forgets_earlier_authentication() {
+        let h = AllowAll;
+        let mut s = Session::new(limits());
+        s.command(b"EHLO c", &h);
+        assert_eq!(code(&s.command(b"AUTH PLAIN AGJpbGxpbmcAcHc=", &h)), 235);
+        s.tls_established();
+        assert_eq!(s.client(), "local");
+        assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c>", &h)), 503);
     }
 
     #[test]
