@@ -290,6 +290,9 @@ impl Session {
             Ok(p) => p,
             Err(e) => return self.error(named::syntax(e)),
         };
+        if path.eq_ignore_ascii_case("postmaster") {
+            return self.error(named::syntax("address must be local-part@domain"));
+        }
         let mut tx = Transaction {
             from: path.to_string(),
             ..Transaction::default()
@@ -514,7 +517,9 @@ fn parse_path(s: &str) -> Result<(&str, &str), &'static str> {
     if path.chars().any(|c| c.is_control() || c == ' ' || c == '<') {
         return Err("invalid character in address");
     }
-    if !path.is_empty() {
+    // RFC 5321 §4.5.1: "postmaster" without a domain must be accepted as a recipient;
+    // the policy then decides about it like any other address.
+    if !path.is_empty() && !path.eq_ignore_ascii_case("postmaster") {
         match path.rsplit_once('@') {
             Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
             _ => return Err("address must be local-part@domain"),
@@ -802,6 +807,17 @@ mod tests {
         assert_eq!(code(&s.command(b"YmlsbGluZw==", &h)), 334);
         assert_eq!(code(&s.command(b"d3Jvbmc=", &h)), 535);
         assert_eq!(s.client(), "local");
+    }
+
+    #[test]
+    fn bare_postmaster_is_a_valid_recipient_only() {
+        let h = AllowAll;
+        let mut s = Session::new(limits());
+        s.command(b"EHLO c", &h);
+        assert_eq!(code(&s.command(b"MAIL FROM:<postmaster>", &h)), 501);
+        assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c>", &h)), 250);
+        assert_eq!(code(&s.command(b"RCPT TO:<Postmaster>", &h)), 250);
+        assert_eq!(code(&s.command(b"RCPT TO:<nobody>", &h)), 501);
     }
 
     #[test]
