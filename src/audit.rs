@@ -18,34 +18,51 @@ use serde_json::{Map, Value};
 pub struct Audit {
     /// The JSON-lines file; `None` sends records to the tracing log only.
     file: Option<Mutex<File>>,
+    /// Where `file` lives, so SIGHUP can reopen it after logrotate moved it.
+    path: Option<std::path::PathBuf>,
+}
+
+fn open_append(p: &Path) -> std::io::Result<File> {
+    if let Some(parent) = p.parent() {
+        if !parent.as_os_str().is_empty() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(p)
 }
 
 impl Audit {
     /// Opens (creating, mode 0640) the audit file, or logs only when `path` is `None`.
     pub fn open(path: Option<&Path>) -> std::io::Result<Audit> {
         let file = match path {
-            Some(p) => {
-                if let Some(parent) = p.parent() {
-                    if !parent.as_os_str().is_empty() {
-                        std::fs::create_dir_all(parent)?;
-                    }
-                }
-                Some(Mutex::new(
-                    OpenOptions::new()
-                        .append(true)
-                        .create(true)
-                        .mode(0o640)
-                        .open(p)?,
-                ))
-            }
+            Some(p) => Some(Mutex::new(open_append(p)?)),
             None => None,
         };
-        Ok(Audit { file })
+        Ok(Audit {
+            file,
+            path: path.map(Path::to_path_buf),
+        })
+    }
+
+    /// Reopens the file at the same path (after logrotate moved the old one away).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        if let (Some(f), Some(p)) = (&self.file, &self.path) {
+            let new = open_append(p)?;
+            *f.lock().unwrap_or_else(|e| e.into_inner()) = new;
+        }
+        Ok(())
     }
 
     /// An audit sink that only logs (tests, `explain`).
     pub fn disabled() -> Audit {
-        Audit { file: None }
+        Audit {
+            file: None,
+            path: None,
+        }
     }
 
     /// Appends one record `{"ts":..., "event": event, ...fields}`.
@@ -133,6 +150,21 @@ mod tests {
             rfc5322_date(1_795_957_200),
             "Sun, 29 Nov 2026 13:00:00 +0000"
         );
+    }
+
+    #[test]
+    fn reopen_follows_logrotate() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.jsonl");
+        let a = Audit::open(Some(&p)).unwrap();
+        a.record("one", serde_json::json!({}));
+        std::fs::rename(&p, d.path().join("a.jsonl.1")).unwrap();
+        a.reopen().unwrap();
+        a.record("two", serde_json::json!({}));
+        assert!(std::fs::read_to_string(&p).unwrap().contains("\"two\""));
+        assert!(!std::fs::read_to_string(d.path().join("a.jsonl.1"))
+            .unwrap()
+            .contains("\"two\""));
     }
 
     #[test]

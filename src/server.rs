@@ -227,7 +227,12 @@ async fn signals(
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => match reload(&path, &shared, &relay, &audit) {
+            _ = hup.recv() => match {
+                if let Err(e) = audit.reopen() {
+                    tracing::error!("cannot reopen the audit log: {e}; still writing to the old file");
+                }
+                reload(&path, &shared, &relay, &audit)
+            } {
                 Ok(()) => tracing::info!("configuration reloaded from {}", path.display()),
                 Err(e) => {
                     tracing::error!("reload failed, keeping the running configuration: {e:#}");
