@@ -106,11 +106,19 @@ pub fn run(cfg: &Config) -> CheckReport {
     }
     if !cfg.spool.dir.exists() {
         // `check` changes nothing: say what `serve` will do instead of creating it.
-        let parent_ok = cfg.spool.dir.parent().is_some_and(|p| p.as_os_str().is_empty() || p.is_dir());
+        let parent_ok = cfg
+            .spool
+            .dir
+            .parent()
+            .is_some_and(|p| p.as_os_str().is_empty() || p.is_dir());
         let msg = format!(
             "{cfg_name}: [spool] dir {} does not exist yet; `serve` creates it (mode 0700){}",
             cfg.spool.dir.display(),
-            if parent_ok { "" } else { ", but its parent directory is missing too" }
+            if parent_ok {
+                ""
+            } else {
+                ", but its parent directory is missing too"
+            }
         );
         if parent_ok {
             r.warnings.push(msg);

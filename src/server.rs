@@ -208,6 +208,20 @@ async fn watch_policies(
     }
 }
 
+/// SIGHUP: reopen the audit log, then reload; a broken new set keeps the running one.
+fn on_hangup(path: &Path, shared: &Shared, relay: &Relay, audit: &Audit) {
+    if let Err(e) = audit.reopen() {
+        tracing::error!("cannot reopen the audit log: {e}; still writing to the old file");
+    }
+    match reload(path, shared, relay, audit) {
+        Ok(()) => tracing::info!("configuration reloaded from {}", path.display()),
+        Err(e) => {
+            tracing::error!("reload failed, keeping the running configuration: {e:#}");
+            audit.record("reload-failed", json!({"error": format!("{e:#}")}));
+        }
+    }
+}
+
 async fn signals(
     path: PathBuf,
     shared: Shared,
@@ -227,18 +241,7 @@ async fn signals(
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => match {
-                if let Err(e) = audit.reopen() {
-                    tracing::error!("cannot reopen the audit log: {e}; still writing to the old file");
-                }
-                reload(&path, &shared, &relay, &audit)
-            } {
-                Ok(()) => tracing::info!("configuration reloaded from {}", path.display()),
-                Err(e) => {
-                    tracing::error!("reload failed, keeping the running configuration: {e:#}");
-                    audit.record("reload-failed", json!({"error": format!("{e:#}")}));
-                }
-            },
+            _ = hup.recv() => on_hangup(&path, &shared, &relay, &audit),
             _ = usr1.recv() => {
                 match relay.rescan(true) {
                     Ok(n) => tracing::info!("queue flush: {n} entries due now"),
