@@ -13,7 +13,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -23,8 +22,6 @@ use hickory_resolver::proto::rr::{Name, RData};
 use hickory_resolver::TokioResolver;
 use mail_auth::common::parse::TxtRecordParser;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 use crate::transform::dkim::{inspect_key, parse_duration, Algorithm, DkimConfig, KeyInfo};
 
@@ -36,9 +33,6 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
 const EXPIRY_WARN_DAYS: i64 = 30;
 /// ... and within this many days a failure: there is hardly time left to act.
 const EXPIRY_FAIL_DAYS: i64 = 7;
-/// Longest SMTP reply line and most lines we read from the upstream before giving up.
-const MAX_REPLY_LINE: usize = 1000;
-const MAX_REPLY_LINES: usize = 100;
 
 /// Everything doctor looks at, gathered by the CLI from `sealgate.toml`.
 #[derive(Debug, Clone, Default)]
@@ -626,134 +620,48 @@ async fn check_upstream(probe: &UpstreamProbe, base: &Path) -> Finding {
     }
 }
 
-/// Reads one SMTP reply (possibly multi-line); returns the code and the lines' text.
-async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(
-    reader: &mut R,
-) -> Result<(u16, Vec<String>), String> {
-    let mut lines = Vec::new();
-    for _ in 0..MAX_REPLY_LINES {
-        let mut line = Vec::new();
-        let n = (&mut *reader)
-            .take(MAX_REPLY_LINE as u64)
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| format!("connection failed while reading the reply: {e}"))?;
-        if n == 0 {
-            return Err("upstream closed the connection".into());
-        }
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        let code = text
-            .get(..3)
-            .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| format!("not an SMTP reply: {text:?}"))?;
-        let last = text.as_bytes().get(3) != Some(&b'-');
-        lines.push(text.get(4..).unwrap_or("").to_string());
-        if last {
-            return Ok((code, lines));
-        }
-    }
-    Err("SMTP reply too long".into())
-}
-
-fn root_store(ca_file: Option<&Path>) -> Result<(rustls::RootCertStore, String), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", path.display()))?;
-            let certs = openssl::x509::X509::stack_from_pem(&pem)
-                .map_err(|e| format!("ca_file {} holds no PEM certificate: {e}", path.display()))?;
-            for cert in certs {
-                let der = cert.to_der().map_err(|e| e.to_string())?;
-                roots
-                    .add(rustls_pki_types::CertificateDer::from(der))
-                    .map_err(|e| {
-                        format!("ca_file {}: unusable certificate: {e}", path.display())
-                    })?;
-            }
-            Ok((roots, format!("ca_file {}", path.display())))
-        }
-        None => {
-            let native = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(native.certs);
-            if added == 0 {
-                return Err("no system root certificates found (fix: install ca-certificates or set upstream.ca_file)".into());
-            }
-            Ok((roots, "system roots".into()))
-        }
-    }
-}
-
+/// Connects exactly as the relay does (`upstream::Connection`: same TLS verification, same
+/// STARTTLS rules), then reports the negotiated version and the leaf's expiry.
 async fn probe_upstream(probe: &UpstreamProbe, base: &Path) -> Result<Finding, String> {
+    use crate::upstream::{client_tls_config, Connection, UpstreamError, UpstreamSettings};
     let subject = format!("{}:{}", probe.host, probe.port);
     let ca = probe.ca_file.as_ref().map(|p| resolve(base, p));
-    let (roots, trust) = root_store(ca.as_deref())?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let trust = match &ca {
+        Some(p) => format!("ca_file {}", p.display()),
+        None => "system roots".to_string(),
+    };
+    let tls = client_tls_config(ca.as_deref(), crate::config::MinTlsVersion::Tls12)
+        .map_err(|e| format!("{e} (fix: install ca-certificates or set upstream.ca_file)"))?;
     let server_name = rustls_pki_types::ServerName::try_from(probe.host.clone())
         .map_err(|e| format!("{} is not a valid TLS server name: {e}", probe.host))?;
-
-    let tcp = TcpStream::connect((probe.host.as_str(), probe.port))
-        .await
-        .map_err(|e| format!("cannot connect: {e} (fix: check upstream.host and upstream.port)"))?;
-    let tcp = if probe.implicit_tls {
-        tcp
-    } else {
-        let mut reader = BufReader::new(tcp);
-        let (code, _) = read_reply(&mut reader).await?;
-        if code != 220 {
-            return Err(format!("greeting was {code}, not 220"));
-        }
-        reader
-            .get_mut()
-            .write_all(b"EHLO sealgate-doctor.invalid\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        let (code, lines) = read_reply(&mut reader).await?;
-        if code != 250 {
-            return Err(format!("EHLO refused with {code}"));
-        }
-        if !lines.iter().any(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|w| w.eq_ignore_ascii_case("STARTTLS"))
-        }) {
-            return Err("upstream does not offer STARTTLS; sealgate will not relay in plaintext (fix: enable STARTTLS upstream, or set tls = \"implicit\" with its TLS port, usually 465)".into());
-        }
-        reader
-            .get_mut()
-            .write_all(b"STARTTLS\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        let (code, _) = read_reply(&mut reader).await?;
-        if code != 220 {
-            return Err(format!("STARTTLS refused with {code}"));
-        }
-        if !reader.buffer().is_empty() {
-            return Err("upstream sent data after its STARTTLS reply, before the handshake (possible STARTTLS injection)".into());
-        }
-        reader.into_inner()
+    let settings = UpstreamSettings {
+        host: probe.host.clone(),
+        port: probe.port,
+        mode: if probe.implicit_tls {
+            crate::config::UpstreamTls::Implicit
+        } else {
+            crate::config::UpstreamTls::Starttls
+        },
+        server_name,
+        tls,
+        credentials: None,
+        helo: "sealgate-doctor.invalid".into(),
+        timeout: UPSTREAM_TIMEOUT,
     };
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tls = connector.connect(server_name, tcp).await.map_err(|e| {
-        format!("TLS handshake failed: {e} (trusting {trust}; fix: set upstream.ca_file to the CA that issued the upstream's certificate, or correct upstream.host)")
+    let conn = Connection::open(&settings).await.map_err(|e| match e {
+        UpstreamError::NoStarttls(_) => "upstream does not offer STARTTLS; sealgate will not relay in plaintext (fix: enable STARTTLS upstream, or set tls = \"implicit\" with its TLS port, usually 465)".to_string(),
+        UpstreamError::Tls { why, .. } => format!("TLS handshake failed: {why} (trusting {trust}; fix: set upstream.ca_file to the CA that issued the upstream's certificate, or correct upstream.host)"),
+        UpstreamError::Connect { source, .. } => format!("cannot connect: {source} (fix: check upstream.host and upstream.port)"),
+        other => other.to_string(),
     })?;
-    let (_, conn) = tls.get_ref();
-    let version = match conn.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3".to_string(),
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2".to_string(),
-        Some(v) => format!("{v:?}"),
-        None => "unknown TLS version".to_string(),
+    let version = match conn.tls_version.as_str() {
+        "TLSv1_3" => "TLS 1.3".to_string(),
+        "TLSv1_2" => "TLS 1.2".to_string(),
+        other => other.to_string(),
     };
-    let suite = conn
-        .negotiated_cipher_suite()
-        .map(|s| format!("{:?}", s.suite()))
-        .unwrap_or_default();
-    let chain = conn.peer_certificates().unwrap_or_default();
+    let suite = conn.cipher.clone();
+    let chain = conn.peer_certificates();
+    conn.quit().await;
     let Some(leaf) = chain.first() else {
         return Err("no certificate presented".into());
     };

@@ -599,6 +599,17 @@ impl Connection {
         Ok(r)
     }
 
+    /// The certificate chain the upstream presented (already verified), leaf first.
+    pub fn peer_certificates(&self) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+        self.stream
+            .get_ref()
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
     /// Sends QUIT and closes; errors are irrelevant at this point.
     pub async fn quit(mut self) {
         let _ = command(&mut self.stream, "QUIT", Duration::from_secs(5)).await;

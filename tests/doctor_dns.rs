@@ -287,11 +287,20 @@ async fn start_upstream(cert: Option<(X509, PKey<Private>, X509)>, offer_starttl
                             .await
                             .unwrap();
                         if let Some(acceptor) = acceptor {
-                            if let Ok(mut tls) = acceptor.accept(reader.into_inner()).await {
-                                let _ = tls.write_all(b"220 upstream.test ESMTP\r\n").await;
-                                let mut sink = Vec::new();
-                                let _ =
-                                    tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut sink).await;
+                            if let Ok(tls) = acceptor.accept(reader.into_inner()).await {
+                                // RFC 3207: no new greeting; answer commands until QUIT.
+                                let mut tls = tokio::io::BufReader::new(tls);
+                                let mut cmd = String::new();
+                                while tls.read_line(&mut cmd).await.unwrap_or(0) > 0 {
+                                    let reply: &[u8] =
+                                        if cmd.to_ascii_uppercase().starts_with("QUIT") {
+                                            b"221 bye\r\n"
+                                        } else {
+                                            b"250 upstream.test\r\n"
+                                        };
+                                    let _ = tls.get_mut().write_all(reply).await;
+                                    cmd.clear();
+                                }
                             }
                         }
                         return;
