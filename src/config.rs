@@ -344,14 +344,18 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
-    Some(match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
+    if unit.trim() == "ms" {
+        return Some(Duration::from_millis(n));
+    }
+    let unit_secs: u64 = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
         _ => return None,
-    })
+    };
+    n.checked_mul(unit_secs).map(Duration::from_secs)
 }
 
 #[derive(Deserialize)]
@@ -376,7 +380,7 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).ok_or_else(|| {
         serde::de::Error::custom(format!(
-            "invalid duration {s:?}: use a number with a unit: ms, s, m, h or d (e.g. \"5d\")"
+            "invalid duration {s:?}: use a number with a unit: ms, s, m, h, d or w (e.g. \"5d\")"
         ))
     })
 }
@@ -663,5 +667,7 @@ mod tests {
         assert_eq!(parse_duration("5d"), Some(Duration::from_secs(432000)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("2w"), Some(Duration::from_secs(1_209_600)));
+        assert_eq!(parse_duration("99999999999999999d"), None);
     }
 }

@@ -563,30 +563,15 @@ fn check_dns_label_text(text: &str) -> Result<(), String> {
 /// Parses `"90s"`, `"30m"`, `"12h"`, `"7d"`, `"2w"`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like \"7d\""))?;
-    let unit_secs = match unit.trim() {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => {
-            return Err(format!(
-                "{text:?}: unit must be s, m, h, d or w (e.g. \"7d\")"
-            ))
-        }
-    };
-    number
-        .checked_mul(unit_secs)
-        .filter(|secs| *secs > 0)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is out of range"))
+    // Stricter than the config's general parser: a unit is required, and zero means nothing.
+    if text.is_empty() || text.ends_with(|c: char| c.is_ascii_digit()) || text.ends_with("ms") {
+        return Err(format!("{text:?}: unit must be s, m, h, d or w (e.g. \"7d\")"));
+    }
+    match crate::config::parse_duration(text) {
+        Some(d) if !d.is_zero() => Ok(d),
+        Some(_) => Err(format!("{text:?} is out of range")),
+        None => Err(format!("{text:?} is not a duration like \"7d\"")),
+    }
 }
 
 /// The domain of the header `From`, if every address in every `From` field shares it.
