@@ -205,8 +205,8 @@ pub fn queue_show(config: &Path, id: &str) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    match (spool.entry(id), spool.message(id)) {
-        (Ok(e), Ok(m)) => {
+    match spool.load(id) {
+        Ok((e, m)) => {
             println!("id:        {}", e.envelope.id);
             println!("from:      <{}>", e.envelope.from);
             println!("to:        {}", e.envelope.rcpts.join(", "));
@@ -242,7 +242,7 @@ pub fn queue_show(config: &Path, id: &str) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        (Err(e), _) | (_, Err(e)) => {
+        Err(e) => {
             eprintln!("sealgate: {e}");
             ExitCode::from(PROBLEMS)
         }

@@ -258,8 +258,8 @@ impl Relay {
     /// Reads an entry and its message for delivery (blocking file I/O); `None` when there
     /// is nothing to do now (gone, held, damaged and quarantined, or unreadable: retried).
     fn load_for_delivery(&self, id: &str) -> Option<(SpoolEntry, Vec<u8>)> {
-        let entry = match self.spool.entry(id) {
-            Ok(e) => e,
+        let (entry, message) = match self.spool.load(id) {
+            Ok(x) => x,
             Err(SpoolError::NotFound(_)) => return None,
             Err(SpoolError::Corrupt { why, .. }) => {
                 tracing::error!("spool entry {id} is damaged: {why}; moved to corrupt/");
@@ -277,14 +277,6 @@ impl Relay {
         if entry.state.held {
             return None;
         }
-        let message = match self.spool.message(id) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!("cannot read spool entry {id}: {e}; retrying in a minute");
-                self.schedule(id, now_ms() + 60_000);
-                return None;
-            }
-        };
         if entry.pending().is_empty() {
             let _ = self.spool.remove(id);
             return None;

@@ -293,12 +293,33 @@ impl Spool {
         })
     }
 
+    /// Reads an entry and its message with one read of the file.
+    pub fn load(&self, id: &str) -> Result<(SpoolEntry, Vec<u8>), SpoolError> {
+        if !valid_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let path = self.msg_path(id);
+        let mut data = match fs::read(&path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let (envelope, off) = parse_header(id, &data)?;
+        data.drain(..off);
+        let state = self.read_state(id)?;
+        let entry = SpoolEntry {
+            envelope,
+            state,
+            size: data.len() as u64,
+        };
+        Ok((entry, data))
+    }
+
     /// Reads the message bytes of an entry.
     pub fn message(&self, id: &str) -> Result<Vec<u8>, SpoolError> {
-        let path = self.msg_path(id);
-        let data = fs::read(&path).map_err(io_err(&path))?;
-        let (_, off) = parse_header(id, &data)?;
-        Ok(data[off..].to_vec())
+        self.load(id).map(|(_, m)| m)
     }
 
     fn read_state(&self, id: &str) -> Result<DeliveryState, SpoolError> {

@@ -565,7 +565,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     // Stricter than the config's general parser: a unit is required, and zero means nothing.
     if text.is_empty() || text.ends_with(|c: char| c.is_ascii_digit()) || text.ends_with("ms") {
-        return Err(format!("{text:?}: unit must be s, m, h, d or w (e.g. \"7d\")"));
+        return Err(format!(
+            "{text:?}: unit must be s, m, h, d or w (e.g. \"7d\")"
+        ));
     }
     match crate::config::parse_duration(text) {
         Some(d) if !d.is_zero() => Ok(d),
