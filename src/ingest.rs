@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::audit::{rfc5322_date, Audit};
 use crate::metrics::Metrics;
+use crate::policy::glob_match;
 use crate::relay::Relay;
 use crate::reply::{named, Reply};
 use crate::runtime::Runtime;
@@ -39,34 +40,6 @@ pub struct Ingest {
     pub relay: Arc<Relay>,
     pub audit: Arc<Audit>,
     pub metrics: Arc<Metrics>,
-}
-
-/// Glob match with `*` and `?`, ASCII case-insensitive (addresses).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.to_lowercase().chars().collect();
-    let t: Vec<char> = text.to_lowercase().chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
 }
 
 /// Verifies AUTH credentials against the `[[client]]` argon2 hashes.

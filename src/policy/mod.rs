@@ -68,6 +68,7 @@ pub use explain::{
     Approval, ApprovalOutcome, AttachmentSummary, Evidence, Explanation, MessageSummary,
     RecipientExplanation, RuleMatch,
 };
+pub use glob::glob_match;
 
 use crate::verdict::{Actions, NoCertFallback, RecipientVerdict, RuleRef};
 use content::MessageView;

@@ -26,6 +26,8 @@ use openssl::pkey::{Id, PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::X509;
 use serde::Deserialize;
+
+use crate::policy::glob_match;
 use sha2::Digest;
 
 use super::certstore::{self, CertStore, Purpose, StoreError};
@@ -1313,12 +1315,6 @@ pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
     };
     drop(tree);
     changed.unwrap_or(entity)
-}
-
-/// Case-insensitive glob with `*` (any run) and `?` (one character), as for
-/// `allowed_senders`: one matcher for every sender glob in the configuration.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    crate::ingest::glob_match(pattern, text)
 }
 
 /// RSA-OAEP key transport, which `CMS_encrypt` cannot select: the EnvelopedData is
