@@ -57,14 +57,6 @@ impl Audit {
         Ok(())
     }
 
-    /// An audit sink that only logs (tests, `explain`).
-    pub fn disabled() -> Audit {
-        Audit {
-            file: None,
-            path: None,
-        }
-    }
-
     /// Appends one record `{"ts":..., "event": event, ...fields}`.
     pub fn record(&self, event: &str, fields: Value) {
         let mut obj = Map::new();

@@ -24,8 +24,6 @@ pub struct CaptureOptions {
     pub rcpt_reply: Option<String>,
     /// Reply at end of DATA; `None` accepts with 250.
     pub data_reply: Option<String>,
-    /// Required AUTH credentials (PLAIN); `None` accepts without AUTH.
-    pub auth: Option<(String, String)>,
 }
 
 /// Runs the capture server on `listener` with `acceptor` until the task is dropped.
@@ -117,7 +115,6 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut from = String::new();
     let mut rcpts: Vec<String> = Vec::new();
-    let mut authed = opts.auth.is_none();
     loop {
         let mut line = String::new();
         if s.read_line(&mut line).await? == 0 {
@@ -128,39 +125,18 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         if up.starts_with("EHLO") || up.starts_with("HELO") {
             write(s.get_mut(), "250-capture.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-SIZE 104857600\r\n250 AUTH PLAIN LOGIN").await?;
         } else if up.starts_with("AUTH PLAIN ") {
+            // A capture sink: any well-formed PLAIN response is accepted.
             use base64::Engine;
             let ok = base64::engine::general_purpose::STANDARD
                 .decode(trimmed[11..].trim())
-                .ok()
-                .and_then(|d| {
-                    let parts: Vec<&[u8]> = d.split(|&b| b == 0).collect();
-                    (parts.len() == 3).then(|| {
-                        (
-                            String::from_utf8_lossy(parts[1]).into_owned(),
-                            String::from_utf8_lossy(parts[2]).into_owned(),
-                        )
-                    })
-                })
-                .is_some_and(|(u, p)| {
-                    opts.auth
-                        .as_ref()
-                        .is_none_or(|(eu, ep)| *eu == u && *ep == p)
-                });
-            authed = ok;
-            write(
-                s.get_mut(),
-                if ok {
-                    "235 2.7.0 ok"
-                } else {
-                    "535 5.7.8 bad credentials"
-                },
-            )
-            .await?;
+                .is_ok_and(|d| d.split(|&b| b == 0).count() == 3);
+            let reply = if ok {
+                "235 2.7.0 ok"
+            } else {
+                "535 5.7.8 bad credentials"
+            };
+            write(s.get_mut(), reply).await?;
         } else if up.starts_with("MAIL FROM:") {
-            if !authed {
-                write(s.get_mut(), "530 5.7.0 authentication required").await?;
-                continue;
-            }
             from = addr(&trimmed[10..]);
             rcpts.clear();
             write(s.get_mut(), "250 2.1.0 ok").await?;

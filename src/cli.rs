@@ -544,7 +544,6 @@ pub fn capture(
                 offer_starttls,
                 rcpt_reply,
                 data_reply,
-                auth: None,
             },
         )
         .await;

@@ -194,7 +194,6 @@ pub async fn run(dir: &Path, port: u16, once: bool) -> anyhow::Result<()> {
             offer_starttls: true,
             rcpt_reply: None,
             data_reply: None,
-            auth: None,
         },
     ));
     let running = crate::server::start(&config)

@@ -179,12 +179,6 @@ impl Relay {
         );
     }
 
-    /// Entries scheduled or being delivered.
-    pub fn backlog(&self) -> usize {
-        let s = self.lock();
-        s.when.len() + s.active.len()
-    }
-
     /// Starts `workers` delivery tasks; they stop when `shutdown` turns true.
     pub fn start(
         self: &Arc<Self>,
