@@ -220,10 +220,9 @@ impl Input {
     }
     /// Reads more; `Ok(0)` at EOF.
     async fn fill(&mut self, s: &mut Stream) -> std::io::Result<usize> {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = s.read(&mut chunk).await?;
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(n)
+        // Read straight into the buffer's spare capacity: no intermediate copy.
+        self.buf.reserve(16 * 1024);
+        s.read_buf(&mut self.buf).await
     }
 }
 
