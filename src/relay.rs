@@ -430,6 +430,11 @@ impl Relay {
         let backoff = backoff(settings.retry_base, settings.retry_max, state.attempts);
         state.next_attempt = spool::now() + backoff.as_secs().max(1);
         state.last_error = deferred.first().map(|(_, w)| w.clone());
+        // Persist the state before the audit record: whoever reads "deferred" in the
+        // audit log and then asks `queue list` must see the same reason.
+        if let Err(e) = self.spool.set_state(&env.id, &state) {
+            tracing::error!("cannot record delivery state of {}: {e}", env.id);
+        }
         self.metrics
             .deferred
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -443,9 +448,6 @@ impl Relay {
                 "tls_version": tls_version, "cipher": cipher,
             }),
         );
-        if let Err(e) = self.spool.set_state(&env.id, &state) {
-            tracing::error!("cannot record delivery state of {}: {e}", env.id);
-        }
         self.schedule(&env.id, now_ms() + backoff.as_millis() as u64);
     }
 
@@ -464,7 +466,7 @@ impl Relay {
         if env.from.is_empty() || env.kind == EntryKind::Dsn {
             self.audit.record(
                 "bounced",
-                json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version, "policy_version": env.policy_version,
+                json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
                        "rcpts": rcpts, "reasons": reasons, "dsn": null,
                        "note": "null sender: no DSN is sent"}),
             );
@@ -496,7 +498,7 @@ impl Relay {
         }
         self.audit.record(
             "bounced",
-            json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version, "policy_version": env.policy_version,
+            json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
                    "rcpts": rcpts, "reasons": reasons, "dsn": dsn_id}),
         );
     }
