@@ -13,6 +13,7 @@ use super::glob::Glob;
 use super::patterns::{check_syntax, PatternBank, PatternOrigin};
 use super::recipients::{parse_entry, AddressList, EntrySource, NormalAddress};
 use super::rules::{Banks, BodyPattern, HeaderEntry, Rule, RuleActions};
+use crate::config::parse_size;
 use crate::verdict::{NoCertFallback, RuleRef};
 use std::collections::HashMap;
 use toml::de::{DeTable, DeValue};
@@ -742,33 +743,6 @@ enum Bank {
     Header,
 }
 
-/// Parses "10MiB", "500 KB", "1024": binary units KiB/MiB/GiB, decimal KB/MB/GB, B or none for bytes.
-pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = unit.trim();
-    let n: u64 = num.parse().map_err(|_| {
-        format!("\"{s}\" is not a size: write a whole number and a unit, like \"10MiB\"")
-    })?;
-    let mult: u64 = match unit {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "\"{s}\": unknown unit \"{other}\"; use B, KiB, MiB, GiB (powers of 1024) or KB, MB, GB (powers of 1000)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("\"{s}\" is too large"))
-}
-
 /// The closest candidate within a small edit distance (also catching `-` vs `_`).
 fn suggest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
     let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
@@ -798,17 +772,6 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10MiB"), Ok(10 << 20));
-        assert_eq!(parse_size("10 MB"), Ok(10_000_000));
-        assert_eq!(parse_size("512"), Ok(512));
-        assert!(parse_size("10 megs").is_err());
-        assert!(parse_size("1.5MiB").is_err());
-        assert!(parse_size("").is_err());
-        assert!(parse_size("99999999999999GiB").is_err());
-    }
 
     #[test]
     fn suggestions() {

@@ -74,27 +74,14 @@ pub enum TransformError {
 }
 
 impl TransformError {
-    /// True when retrying cannot help (configuration, missing signer or certificate);
-    /// false for failures that may pass later, such as a failed self-check
-    /// (the session answers `451 4.7.0`).
+    /// True when retrying cannot help (configuration, missing signer or certificate):
+    /// the session refuses with `550 5.7.1` naming the error. False for failures that
+    /// may pass later, such as a failed self-check: the session answers `451 4.7.0`.
     pub fn is_permanent(&self) -> bool {
         match self {
             TransformError::SmimeNotConfigured | TransformError::NoCertificate(_) => true,
             TransformError::Smime(e) => e.is_permanent(),
             TransformError::Attachments(_) | TransformError::PasswordMessage(_) => false,
-        }
-    }
-
-    /// The SMTP reply code and enhanced status code for this error; temporary errors
-    /// are always 4xx/4.x.x and permanent ones 5xx/5.x.x.
-    pub fn reply_code(&self) -> (u16, &'static str) {
-        if !self.is_permanent() {
-            return (451, "4.7.0");
-        }
-        match self {
-            TransformError::NoCertificate(_)
-            | TransformError::Smime(SmimeError::NoCertificate(_)) => (550, "5.7.1"),
-            _ => (554, "5.7.0"),
         }
     }
 }
@@ -336,7 +323,6 @@ mod tests {
     fn self_check_failures_are_temporary() {
         let e = TransformError::Smime(SmimeError::SelfCheck("x".into()));
         assert!(!e.is_permanent());
-        assert_eq!(e.reply_code(), (451, "4.7.0"));
-        assert_eq!(TransformError::SmimeNotConfigured.reply_code().0, 554);
+        assert!(TransformError::SmimeNotConfigured.is_permanent());
     }
 }
