@@ -28,6 +28,9 @@ pub fn init_logging() {
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // The message pipeline (MIME parsing, policy, S/MIME) runs on these threads:
+        // give them the main thread's stack, so `serve` and `explain` have the same room.
+        .thread_stack_size(8 << 20)
         .build()
 }
 

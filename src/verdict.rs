@@ -53,9 +53,24 @@ pub struct RuleRef {
     pub rule: String,
 }
 
+impl RuleRef {
+    /// The `file` of a limit that sealgate itself enforces, whatever the policy says.
+    pub const BUILT_IN: &'static str = "(built-in)";
+
+    /// A decision made by one of sealgate's own limits rather than a policy file.
+    pub fn built_in(rule: &str) -> RuleRef {
+        RuleRef {
+            file: Self::BUILT_IN.into(),
+            rule: rule.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for RuleRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.rule == "[recipients]" {
+        if self.file == Self::BUILT_IN {
+            write!(f, "sealgate's built-in {}", self.rule)
+        } else if self.rule == "[recipients]" {
             write!(f, "{}", self.file)
         } else {
             write!(f, "rule \"{}\" in {}", self.rule, self.file)

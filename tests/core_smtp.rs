@@ -380,3 +380,91 @@ fn survives_300_sessions_of_random_bytes() {
     assert_relayed_unchanged(&msg, &m.bytes, "after the noise");
     assert!(env.serve_running());
 }
+
+/// A message whose attached messages nest `levels` deep, plain or with the innermost
+/// levels inside a base64 `message/rfc822` part (which mail-parser decodes).
+fn nested_message(levels: usize, base64_inside: bool) -> Vec<u8> {
+    let head = "From: app@example.com\r\nTo: user@example.net\r\nSubject: nested\r\n\
+                MIME-Version: 1.0\r\n";
+    let inner = format!(
+        "{}Content-Type: text/plain\r\n\r\nthe innermost text\r\n",
+        "Content-Type: message/rfc822\r\n\r\n".repeat(levels)
+    );
+    if !base64_inside {
+        return format!("{head}{inner}").into_bytes();
+    }
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(inner);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "{head}Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+         Content-Type: text/plain\r\n\r\nsee attached\r\n--b\r\n\
+         Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+        lines.join("\r\n")
+    )
+    .into_bytes()
+}
+
+/// A multipart nested `levels` deep.
+fn nested_multipart(levels: usize) -> Vec<u8> {
+    let mut m = String::from(
+        "From: app@example.com\r\nTo: user@example.net\r\nSubject: nested\r\nMIME-Version: 1.0\r\n",
+    );
+    for i in 0..levels {
+        m += &format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\n");
+    }
+    m += "Content-Type: text/plain\r\n\r\nthe innermost text\r\n";
+    for i in (0..levels).rev() {
+        m += &format!("--b{i}--\r\n");
+    }
+    m.into_bytes()
+}
+
+/// MIME nested deeper than sealgate inspects is refused with a reply that says so, and
+/// the server lives on: tens of thousands of levels once overflowed a worker's stack
+/// (mail-parser builds and drops such a tree recursively). A message within the limit
+/// goes out unchanged.
+#[test]
+fn deeply_nested_mime_is_refused_without_crashing() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    let up = env.start_good_capture();
+    env.start_serve();
+
+    for (what, msg) in [
+        ("20,000 attached messages", nested_message(20_000, false)),
+        ("200,000 attached messages", nested_message(200_000, false)),
+        ("50,000 inside base64", nested_message(50_000, true)),
+        ("30,000 multiparts", nested_multipart(30_000)),
+        ("33 attached messages", nested_message(33, false)),
+    ] {
+        let r = send(env.port, "app@example.com", &["user@example.net"], &msg);
+        assert!(
+            r.starts_with("550 5.7.1") && r.contains("MIME nesting limit"),
+            "{what}: {r}"
+        );
+    }
+    let fine = nested_message(20, false);
+    let id = queue_id(&send(
+        env.port,
+        "app@example.com",
+        &["user@example.net"],
+        &fine,
+    ));
+    let got = env.wait_for_messages(&up, 1);
+    assert_relayed_unchanged(&fine, &got[0].bytes, "a message nested 20 levels");
+    env.wait_for_event("relayed", |e| {
+        e["queue_id"].as_str().is_some_and(|q| q.starts_with(&id))
+    });
+    let refusals = env
+        .audit_events()
+        .into_iter()
+        .filter(|e| {
+            e["event"] == "rejected" && e["rules"]["detail"]["rule"] == "MIME nesting limit"
+        })
+        .count();
+    assert_eq!(refusals, 5, "each refusal audited");
+}

@@ -11,8 +11,10 @@
 
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
-/// Nesting depth of attached messages that is still looked into.
-const MAX_DEPTH: usize = 8;
+/// Nesting depth of attached messages that is still looked into: the same limit as the
+/// MIME tree of the transforms. A deeper message sets [`MessageView::too_deep`] and is
+/// refused, so nothing can hide below the limit.
+const MAX_DEPTH: usize = crate::transform::mime::MAX_DEPTH;
 
 /// Where a body text came from, for explain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +39,9 @@ pub(crate) struct MessageView {
     pub(crate) size: usize,
     /// False when mail-parser found no message structure at all.
     pub(crate) parsed: bool,
+    /// True when multiparts or attached messages nest deeper than [`MAX_DEPTH`]:
+    /// rules and transforms could not see all of the message, so it is refused.
+    pub(crate) too_deep: bool,
     /// Top-level Subject, decoded; empty when absent.
     pub(crate) subject: String,
     /// Top-level header fields: lower-case name and the values a pattern may match
@@ -59,17 +64,24 @@ impl MessageView {
     pub(crate) fn for_rules(raw: &[u8], parse: bool) -> MessageView {
         let mut view = MessageView {
             size: raw.len(),
+            too_deep: crate::transform::mime::nesting_exceeds_limit(raw),
             ..MessageView::default()
         };
-        if !parse {
+        // A message that nests too deep is refused whole; it is never handed to
+        // mail-parser, whose recursive copies of a deep tree could overflow the stack.
+        if !parse || view.too_deep {
             return view;
         }
         match MessageParser::default().parse(raw) {
             Some(msg) if !msg.parts.is_empty() => {
                 view.parsed = true;
+                // A backstop: should mail-parser find deeper nesting than the
+                // structural check did, the message is still refused.
+                view.too_deep |= message_depth(&msg) > MAX_DEPTH;
                 view.subject = msg.subject().unwrap_or_default().to_owned();
                 view.headers = top_headers(&msg);
                 view.walk(&msg, 0, "");
+                dismantle(msg);
             }
             _ => {
                 view.texts.push((
@@ -156,6 +168,37 @@ impl MessageView {
     }
 }
 
+/// How deep attached messages nest in mail-parser's tree (0: none), without recursion.
+fn message_depth(msg: &Message<'_>) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(msg, 0usize)];
+    while let Some((m, depth)) = stack.pop() {
+        deepest = deepest.max(depth);
+        for part in &m.parts {
+            if let PartType::Message(inner) = &part.body {
+                stack.push((inner, depth + 1));
+            }
+        }
+    }
+    deepest
+}
+
+/// Drops a parsed message one level at a time. mail-parser's tree owns each attached
+/// message inside its parent, so the compiler's drop recurses once per level: a message
+/// nested a few thousand levels deep would overflow a worker thread's stack.
+fn dismantle(msg: Message<'_>) {
+    let mut stack = vec![msg];
+    while let Some(mut m) = stack.pop() {
+        for part in &mut m.parts {
+            if matches!(part.body, PartType::Message(_)) {
+                if let PartType::Message(inner) = std::mem::take(&mut part.body) {
+                    stack.push(inner);
+                }
+            }
+        }
+    }
+}
+
 /// The top-level header fields with raw (unfolded) and decoded values.
 fn top_headers(msg: &Message<'_>) -> Vec<(String, Vec<String>)> {
     let Some(root) = msg.parts.first() else {
@@ -203,6 +246,52 @@ fn unfold(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_flagged_without_a_deep_stack() {
+        // 256 KiB of stack: far less than a worker thread has. mail-parser would build
+        // (and drop) a tree 100,000 levels deep from this, recursively.
+        let deep = format!(
+            "Subject: top\r\n{}Content-Type: text/plain\r\n\r\n4111 1111 1111 1111\r\n",
+            "Content-Type: message/rfc822\r\n\r\n".repeat(100_000)
+        );
+        let flagged = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || MessageView::new(deep.as_bytes()).too_deep)
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(flagged);
+        // Within the limit: looked into all the way down.
+        let ok = format!(
+            "Subject: top\r\n{}Content-Type: text/plain\r\n\r\nsecret inner text\r\n",
+            "Content-Type: message/rfc822\r\n\r\n".repeat(MAX_DEPTH)
+        );
+        let view = MessageView::new(ok.as_bytes());
+        assert!(!view.too_deep);
+        assert!(view
+            .texts
+            .iter()
+            .any(|(_, t)| t.contains("secret inner text")));
+    }
+
+    #[test]
+    fn dismantle_frees_a_deep_tree_without_recursion() {
+        let deep = format!(
+            "Subject: top\r\n{}Content-Type: text/plain\r\n\r\nx\r\n",
+            "Content-Type: message/rfc822\r\n\r\n".repeat(5_000)
+        );
+        let msg = MessageParser::default().parse(deep.as_bytes()).unwrap();
+        assert_eq!(message_depth(&msg), 5_000);
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .stack_size(128 << 10)
+                .spawn_scoped(scope, move || dismantle(msg))
+                .unwrap()
+                .join()
+                .unwrap();
+        });
+    }
 
     const MSG: &[u8] = b"From: a@example.com\r\nTo: b@bank.example\r\nSubject: =?utf-8?q?Gehalt_M=C3=A4rz?=\r\nX-Mailer: Billing\r\n 3000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<p>Card 4111 1111=20\r\n1111 1111</p>\r\n--XX\r\nContent-Type: application/x-msdownload; name=\"setup.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--XX\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\n\r\nsecret inner text\r\n--XX--\r\n";
 

@@ -548,6 +548,14 @@ impl PolicySet {
                         reason: r.reason,
                         by: r.by,
                     },
+                    None if view.too_deep => RecipientVerdict::Reject {
+                        reason: format!(
+                            "MIME parts are nested more than {} levels deep, so rules could \
+                             not inspect all of the message",
+                            crate::transform::mime::MAX_DEPTH
+                        ),
+                        by: RuleRef::built_in("MIME nesting limit"),
+                    },
                     None => self.combine(matches.iter().map(|(ri, _)| *ri)),
                 };
                 let matched_rules = matches

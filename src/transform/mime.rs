@@ -64,9 +64,16 @@ pub struct PartInfo {
 }
 
 impl PartInfo {
-    fn from_header(header: &[u8]) -> PartInfo {
+    /// `in_digest`: the entity is a part of a `multipart/digest`, where the default
+    /// type is `message/rfc822` instead of `text/plain` (RFC 2046 §5.1.5).
+    fn from_header(header: &[u8], in_digest: bool) -> PartInfo {
+        let default_type = if in_digest {
+            "message/rfc822"
+        } else {
+            "text/plain"
+        };
         let mut info = PartInfo {
-            content_type: "text/plain".into(),
+            content_type: default_type.into(),
             transfer_encoding: "7bit".into(),
             ..PartInfo::default()
         };
@@ -98,29 +105,86 @@ impl PartInfo {
     pub fn is_multipart(&self) -> bool {
         self.content_type.starts_with("multipart/")
     }
+
+    /// True for an attached message: `message/rfc822` or `message/global`.
+    pub fn is_message(&self) -> bool {
+        self.content_type == "message/rfc822" || self.content_type == "message/global"
+    }
+
+    /// True for base64 or quoted-printable, the encodings that hide structure.
+    fn is_encoded(&self) -> bool {
+        matches!(
+            self.transfer_encoding.as_str(),
+            "base64" | "quoted-printable"
+        )
+    }
 }
 
 /// Parses `raw` as an entity (a whole message at depth 0).
 pub fn parse(raw: &[u8]) -> Entity<'_> {
-    parse_at(raw, 0)
+    parse_at(raw, 0, false)
 }
 
-fn parse_at(raw: &[u8], depth: usize) -> Entity<'_> {
+/// How many levels of base64 or quoted-printable attached messages are decoded and
+/// looked into, as mail-parser does (its `MAX_NESTED_ENCODED`).
+const ENCODED_LEVELS: usize = 3;
+
+/// True when the MIME structure of `raw` (multiparts and attached messages together,
+/// including attached messages in base64 or quoted-printable, which mail-parser decodes)
+/// nests deeper than [`MAX_DEPTH`]: content rules and attachment actions could not see
+/// all of such a message, and mail-parser's recursive drop of a deep tree could overflow
+/// a thread's stack. Like Postfix past `mime_nesting_limit`, sealgate refuses it.
+/// Walks each tree without recursion; decoding recurses at most [`ENCODED_LEVELS`] deep.
+pub fn nesting_exceeds_limit(raw: &[u8]) -> bool {
+    exceeds_from(raw, 0, ENCODED_LEVELS)
+}
+
+fn exceeds_from(raw: &[u8], depth0: usize, encoded_left: usize) -> bool {
+    let canon = canonical_crlf(raw);
+    let root = parse_at(&canon, depth0, false);
+    let mut stack = vec![(&root, depth0)];
+    while let Some((e, depth)) = stack.pop() {
+        match &e.kind {
+            Kind::Multipart { parts, .. } => {
+                stack.extend(parts.iter().map(|(_, p)| (p, depth + 1)));
+            }
+            Kind::Message(inner) => stack.push((inner, depth + 1)),
+            Kind::Leaf if depth >= MAX_DEPTH => {
+                let nests = (e.info.is_multipart()
+                    && e.info.boundary.as_deref().is_some_and(|b| !b.is_empty()))
+                    || e.info.is_message();
+                if nests {
+                    return true;
+                }
+            }
+            Kind::Leaf if e.info.is_message() && e.info.is_encoded() && encoded_left > 0 => {
+                let decoded = decode_body(e.body, &e.info.transfer_encoding);
+                if exceeds_from(&decoded, depth + 1, encoded_left - 1) {
+                    return true;
+                }
+            }
+            Kind::Leaf => {}
+        }
+    }
+    false
+}
+
+fn parse_at(raw: &[u8], depth: usize, in_digest: bool) -> Entity<'_> {
     let split = header_end(raw);
     let (header, body) = raw.split_at(split);
-    let info = PartInfo::from_header(header);
+    let info = PartInfo::from_header(header, in_digest);
     let kind = if depth >= MAX_DEPTH {
         Kind::Leaf
     } else if info.is_multipart() {
+        let digest = info.content_type == "multipart/digest";
         match info.boundary.as_deref() {
-            Some(b) if !b.is_empty() => split_multipart(body, b, depth).unwrap_or(Kind::Leaf),
+            Some(b) if !b.is_empty() => {
+                split_multipart(body, b, depth, digest).unwrap_or(Kind::Leaf)
+            }
             _ => Kind::Leaf,
         }
-    } else if (info.content_type == "message/rfc822" || info.content_type == "message/global")
-        && matches!(info.transfer_encoding.as_str(), "7bit" | "8bit" | "binary")
-        && !body.is_empty()
-    {
-        Kind::Message(Box::new(parse_at(body, depth + 1)))
+    } else if info.is_message() && !info.is_encoded() && !body.is_empty() {
+        Kind::Message(Box::new(parse_at(body, depth + 1, false)))
     } else {
         Kind::Leaf
     };
@@ -146,7 +210,12 @@ pub fn header_end(raw: &[u8]) -> usize {
 }
 
 /// Splits a multipart body at its delimiter lines; `None` when no delimiter is found.
-fn split_multipart<'a>(body: &'a [u8], boundary: &str, depth: usize) -> Option<Kind<'a>> {
+fn split_multipart<'a>(
+    body: &'a [u8],
+    boundary: &str,
+    depth: usize,
+    digest: bool,
+) -> Option<Kind<'a>> {
     let delim = [b"--", boundary.as_bytes()].concat();
     // (start of delimiter incl. preceding CRLF, start of following content, is closing)
     let mut marks: Vec<(usize, usize, bool)> = Vec::new();
@@ -188,7 +257,7 @@ fn split_multipart<'a>(body: &'a [u8], boundary: &str, depth: usize) -> Option<K
         }
         let end = marks.get(i + 1).map_or(body.len(), |m| m.0).max(content);
         let part_raw = body.get(content..end).unwrap_or(&[]);
-        parts.push((&body[start..content], parse_at(part_raw, depth + 1)));
+        parts.push((&body[start..content], parse_at(part_raw, depth + 1, digest)));
     }
     Some(Kind::Multipart {
         preamble,
@@ -814,6 +883,82 @@ fn rewrite_in<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `levels` attached messages, one inside the other.
+    fn nested(levels: usize) -> Vec<u8> {
+        format!(
+            "Subject: top\r\n{}Content-Type: text/plain\r\n\r\nhello\r\n",
+            "Content-Type: message/rfc822\r\n\r\n".repeat(levels)
+        )
+        .into_bytes()
+    }
+
+    /// A digest whose one member has no Content-Type (so is a message) and holds `inner`.
+    fn in_digest(inner: &[u8]) -> Vec<u8> {
+        let mut m = b"Content-Type: multipart/digest; boundary=d\r\n\r\n--d\r\n\r\n".to_vec();
+        m.extend_from_slice(inner);
+        m.extend_from_slice(b"\r\n--d--\r\n");
+        m
+    }
+
+    #[test]
+    fn nesting_limit_counts_messages_multiparts_digests_and_encoded_parts() {
+        // Top level is depth 0: MAX_DEPTH attached messages put the innermost text at
+        // depth MAX_DEPTH, which is still seen; one more is not.
+        assert!(!nesting_exceeds_limit(&nested(MAX_DEPTH)));
+        assert!(nesting_exceeds_limit(&nested(MAX_DEPTH + 1)));
+        assert!(nesting_exceeds_limit(&nested(100_000)));
+        // LF-only input (explain reads files) counts the same.
+        let lf = String::from_utf8(nested(MAX_DEPTH + 1))
+            .unwrap()
+            .replace("\r\n", "\n");
+        assert!(nesting_exceeds_limit(lf.as_bytes()));
+
+        // A digest member without Content-Type is a message/rfc822 (RFC 2046 5.1.5).
+        let digest = in_digest(&nested(MAX_DEPTH - 2));
+        assert!(
+            matches!(parse(&digest).kind, Kind::Multipart { ref parts, .. }
+            if matches!(parts[0].1.kind, Kind::Message(_)))
+        );
+        assert!(!nesting_exceeds_limit(&digest));
+        assert!(nesting_exceeds_limit(&in_digest(&nested(MAX_DEPTH))));
+
+        // Inside base64 or quoted-printable: decoded and counted.
+        let b64 = |inner: &[u8]| {
+            let mut m =
+                b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                    .to_vec();
+            m.extend(encode_base64_lines(inner));
+            m
+        };
+        assert!(!nesting_exceeds_limit(&b64(&nested(MAX_DEPTH - 1))));
+        assert!(nesting_exceeds_limit(&b64(&nested(MAX_DEPTH))));
+        assert!(nesting_exceeds_limit(&b64(&b64(&nested(MAX_DEPTH - 1)))));
+        let qp = [
+            b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+                .as_slice(),
+            &nested(MAX_DEPTH),
+        ]
+        .concat();
+        assert!(nesting_exceeds_limit(&qp));
+    }
+
+    #[test]
+    fn nesting_limit_passes_every_corpus_message() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
+        let mut seen = 0;
+        for dir in ["rfc", "malformed", "thirdparty"] {
+            for e in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "eml") {
+                    let raw = std::fs::read(&p).unwrap();
+                    assert!(!nesting_exceeds_limit(&raw), "{}", p.display());
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 50, "corpus missing: {seen}");
+    }
 
     fn concat_multipart(e: &Entity<'_>) -> Vec<u8> {
         match &e.kind {
