@@ -116,6 +116,19 @@ fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> Result<(), R
     Ok(())
 }
 
+/// Refuses a message beyond the MIME limits before any parser sees it (the policy
+/// would refuse it too, but the trace headers and the From check parse first).
+fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
+    let Some(h) = crate::transform::mime::hazard(message) else {
+        return Ok(());
+    };
+    let by = crate::verdict::RuleRef::built_in(crate::policy::MIME_LIMITS);
+    Err((
+        named::policy_reject(format!("message refused: {h} ({by})")),
+        json!({"rule": by.rule, "file": by.file}),
+    ))
+}
+
 /// What the pipeline produced for one message.
 struct Decided {
     /// The spool entries to store, each with its envelope.
@@ -352,6 +365,7 @@ impl Ingest {
                 self.spool.clone(),
             );
             tokio::task::spawn_blocking(move || {
+                refuse_hazard(&message)?;
                 let hostname = &rt.config.server.hostname;
                 let (message, message_id) =
                     add_trace_headers(&message, &info, hostname, &id, &tx.rcpts);

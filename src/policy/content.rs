@@ -9,10 +9,11 @@
 //! Invariant: building a view never panics, whatever the bytes; a message mail-parser
 //! cannot parse is seen as one text (its bytes, lossily decoded), so detectors still run.
 
+use crate::transform::mime::{self, Hazard};
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
 /// Nesting depth of attached messages that is still looked into: the same limit as the
-/// MIME tree of the transforms. A deeper message sets [`MessageView::too_deep`] and is
+/// MIME tree of the transforms. A deeper message sets [`MessageView::hazard`] and is
 /// refused, so nothing can hide below the limit.
 const MAX_DEPTH: usize = crate::transform::mime::MAX_DEPTH;
 
@@ -39,9 +40,9 @@ pub(crate) struct MessageView {
     pub(crate) size: usize,
     /// False when mail-parser found no message structure at all.
     pub(crate) parsed: bool,
-    /// True when multiparts or attached messages nest deeper than [`MAX_DEPTH`]:
-    /// rules and transforms could not see all of the message, so it is refused.
-    pub(crate) too_deep: bool,
+    /// Set when the message is beyond sealgate's MIME limits (see [`mime::hazard`]): rules
+    /// and transforms could not see all of it, or parsing it is unsafe, so it is refused.
+    pub(crate) hazard: Option<Hazard>,
     /// Top-level Subject, decoded; empty when absent.
     pub(crate) subject: String,
     /// Top-level header fields: lower-case name and the values a pattern may match
@@ -64,12 +65,12 @@ impl MessageView {
     pub(crate) fn for_rules(raw: &[u8], parse: bool) -> MessageView {
         let mut view = MessageView {
             size: raw.len(),
-            too_deep: crate::transform::mime::nesting_exceeds_limit(raw),
+            hazard: mime::hazard(raw),
             ..MessageView::default()
         };
-        // A message that nests too deep is refused whole; it is never handed to
+        // A message beyond the MIME limits is refused whole; it is never handed to
         // mail-parser, whose recursive copies of a deep tree could overflow the stack.
-        if !parse || view.too_deep {
+        if !parse || view.hazard.is_some() {
             return view;
         }
         match MessageParser::default().parse(raw) {
@@ -77,7 +78,9 @@ impl MessageView {
                 view.parsed = true;
                 // A backstop: should mail-parser find deeper nesting than the
                 // structural check did, the message is still refused.
-                view.too_deep |= message_depth(&msg) > MAX_DEPTH;
+                if message_depth(&msg) > MAX_DEPTH {
+                    view.hazard = Some(Hazard::TooDeep);
+                }
                 view.subject = msg.subject().unwrap_or_default().to_owned();
                 view.headers = top_headers(&msg);
                 view.walk(&msg, 0, "");
@@ -257,18 +260,18 @@ mod tests {
         );
         let flagged = std::thread::Builder::new()
             .stack_size(256 << 10)
-            .spawn(move || MessageView::new(deep.as_bytes()).too_deep)
+            .spawn(move || MessageView::new(deep.as_bytes()).hazard)
             .unwrap()
             .join()
             .unwrap();
-        assert!(flagged);
+        assert_eq!(flagged, Some(Hazard::TooDeep));
         // Within the limit: looked into all the way down.
         let ok = format!(
             "Subject: top\r\n{}Content-Type: text/plain\r\n\r\nsecret inner text\r\n",
             "Content-Type: message/rfc822\r\n\r\n".repeat(MAX_DEPTH)
         );
         let view = MessageView::new(ok.as_bytes());
-        assert!(!view.too_deep);
+        assert_eq!(view.hazard, None);
         assert!(view
             .texts
             .iter()

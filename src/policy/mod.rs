@@ -72,6 +72,10 @@ pub use glob::glob_match;
 
 use crate::verdict::{Actions, NoCertFallback, RecipientVerdict, RuleRef};
 use content::MessageView;
+
+/// The rule name in replies and audit records when [`crate::transform::mime::hazard`]
+/// refuses a message.
+pub const MIME_LIMITS: &str = "MIME limits";
 use recipients::{AddressList, NormalAddress};
 use rules::{Banks, Rule, Scan};
 use sha2::{Digest, Sha256};
@@ -548,13 +552,9 @@ impl PolicySet {
                         reason: r.reason,
                         by: r.by,
                     },
-                    None if view.too_deep => RecipientVerdict::Reject {
-                        reason: format!(
-                            "MIME parts are nested more than {} levels deep, so rules could \
-                             not inspect all of the message",
-                            crate::transform::mime::MAX_DEPTH
-                        ),
-                        by: RuleRef::built_in("MIME nesting limit"),
+                    None if view.hazard.is_some() => RecipientVerdict::Reject {
+                        reason: view.hazard.map(|h| h.to_string()).unwrap_or_default(),
+                        by: RuleRef::built_in(MIME_LIMITS),
                     },
                     None => self.combine(matches.iter().map(|(ri, _)| *ri)),
                 };

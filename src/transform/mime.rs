@@ -129,17 +129,56 @@ pub fn parse(raw: &[u8]) -> Entity<'_> {
 /// looked into, as mail-parser does (its `MAX_NESTED_ENCODED`).
 const ENCODED_LEVELS: usize = 3;
 
-/// True when the MIME structure of `raw` (multiparts and attached messages together,
-/// including attached messages in base64 or quoted-printable, which mail-parser decodes)
-/// nests deeper than [`MAX_DEPTH`]: content rules and attachment actions could not see
-/// all of such a message, and mail-parser's recursive drop of a deep tree could overflow
-/// a thread's stack. Like Postfix past `mime_nesting_limit`, sealgate refuses it.
-/// Walks each tree without recursion; decoding recurses at most [`ENCODED_LEVELS`] deep.
-pub fn nesting_exceeds_limit(raw: &[u8]) -> bool {
-    exceeds_from(raw, 0, ENCODED_LEVELS)
+/// Most RFC 2231 continuation segments (`name*0=`, `name*1=`...) one `Content-Type` or
+/// `Content-Disposition` field may have. Real file names need a handful; mail-parser
+/// merges them in quadratic time, so 100,000 of them would hold a thread for minutes.
+pub const MAX_CONTINUATIONS: usize = 100;
+
+/// Why a message is refused before anything parses it: its structure is beyond what
+/// sealgate can inspect, or beyond what its parsers handle safely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hazard {
+    /// Multiparts and attached messages nest deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// A content field has more than [`MAX_CONTINUATIONS`] RFC 2231 continuations.
+    TooManyContinuations,
 }
 
-fn exceeds_from(raw: &[u8], depth0: usize, encoded_left: usize) -> bool {
+impl std::fmt::Display for Hazard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hazard::TooDeep => write!(
+                f,
+                "MIME parts are nested more than {MAX_DEPTH} levels deep, so rules could not \
+                 inspect all of the message"
+            ),
+            Hazard::TooManyContinuations => write!(
+                f,
+                "a Content-Type or Content-Disposition field is split into more than \
+                 {MAX_CONTINUATIONS} RFC 2231 continuations"
+            ),
+        }
+    }
+}
+
+/// Checks `raw` before any MIME parser sees it. A message is refused whole (like Postfix
+/// past `mime_nesting_limit`) when
+/// - its multiparts and attached messages (including attached messages in base64 or
+///   quoted-printable, which mail-parser decodes) nest deeper than [`MAX_DEPTH`]: rules
+///   and attachment actions could not see all of it, and mail-parser's recursive copy
+///   and drop of a deep tree would overflow a thread's stack;
+/// - a `Content-Type` or `Content-Disposition` field, in any part, has more than
+///   [`MAX_CONTINUATIONS`] RFC 2231 continuations.
+///
+/// Walks each tree without recursion; decoding recurses at most [`ENCODED_LEVELS`] deep.
+pub fn hazard(raw: &[u8]) -> Option<Hazard> {
+    hazard_from(raw, 0, ENCODED_LEVELS)
+}
+
+fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard> {
+    if continuations_exceed_limit(raw) {
+        return Some(Hazard::TooManyContinuations);
+    }
     let canon = canonical_crlf(raw);
     let root = parse_at(&canon, depth0, false);
     let mut stack = vec![(&root, depth0)];
@@ -154,16 +193,40 @@ fn exceeds_from(raw: &[u8], depth0: usize, encoded_left: usize) -> bool {
                     && e.info.boundary.as_deref().is_some_and(|b| !b.is_empty()))
                     || e.info.is_message();
                 if nests {
-                    return true;
+                    return Some(Hazard::TooDeep);
                 }
             }
             Kind::Leaf if e.info.is_message() && e.info.is_encoded() && encoded_left > 0 => {
                 let decoded = decode_body(e.body, &e.info.transfer_encoding);
-                if exceeds_from(&decoded, depth + 1, encoded_left - 1) {
-                    return true;
+                if let Some(h) = hazard_from(&decoded, depth + 1, encoded_left - 1) {
+                    return Some(h);
                 }
             }
             Kind::Leaf => {}
+        }
+    }
+    None
+}
+
+/// True when one `Content-*` header field (with its folded lines), anywhere in `raw`,
+/// holds more than [`MAX_CONTINUATIONS`] `*<digit>` continuation marks. A byte scan: it
+/// runs before the header parsers that would take quadratic time over them.
+fn continuations_exceed_limit(raw: &[u8]) -> bool {
+    let mut in_content_field = false;
+    let mut marks = 0usize;
+    for line in raw.split(|&b| b == b'\n') {
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            in_content_field = line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"content-");
+            marks = 0;
+        }
+        if in_content_field {
+            marks += line
+                .windows(2)
+                .filter(|w| w[0] == b'*' && w[1].is_ascii_digit())
+                .count();
+            if marks > MAX_CONTINUATIONS {
+                return true;
+            }
         }
     }
     false
@@ -905,14 +968,14 @@ mod tests {
     fn nesting_limit_counts_messages_multiparts_digests_and_encoded_parts() {
         // Top level is depth 0: MAX_DEPTH attached messages put the innermost text at
         // depth MAX_DEPTH, which is still seen; one more is not.
-        assert!(!nesting_exceeds_limit(&nested(MAX_DEPTH)));
-        assert!(nesting_exceeds_limit(&nested(MAX_DEPTH + 1)));
-        assert!(nesting_exceeds_limit(&nested(100_000)));
+        assert_eq!(hazard(&nested(MAX_DEPTH)), None);
+        assert_eq!(hazard(&nested(MAX_DEPTH + 1)), Some(Hazard::TooDeep));
+        assert_eq!(hazard(&nested(100_000)), Some(Hazard::TooDeep));
         // LF-only input (explain reads files) counts the same.
         let lf = String::from_utf8(nested(MAX_DEPTH + 1))
             .unwrap()
             .replace("\r\n", "\n");
-        assert!(nesting_exceeds_limit(lf.as_bytes()));
+        assert_eq!(hazard(lf.as_bytes()), Some(Hazard::TooDeep));
 
         // A digest member without Content-Type is a message/rfc822 (RFC 2046 5.1.5).
         let digest = in_digest(&nested(MAX_DEPTH - 2));
@@ -920,8 +983,11 @@ mod tests {
             matches!(parse(&digest).kind, Kind::Multipart { ref parts, .. }
             if matches!(parts[0].1.kind, Kind::Message(_)))
         );
-        assert!(!nesting_exceeds_limit(&digest));
-        assert!(nesting_exceeds_limit(&in_digest(&nested(MAX_DEPTH))));
+        assert_eq!(hazard(&digest), None);
+        assert_eq!(
+            hazard(&in_digest(&nested(MAX_DEPTH))),
+            Some(Hazard::TooDeep)
+        );
 
         // Inside base64 or quoted-printable: decoded and counted.
         let b64 = |inner: &[u8]| {
@@ -931,20 +997,52 @@ mod tests {
             m.extend(encode_base64_lines(inner));
             m
         };
-        assert!(!nesting_exceeds_limit(&b64(&nested(MAX_DEPTH - 1))));
-        assert!(nesting_exceeds_limit(&b64(&nested(MAX_DEPTH))));
-        assert!(nesting_exceeds_limit(&b64(&b64(&nested(MAX_DEPTH - 1)))));
+        assert_eq!(hazard(&b64(&nested(MAX_DEPTH - 1))), None);
+        assert_eq!(hazard(&b64(&nested(MAX_DEPTH))), Some(Hazard::TooDeep));
+        assert_eq!(
+            hazard(&b64(&b64(&nested(MAX_DEPTH - 1)))),
+            Some(Hazard::TooDeep)
+        );
         let qp = [
             b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
                 .as_slice(),
             &nested(MAX_DEPTH),
         ]
         .concat();
-        assert!(nesting_exceeds_limit(&qp));
+        assert_eq!(hazard(&qp), Some(Hazard::TooDeep));
     }
 
     #[test]
-    fn nesting_limit_passes_every_corpus_message() {
+    fn continuation_limit_counts_per_content_field() {
+        let field = |n: usize| {
+            let params: Vec<String> = (0..n).map(|i| format!("name*{i}=\"p{i}\"")).collect();
+            format!(
+                "Subject: x\r\nContent-Type: text/plain;\r\n {}\r\n\r\nbody\r\n",
+                params.join(";\r\n ")
+            )
+        };
+        assert_eq!(hazard(field(MAX_CONTINUATIONS).as_bytes()), None);
+        assert_eq!(
+            hazard(field(MAX_CONTINUATIONS + 1).as_bytes()),
+            Some(Hazard::TooManyContinuations)
+        );
+        // The same marks outside a Content-* field, or spread over fields, are fine.
+        let body = format!("Subject: x\r\n\r\n{}\r\n", "a*1=b ".repeat(500));
+        assert_eq!(hazard(body.as_bytes()), None);
+        let spread = format!(
+            "Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n{}--b--\r\n",
+            "--b\r\nContent-Disposition: attachment; f*0=a; f*1=b\r\n\r\nx\r\n".repeat(200)
+        );
+        assert_eq!(hazard(spread.as_bytes()), None);
+        // Inside a base64 attached message too.
+        let mut enc =
+            b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+        enc.extend(encode_base64_lines(field(1000).as_bytes()));
+        assert_eq!(hazard(&enc), Some(Hazard::TooManyContinuations));
+    }
+
+    #[test]
+    fn mime_limits_pass_every_corpus_message() {
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
         let mut seen = 0;
         for dir in ["rfc", "malformed", "thirdparty"] {
@@ -952,7 +1050,7 @@ mod tests {
                 let p = e.unwrap().path();
                 if p.extension().is_some_and(|x| x == "eml") {
                     let raw = std::fs::read(&p).unwrap();
-                    assert!(!nesting_exceeds_limit(&raw), "{}", p.display());
+                    assert_eq!(hazard(&raw), None, "{}", p.display());
                     seen += 1;
                 }
             }
