@@ -214,19 +214,27 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
 fn continuations_exceed_limit(raw: &[u8]) -> bool {
     let mut in_content_field = false;
     let mut marks = 0usize;
-    for line in raw.split(|&b| b == b'\n') {
-        if !matches!(line.first(), Some(b' ' | b'\t')) {
-            in_content_field = line.len() >= 8 && line[..8].eq_ignore_ascii_case(b"content-");
-            marks = 0;
-        }
-        if in_content_field {
-            marks += line
-                .windows(2)
-                .filter(|w| w[0] == b'*' && w[1].is_ascii_digit())
-                .count();
-            if marks > MAX_CONTINUATIONS {
-                return true;
+    let starts = std::iter::once(0).chain(memchr::memchr_iter(b'\n', raw).map(|i| i + 1));
+    for start in starts {
+        let rest = &raw[start..];
+        match rest.first() {
+            Some(b' ' | b'\t') => {}
+            _ => {
+                in_content_field = rest.len() >= 8 && rest[..8].eq_ignore_ascii_case(b"content-");
+                marks = 0;
             }
+        }
+        if !in_content_field {
+            continue;
+        }
+        let line = &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())];
+        for star in memchr::memchr_iter(b'*', line) {
+            if line.get(star + 1).is_some_and(u8::is_ascii_digit) {
+                marks += 1;
+            }
+        }
+        if marks > MAX_CONTINUATIONS {
+            return true;
         }
     }
     false
@@ -280,32 +288,7 @@ fn split_multipart<'a>(
     digest: bool,
 ) -> Option<Kind<'a>> {
     let delim = [b"--", boundary.as_bytes()].concat();
-    // (start of delimiter incl. preceding CRLF, start of following content, is closing)
-    let mut marks: Vec<(usize, usize, bool)> = Vec::new();
-    let mut line_start = 0usize;
-    while line_start <= body.len() {
-        let line_end = find(&body[line_start..], b"\r\n").map(|p| line_start + p);
-        let line = &body[line_start..line_end.unwrap_or(body.len())];
-        if let Some(rest) = line.strip_prefix(delim.as_slice()) {
-            let closing = rest.starts_with(b"--");
-            if closing || rest.iter().all(|c| *c == b' ' || *c == b'\t') {
-                let start = if line_start >= 2 {
-                    line_start - 2
-                } else {
-                    line_start
-                };
-                let content = line_end.map_or(body.len(), |e| e + 2);
-                marks.push((start, content, closing));
-                if closing {
-                    break;
-                }
-            }
-        }
-        match line_end {
-            Some(e) => line_start = e + 2,
-            None => break,
-        }
-    }
+    let marks = delimiter_marks(body, &delim);
     let first = marks.first()?;
     if first.2 {
         return None;
@@ -327,6 +310,35 @@ fn split_multipart<'a>(
         parts,
         tail,
     })
+}
+
+/// The delimiter lines of a multipart body, in order, up to and including the closing
+/// one: (start of the delimiter including the CRLF before it, start of the content after
+/// its line, whether it is the closing delimiter).
+///
+/// Delimiter lines are found with a SIMD substring search rather than line by line; a
+/// match counts only at the start of a line (the body's start or after CRLF). A match
+/// cannot straddle a line start, as a boundary holds no CR or LF.
+fn delimiter_marks(body: &[u8], delim: &[u8]) -> Vec<(usize, usize, bool)> {
+    let mut marks = Vec::new();
+    for line_start in memchr::memmem::find_iter(body, delim) {
+        if line_start != 0 && !body[..line_start].ends_with(b"\r\n") {
+            continue;
+        }
+        let after = line_start + delim.len();
+        let line_end = memchr::memmem::find(&body[after..], b"\r\n").map(|p| after + p);
+        let rest = &body[after..line_end.unwrap_or(body.len())];
+        let closing = rest.starts_with(b"--");
+        if closing || rest.iter().all(|c| *c == b' ' || *c == b'\t') {
+            let start = line_start.saturating_sub(2);
+            let content = line_end.map_or(body.len(), |e| e + 2);
+            marks.push((start, content, closing));
+            if closing {
+                break;
+            }
+        }
+    }
+    marks
 }
 
 /// First position of `needle` in `hay`.
@@ -1010,6 +1022,57 @@ mod tests {
         ]
         .concat();
         assert_eq!(hazard(&qp), Some(Hazard::TooDeep));
+    }
+
+    /// The line-by-line scan `delimiter_marks` replaced, kept as its specification.
+    fn delimiter_marks_by_line(body: &[u8], delim: &[u8]) -> Vec<(usize, usize, bool)> {
+        let mut marks = Vec::new();
+        let mut line_start = 0usize;
+        while line_start <= body.len() {
+            let line_end = find(&body[line_start..], b"\r\n").map(|p| line_start + p);
+            let line = &body[line_start..line_end.unwrap_or(body.len())];
+            if let Some(rest) = line.strip_prefix(delim) {
+                let closing = rest.starts_with(b"--");
+                if closing || rest.iter().all(|c| *c == b' ' || *c == b'\t') {
+                    let start = line_start.saturating_sub(2);
+                    marks.push((start, line_end.map_or(body.len(), |e| e + 2), closing));
+                    if closing {
+                        break;
+                    }
+                }
+            }
+            match line_end {
+                Some(e) => line_start = e + 2,
+                None => break,
+            }
+        }
+        marks
+    }
+
+    #[test]
+    fn delimiter_search_matches_the_line_by_line_scan() {
+        let pieces: [&[u8]; 9] = [
+            b"--b", b"\r\n", b"--b--", b" ", b"x", b"\r", b"\n", b"-", b"b",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let mut body = Vec::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for k in 0..(seed % 24) {
+                body.extend_from_slice(pieces[((seed >> (k * 2 + 8)) % 9) as usize]);
+            }
+            for delim in [b"--b".as_slice(), b"---", b"--b-"] {
+                assert_eq!(
+                    delimiter_marks(&body, delim),
+                    delimiter_marks_by_line(&body, delim),
+                    "{:?} with {:?}",
+                    String::from_utf8_lossy(&body),
+                    String::from_utf8_lossy(delim)
+                );
+            }
+        }
     }
 
     #[test]
