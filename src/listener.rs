@@ -241,6 +241,19 @@ fn find_line(input: &Input) -> Option<Line> {
     }
 }
 
+/// Writes `bytes`, or fails with `TimedOut` when the client does not take them within
+/// `limit` (it stopped reading while its socket buffers are full).
+async fn send(stream: &mut Stream, bytes: &[u8], limit: Duration) -> std::io::Result<()> {
+    tokio::time::timeout(limit, stream.write_all(bytes))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read our replies within command_timeout",
+            )
+        })?
+}
+
 async fn handle(
     sock: TcpStream,
     peer: SocketAddr,
@@ -259,6 +272,9 @@ async fn handle(
         peer_is_loopback: peer.ip().is_loopback(),
     };
     let normalize = cfg.bare_line_endings == BareLineEndings::Normalize;
+    // A client that stops reading our replies would hold its connection slot forever:
+    // writes get the same limit as reads (RFC 5321 4.5.3.2 applies to both sides).
+    let write_limit = cfg.command_timeout;
     let hooks = RuntimeHooks {
         rt: &rt,
         ingest: &ingest,
@@ -297,7 +313,7 @@ async fn handle(
                     match session.line_too_long() {
                         Step::Close(r) => {
                             out.extend_from_slice(&r.to_wire());
-                            stream.write_all(&out).await?;
+                            send(&mut stream, &out, write_limit).await?;
                             return Ok(());
                         }
                         Step::Reply(r) | Step::StartTls(r) | Step::Data(r) => {
@@ -310,20 +326,20 @@ async fn handle(
             }
             None => {
                 if !out.is_empty() {
-                    stream.write_all(&out).await?;
+                    send(&mut stream, &out, write_limit).await?;
                     out.clear();
                 }
                 let timeout = rt.config.server.command_timeout;
                 let read = tokio::select! {
                     r = tokio::time::timeout(timeout, input.fill(&mut stream)) => r,
                     _ = shutdown.changed() => {
-                        stream.write_all(&named::shutting_down().to_wire()).await?;
+                        send(&mut stream, &named::shutting_down().to_wire(), write_limit).await?;
                         return Ok(());
                     }
                 };
                 match read {
                     Err(_) => {
-                        stream.write_all(&named::timeout().to_wire()).await?;
+                        send(&mut stream, &named::timeout().to_wire(), write_limit).await?;
                         return Ok(());
                     }
                     Ok(Ok(0)) => return Ok(()),
@@ -336,13 +352,13 @@ async fn handle(
             Step::Reply(r) => out.extend_from_slice(&r.to_wire()),
             Step::Close(r) => {
                 out.extend_from_slice(&r.to_wire());
-                stream.write_all(&out).await?;
-                let _ = stream.shutdown().await;
+                send(&mut stream, &out, write_limit).await?;
+                let _ = tokio::time::timeout(write_limit, stream.shutdown()).await;
                 return Ok(());
             }
             Step::StartTls(r) => {
                 out.extend_from_slice(&r.to_wire());
-                stream.write_all(&out).await?;
+                send(&mut stream, &out, write_limit).await?;
                 out.clear();
                 // Anything pipelined after STARTTLS is discarded (CVE-2011-0411).
                 input.clear();
@@ -362,7 +378,7 @@ async fn handle(
             }
             Step::Data(r) => {
                 out.extend_from_slice(&r.to_wire());
-                stream.write_all(&out).await?;
+                send(&mut stream, &out, write_limit).await?;
                 out.clear();
                 let mut rx = session.data_receiver(normalize);
                 let used = rx.feed(input.pending());
@@ -375,7 +391,7 @@ async fn handle(
                     .await;
                     match n {
                         Err(_) => {
-                            stream.write_all(&named::timeout().to_wire()).await?;
+                            send(&mut stream, &named::timeout().to_wire(), write_limit).await?;
                             return Ok(());
                         }
                         Ok(Ok(0)) => return Ok(()),

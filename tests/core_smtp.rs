@@ -495,3 +495,44 @@ fn mime_beyond_the_limits_is_refused_without_crashing_or_stalling() {
         assert_eq!(e["rules"]["detail"]["rule"], "MIME limits", "{e}");
     }
 }
+
+/// A client that pipelines commands and never reads the replies fills the socket
+/// buffers; the server must give up on it after `command_timeout` instead of holding
+/// its connection slot forever. With `max_connections = 1`, the next client is served.
+#[test]
+fn a_client_that_never_reads_does_not_hold_its_slot() {
+    let mut env = TestEnv::new(EnvOptions {
+        server_extra: "max_connections = 1\ncommand_timeout = \"2s\"".into(),
+        ..EnvOptions::default()
+    });
+    env.start_serve();
+
+    let mut stalled = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    // About 40 MB of replies: more than any loopback socket buffers hold.
+    let flood = "NOOP\r\n".repeat(100_000);
+    let writer = std::thread::spawn(move || {
+        let _ = stalled.write_all(b"EHLO stalled.test\r\n");
+        for _ in 0..30 {
+            if stalled.write_all(flood.as_bytes()).is_err() {
+                break;
+            }
+        }
+        stalled // kept open, never read
+    });
+
+    // Give the flood time to fill the buffers, then queue behind it.
+    std::thread::sleep(Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    let mut next = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    next.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut greeting = [0u8; 64];
+    let n = next.read(&mut greeting).unwrap_or(0);
+    let text = String::from_utf8_lossy(&greeting[..n]).to_string();
+    assert!(
+        text.starts_with("220 "),
+        "no greeting within 30 s while a client that never reads held the only slot: {text:?}"
+    );
+    eprintln!("served after {:?}", started.elapsed());
+    let _stalled = writer.join().unwrap();
+}

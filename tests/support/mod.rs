@@ -104,6 +104,8 @@ pub struct EnvOptions {
     pub bare_line_endings: String,
     /// Upstream AUTH: user name and password (written to a 0600 file).
     pub upstream_auth: Option<(String, String)>,
+    /// More `[server]` lines, e.g. `max_connections = 1`.
+    pub server_extra: String,
 }
 
 impl Default for EnvOptions {
@@ -113,6 +115,7 @@ impl Default for EnvOptions {
             max_message_size: "10MiB".into(),
             bare_line_endings: "reject".into(),
             upstream_auth: None,
+            server_extra: String::new(),
         }
     }
 }
@@ -534,7 +537,7 @@ impl TestEnv {
         };
         let config_text = format!(
             "[server]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"gw.test\"\n\
-             max_message_size = \"{size}\"\nbare_line_endings = \"{ble}\"\n\n\
+             max_message_size = \"{size}\"\nbare_line_endings = \"{ble}\"\n{extra}\n\n\
              [spool]\ndir = \"spool\"\n\n\
              [upstream]\nhost = \"localhost\"\nport = {upstream_port}\ntls = \"{tls}\"\n\
              ca_file = \"certs/ca.pem\"\nretry_base = \"1s\"\nmax_retry_interval = \"2s\"\n\
@@ -542,6 +545,7 @@ impl TestEnv {
              [audit]\npath = \"audit.jsonl\"\n\n[policy]\ndir = \"policies\"\n",
             size = opts.max_message_size,
             ble = opts.bare_line_endings,
+            extra = opts.server_extra,
             tls = match opts.tls {
                 Tls::Starttls => "starttls",
                 Tls::Implicit => "implicit",
