@@ -371,10 +371,28 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
             _ => rcpts.push(a),
         }
     }
+    // The config may be unreadable for the user running sendmail: then the defaults.
+    let cfg = Config::load(&config).ok();
+    let max_size = cfg.as_ref().map_or(Config::DEFAULT_MAX_MESSAGE_SIZE, |c| {
+        c.server.max_message_size
+    });
+    // Never hold more than the listener would take: LF line ends may double in size
+    // when they become CRLF, so read up to twice the limit and check after conversion.
     let mut input = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+    let cap = max_size.saturating_mul(2).saturating_add(1);
+    if let Err(e) = std::io::stdin().take(cap).read_to_end(&mut input) {
         eprintln!("sendmail: reading the message: {e}");
         return ExitCode::from(EX_DATAERR);
+    }
+    let too_big = || {
+        eprintln!(
+            "sendmail: the message is larger than the limit of {max_size} bytes \
+             (max_message_size); nothing was sent"
+        );
+        ExitCode::from(EX_UNAVAILABLE)
+    };
+    if input.len() as u64 == cap {
+        return too_big();
     }
     if dot_ends {
         // Traditional sendmail: a line with a single "." ends the message.
@@ -392,6 +410,10 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
         input.truncate(end);
     }
     let mut message = sealgate::submit::to_crlf(&input);
+    drop(input);
+    if message.len() as u64 > max_size {
+        return too_big();
+    }
     if from_headers {
         let (extracted, stripped) = sealgate::sendmail::recipients_from_headers(&message);
         rcpts.extend(extracted);
@@ -405,13 +427,13 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "root".into());
-        let host = Config::load(&config)
-            .map(|c| c.server.hostname)
-            .unwrap_or_else(|_| "localhost".into());
+        let host = cfg
+            .as_ref()
+            .map_or_else(|| "localhost".into(), |c| c.server.hostname.clone());
         format!("{user}@{host}")
     });
-    let addr: SocketAddr = Config::load(&config)
-        .ok()
+    let addr: SocketAddr = cfg
+        .as_ref()
         .and_then(|c| c.server.listen.first().copied())
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2525)));
     let auth = match (

@@ -278,7 +278,7 @@ fn default_hostname() -> String {
     "localhost".to_string()
 }
 fn default_max_size() -> u64 {
-    25 * 1024 * 1024
+    Config::DEFAULT_MAX_MESSAGE_SIZE
 }
 fn default_max_connections() -> usize {
     100
@@ -427,6 +427,9 @@ fn locate_key(text: &str, section: &str, key: &str) -> (usize, usize) {
 }
 
 impl Config {
+    /// `max_message_size` when the configuration does not set it: 25 MiB.
+    pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
+
     /// Reads and validates `path`. Relative paths inside are resolved against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -126,3 +126,47 @@ fn sendmail_symlink_submits() {
         "a Message-ID is added: {text}"
     );
 }
+
+/// A message bigger than `max_message_size` is refused by sendmail itself, with a clear
+/// error and exit 69 (EX_UNAVAILABLE, as for a 552 from the listener), after reading
+/// no more than twice the limit: 200 MiB piped in are not held in memory first.
+#[test]
+fn sendmail_refuses_an_oversized_message_without_reading_it_all() {
+    let env = TestEnv::new(EnvOptions {
+        max_message_size: "64KiB".into(),
+        ..EnvOptions::default()
+    });
+    let mut child = Command::new(SEALGATE)
+        .args(["sendmail", "-i", "user@example.net"])
+        .env("SEALGATE_CONFIG", &env.config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sendmail");
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = b"Subject: big\n\n".iter().chain(&[b'x'; 1 << 20]).copied();
+        let chunk: Vec<u8> = chunk.collect();
+        let mut written = 0usize;
+        for _ in 0..200 {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+            written += chunk.len();
+        }
+        written
+    });
+    let out = child.wait_with_output().unwrap();
+    let written = writer.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("larger than the limit of 65536 bytes (max_message_size)"),
+        "{stderr}"
+    );
+    assert!(
+        written < 100 << 20,
+        "sendmail read {written} bytes before refusing"
+    );
+}
