@@ -1,16 +1,20 @@
 //! What content conditions look at: one parse of the message, reduced to plain strings.
 //!
-//! The message is parsed once with mail-parser (transfer encodings and charsets decoded)
-//! into a [`MessageView`]: the top-level subject and headers, every text the `body`
-//! condition sees (text/plain parts, text/html parts converted to text, text attachments,
-//! the same recursively inside attached `message/rfc822` messages together with their
-//! subjects, and every attachment file name), and the name and type of every attachment
-//! (nested ones included). Rules then only ever look at this view.
-//! Invariant: building a view never panics, whatever the bytes; a message mail-parser
-//! cannot parse is seen as one text (its bytes, lossily decoded), so detectors still run.
+//! The message is split by sealgate's own MIME tree ([`mime::parse`], the one the
+//! transforms rewrite, so rules judge exactly the parts that strip, zip and encrypt act
+//! on; an attachment is what [`attachments::is_attachment`] says) and decoded
+//! (transfer encodings leniently, charsets with mail-parser's decoders, headers with
+//! mail-parser) into a [`MessageView`]: the top-level subject and headers, every text the
+//! `body` condition sees (every `text/*` part, HTML converted to text, the same inside
+//! attached messages, with their subjects, and every attachment file name), and the
+//! name and type of every attachment (nested ones included). Rules only look at this view.
+//! Invariant: building a view never panics, whatever the bytes; a message beyond the
+//! MIME limits ([`mime::hazard`]) is not looked into and is refused.
 
-use crate::transform::mime::{self, Hazard};
-use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use crate::transform::attachments;
+use crate::transform::mime::{self, Entity, Hazard, Kind, ENCODED_LEVELS};
+use mail_parser::decoders::charsets::map::charset_decoder;
+use mail_parser::{Message, MessageParser};
 
 /// Nesting depth of attached messages that is still looked into: the same limit as the
 /// MIME tree of the transforms. A deeper message sets [`MessageView::hazard`] and is
@@ -73,89 +77,79 @@ impl MessageView {
         if !parse || view.hazard.is_some() {
             return view;
         }
-        match MessageParser::default().parse(raw) {
-            Some(msg) if !msg.parts.is_empty() => {
-                view.parsed = true;
-                // A backstop: should mail-parser find deeper nesting than the
-                // structural check did, the message is still refused.
-                if message_depth(&msg) > MAX_DEPTH {
-                    view.hazard = Some(Hazard::TooDeep);
-                }
-                view.subject = msg.subject().unwrap_or_default().to_owned();
-                view.headers = top_headers(&msg);
-                view.walk(&msg, 0, "");
-                dismantle(msg);
-            }
-            _ => {
-                view.texts.push((
-                    TextSource("unparsed message".into()),
-                    String::from_utf8_lossy(raw).into_owned(),
-                ));
-            }
+        view.parsed = true;
+        let canon = mime::canonical_crlf(raw);
+        if let Some(top) = MessageParser::default().parse_headers(mime::parse(&canon).header) {
+            view.subject = top.subject().unwrap_or_default().to_owned();
+            view.headers = top_headers(&top);
         }
+        view.walk(&canon, 0, "", ENCODED_LEVELS);
         view
     }
 
-    fn walk(&mut self, msg: &Message<'_>, depth: usize, prefix: &str) {
-        let mut attachment_ids = vec![false; msg.parts.len()];
-        for &id in &msg.attachments {
-            if let Some(flag) = attachment_ids.get_mut(id as usize) {
-                *flag = true;
-            }
-        }
-        for (part, &is_attachment) in msg.parts.iter().zip(&attachment_ids) {
-            let name = part.attachment_name().map(str::to_owned);
-            let content_type = part
-                .content_type()
-                .map(|ct| match &ct.c_subtype {
-                    Some(sub) => format!("{}/{}", ct.c_type, sub),
-                    None => ct.c_type.to_string(),
-                })
-                .unwrap_or_else(|| match part.body {
-                    PartType::Text(_) => "text/plain".into(),
-                    PartType::Html(_) => "text/html".into(),
-                    PartType::Message(_) => "message/rfc822".into(),
-                    PartType::Multipart(_) => "multipart/mixed".into(),
-                    _ => "application/octet-stream".into(),
-                })
-                .to_lowercase();
+    /// Collects texts and attachments from the MIME tree of `raw` (sealgate's own, the
+    /// one the transforms rewrite, so that rules judge exactly the parts that strip, zip
+    /// and encrypt act on). Iterative over the tree; recursion only into attached
+    /// messages in base64 or quoted-printable, at most `encoded_left` levels.
+    fn walk(&mut self, raw: &[u8], depth0: usize, prefix0: &str, encoded_left: usize) {
+        let root = mime::parse(raw);
+        // Pushed in reverse so that parts come out in document order.
+        let mut stack: Vec<(&Entity<'_>, usize, String)> = vec![(&root, depth0, prefix0.into())];
+        while let Some((e, depth, prefix)) = stack.pop() {
+            let info = &e.info;
+            let is_attachment = attachments::is_attachment(e);
+            let name = info.file_name.clone().filter(|n| !n.is_empty());
             let label = |what: &str| match &name {
                 Some(n) => format!("{prefix}{what} \"{n}\""),
                 None => format!("{prefix}{what}"),
             };
-            match &part.body {
-                PartType::Text(text) => {
-                    let l = label(if is_attachment {
-                        "text attachment"
-                    } else {
-                        "text part"
-                    });
-                    self.texts.push((TextSource(l), text.to_string()));
+            match &e.kind {
+                Kind::Multipart { parts, .. } => {
+                    stack.extend(
+                        parts
+                            .iter()
+                            .rev()
+                            .map(|(_, p)| (p, depth + 1, prefix.clone())),
+                    );
+                    continue;
                 }
-                PartType::Html(html) => {
-                    let l = label(if is_attachment {
-                        "html attachment (as text)"
-                    } else {
-                        "html part (as text)"
-                    });
-                    self.texts
-                        .push((TextSource(l), super::html::html_to_text(html)));
+                Kind::Message(inner) => {
+                    self.attached_message_subject(inner.header, &prefix);
+                    stack.push((inner, depth + 1, format!("{prefix}attached message > ")));
                 }
-                PartType::Message(nested) if depth < MAX_DEPTH => {
-                    let inner = format!("{prefix}attached message > ");
-                    if let Some(subject) = nested.subject() {
-                        self.texts.push((
-                            TextSource(format!("{prefix}attached message subject")),
-                            subject.to_owned(),
-                        ));
-                    }
-                    if !nested.parts.is_empty() {
-                        self.walk(nested, depth + 1, &inner);
+                Kind::Leaf if info.is_message() && info.is_encoded() => {
+                    // Not allowed by RFC 2046, but mail-parser and clients decode it.
+                    if encoded_left > 0 && depth < MAX_DEPTH {
+                        let decoded = mime::decode_body(e.body, &info.transfer_encoding);
+                        let inner = mime::parse(&decoded);
+                        self.attached_message_subject(inner.header, &prefix);
+                        let inner_prefix = format!("{prefix}attached message > ");
+                        self.walk(&decoded, depth + 1, &inner_prefix, encoded_left - 1);
                     }
                 }
-                _ => {}
+                Kind::Leaf if info.content_type.starts_with("text/") => {
+                    let bytes = mime::decode_body(e.body, &info.transfer_encoding);
+                    let text = decode_charset(&bytes, info.charset.as_deref());
+                    let (what, text) = if info.content_type == "text/html" {
+                        let what = if is_attachment {
+                            "html attachment (as text)"
+                        } else {
+                            "html part (as text)"
+                        };
+                        (what, super::html::html_to_text(&text))
+                    } else {
+                        let what = if is_attachment {
+                            "text attachment"
+                        } else {
+                            "text part"
+                        };
+                        (what, text)
+                    };
+                    self.texts.push((TextSource(label(what)), text));
+                }
+                Kind::Leaf => {}
             }
-            if is_attachment || (name.is_some() && !matches!(part.body, PartType::Multipart(_))) {
+            if is_attachment {
                 if let Some(n) = &name {
                     self.texts
                         .push((TextSource(format!("{prefix}attachment name")), n.clone()));
@@ -164,41 +158,32 @@ impl MessageView {
                 self.attachments.push(AttachmentInfo {
                     name,
                     name_lower,
-                    content_type,
+                    content_type: info.content_type.clone(),
                 });
             }
         }
     }
-}
 
-/// How deep attached messages nest in mail-parser's tree (0: none), without recursion.
-fn message_depth(msg: &Message<'_>) -> usize {
-    let mut deepest = 0;
-    let mut stack = vec![(msg, 0usize)];
-    while let Some((m, depth)) = stack.pop() {
-        deepest = deepest.max(depth);
-        for part in &m.parts {
-            if let PartType::Message(inner) = &part.body {
-                stack.push((inner, depth + 1));
-            }
+    /// The subject of an attached message, as a text `body` rules see.
+    fn attached_message_subject(&mut self, header: &[u8], prefix: &str) {
+        let subject = MessageParser::default()
+            .parse_headers(header)
+            .and_then(|m| m.subject().map(str::to_owned));
+        if let Some(subject) = subject {
+            self.texts.push((
+                TextSource(format!("{prefix}attached message subject")),
+                subject,
+            ));
         }
     }
-    deepest
 }
 
-/// Drops a parsed message one level at a time. mail-parser's tree owns each attached
-/// message inside its parent, so the compiler's drop recurses once per level: a message
-/// nested a few thousand levels deep would overflow a worker thread's stack.
-fn dismantle(msg: Message<'_>) {
-    let mut stack = vec![msg];
-    while let Some(mut m) = stack.pop() {
-        for part in &mut m.parts {
-            if matches!(part.body, PartType::Message(_)) {
-                if let PartType::Message(inner) = std::mem::take(&mut part.body) {
-                    stack.push(inner);
-                }
-            }
-        }
+/// Text in `charset` as a string: mail-parser's decoders (the WHATWG set and more);
+/// UTF-8, lossily, when the charset is absent or unknown.
+fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
+    match charset.and_then(|c| charset_decoder(c.trim().as_bytes())) {
+        Some(decode) => decode(bytes),
+        None => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
@@ -250,6 +235,8 @@ fn unfold(s: &str) -> String {
 mod tests {
     use super::*;
 
+    const MSG: &[u8] = b"From: a@example.com\r\nTo: b@bank.example\r\nSubject: =?utf-8?q?Gehalt_M=C3=A4rz?=\r\nX-Mailer: Billing\r\n 3000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<p>Card 4111 1111=20\r\n1111 1111</p>\r\n--XX\r\nContent-Type: application/x-msdownload; name=\"setup.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--XX\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\n\r\nsecret inner text\r\n--XX--\r\n";
+
     #[test]
     fn deep_nesting_is_flagged_without_a_deep_stack() {
         // 256 KiB of stack: far less than a worker thread has. mail-parser would build
@@ -279,26 +266,6 @@ mod tests {
     }
 
     #[test]
-    fn dismantle_frees_a_deep_tree_without_recursion() {
-        let deep = format!(
-            "Subject: top\r\n{}Content-Type: text/plain\r\n\r\nx\r\n",
-            "Content-Type: message/rfc822\r\n\r\n".repeat(5_000)
-        );
-        let msg = MessageParser::default().parse(deep.as_bytes()).unwrap();
-        assert_eq!(message_depth(&msg), 5_000);
-        std::thread::scope(|scope| {
-            std::thread::Builder::new()
-                .stack_size(128 << 10)
-                .spawn_scoped(scope, move || dismantle(msg))
-                .unwrap()
-                .join()
-                .unwrap();
-        });
-    }
-
-    const MSG: &[u8] = b"From: a@example.com\r\nTo: b@bank.example\r\nSubject: =?utf-8?q?Gehalt_M=C3=A4rz?=\r\nX-Mailer: Billing\r\n 3000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<p>Card 4111 1111=20\r\n1111 1111</p>\r\n--XX\r\nContent-Type: application/x-msdownload; name=\"setup.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--XX\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\n\r\nsecret inner text\r\n--XX--\r\n";
-
-    #[test]
     fn view_sees_decoded_texts_attachments_and_nested_messages() {
         let v = MessageView::new(MSG);
         assert!(v.parsed);
@@ -318,7 +285,9 @@ mod tests {
             .iter()
             .any(|a| a.name.as_deref() == Some("setup.exe")
                 && a.content_type == "application/x-msdownload"));
-        assert!(v
+        // An inline forwarded message is looked into, not counted as an attachment:
+        // the same judgement `strip-attachments` makes (`attachments::is_attachment`).
+        assert!(!v
             .attachments
             .iter()
             .any(|a| a.content_type == "message/rfc822"));

@@ -90,6 +90,9 @@ pub fn is_attachment(e: &Entity<'_>) -> bool {
         Kind::Leaf => {
             e.info.disposition.as_deref() == Some("attachment")
                 || e.info.file_name.is_some()
+                // A forwarded message in base64 or quoted-printable (RFC 2046 forbids
+                // it; clients open it anyway) is opaque here: it goes as a whole.
+                || (e.info.is_message() && e.info.is_encoded())
                 || !(ct.starts_with("text/")
                     || ct.starts_with("message/")
                     || ct.starts_with("multipart/"))
@@ -118,7 +121,8 @@ fn summarize(e: &Entity<'_>, n: usize) -> AttachmentSummary {
         name: e
             .info
             .file_name
-            .clone()
+            .as_deref()
+            .map(printable_name)
             .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| default_name(e, n)),
         content_type: e.info.content_type.clone(),
@@ -130,6 +134,20 @@ fn summarize(e: &Entity<'_>, n: usize) -> AttachmentSummary {
 /// The decoded content of an attachment (a forwarded message as its raw bytes).
 fn content_of<'a>(e: &Entity<'a>) -> Cow<'a, [u8]> {
     mime::decode_body(e.body, &e.info.transfer_encoding)
+}
+
+/// A sender's file name as it may appear in a notice, the audit log and the zip:
+/// without control characters (a decoded name can hold CR LF, which would end the
+/// notice's text and start a new MIME part) or bidirectional overrides (which can show
+/// `evil\u{202e}fdp.exe` as `evilexe.pdf`), and at most 255 characters.
+fn printable_name(name: &str) -> String {
+    name.chars()
+        .filter(|&c| {
+            !c.is_control()
+                && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .take(255)
+        .collect()
 }
 
 fn default_name(e: &Entity<'_>, n: usize) -> String {

@@ -61,6 +61,8 @@ pub struct PartInfo {
     pub file_name: Option<String>,
     /// Content-Transfer-Encoding, lower case; `7bit` when absent.
     pub transfer_encoding: String,
+    /// The `charset` parameter of Content-Type, as given.
+    pub charset: Option<String>,
 }
 
 impl PartInfo {
@@ -90,6 +92,7 @@ impl PartInfo {
             let sub = ct.subtype().unwrap_or("");
             info.content_type = format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase();
             info.boundary = ct.attribute("boundary").map(str::to_string);
+            info.charset = ct.attribute("charset").map(str::to_string);
         }
         if let Some(cd) = parsed.content_disposition() {
             info.disposition = Some(cd.ctype().to_ascii_lowercase());
@@ -112,7 +115,7 @@ impl PartInfo {
     }
 
     /// True for base64 or quoted-printable, the encodings that hide structure.
-    fn is_encoded(&self) -> bool {
+    pub fn is_encoded(&self) -> bool {
         matches!(
             self.transfer_encoding.as_str(),
             "base64" | "quoted-printable"
@@ -127,7 +130,7 @@ pub fn parse(raw: &[u8]) -> Entity<'_> {
 
 /// How many levels of base64 or quoted-printable attached messages are decoded and
 /// looked into, as mail-parser does (its `MAX_NESTED_ENCODED`).
-const ENCODED_LEVELS: usize = 3;
+pub const ENCODED_LEVELS: usize = 3;
 
 /// Most RFC 2231 continuation segments (`name*0=`, `name*1=`...) one `Content-Type` or
 /// `Content-Disposition` field may have. Real file names need a handful; mail-parser
@@ -142,6 +145,11 @@ pub enum Hazard {
     TooDeep,
     /// A content field has more than [`MAX_CONTINUATIONS`] RFC 2231 continuations.
     TooManyContinuations,
+    /// A part has two `Content-Type`, `Content-Disposition` or
+    /// `Content-Transfer-Encoding` fields: parsers and mail clients disagree on which
+    /// one counts (mail-parser takes the last, others the first), so an attachment
+    /// could look like text to the policy and like a program to the recipient.
+    DuplicateContentField,
 }
 
 impl std::fmt::Display for Hazard {
@@ -156,6 +164,11 @@ impl std::fmt::Display for Hazard {
                 f,
                 "a Content-Type or Content-Disposition field is split into more than \
                  {MAX_CONTINUATIONS} RFC 2231 continuations"
+            ),
+            Hazard::DuplicateContentField => write!(
+                f,
+                "a MIME part has two Content-Type, Content-Disposition or \
+                 Content-Transfer-Encoding fields, so mail programs disagree on what it is"
             ),
         }
     }
@@ -183,6 +196,9 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
     let root = parse_at(&canon, depth0, false);
     let mut stack = vec![(&root, depth0)];
     while let Some((e, depth)) = stack.pop() {
+        if has_duplicate_content_field(e.header) {
+            return Some(Hazard::DuplicateContentField);
+        }
         match &e.kind {
             Kind::Multipart { parts, .. } => {
                 stack.extend(parts.iter().map(|(_, p)| (p, depth + 1)));
@@ -196,7 +212,12 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
                     return Some(Hazard::TooDeep);
                 }
             }
-            Kind::Leaf if e.info.is_message() && e.info.is_encoded() && encoded_left > 0 => {
+            Kind::Leaf if e.info.is_message() && e.info.is_encoded() => {
+                // One more encoded level than mail-parser decodes: it would be seen by
+                // nobody here, but a mail client may well open it.
+                if encoded_left == 0 {
+                    return Some(Hazard::TooDeep);
+                }
                 let decoded = decode_body(e.body, &e.info.transfer_encoding);
                 if let Some(h) = hazard_from(&decoded, depth + 1, encoded_left - 1) {
                     return Some(h);
@@ -206,6 +227,33 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
         }
     }
     None
+}
+
+/// True when `header` has two `Content-Type`, `Content-Disposition` or
+/// `Content-Transfer-Encoding` fields that say different things (the same field twice
+/// is harmless and occurs in real mail).
+fn has_duplicate_content_field(header: &[u8]) -> bool {
+    const NAMES: [&str; 3] = [
+        "content-type",
+        "content-disposition",
+        "content-transfer-encoding",
+    ];
+    let mut seen: [Option<String>; 3] = [None, None, None];
+    for f in fields(header) {
+        let Some(i) = NAMES
+            .iter()
+            .position(|n| f.name.trim().eq_ignore_ascii_case(n))
+        else {
+            continue;
+        };
+        let value = f.value().to_ascii_lowercase();
+        match &seen[i] {
+            Some(first) if *first != value => return true,
+            Some(_) => {}
+            None => seen[i] = Some(value),
+        }
+    }
+    false
 }
 
 /// True when one `Content-*` header field (with its folded lines), anywhere in `raw`,
@@ -1106,19 +1154,30 @@ mod tests {
 
     #[test]
     fn mime_limits_pass_every_corpus_message() {
+        // Real mail passes; of Dovecot's deliberately malformed messages, those whose
+        // parts have two different Content-Type fields are refused (mail programs
+        // disagree about them), and nothing else.
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
         let mut seen = 0;
+        let mut refused = Vec::new();
         for dir in ["rfc", "malformed", "thirdparty"] {
             for e in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
                 let p = e.unwrap().path();
                 if p.extension().is_some_and(|x| x == "eml") {
                     let raw = std::fs::read(&p).unwrap();
-                    assert_eq!(hazard(&raw), None, "{}", p.display());
                     seen += 1;
+                    match hazard(&raw) {
+                        None => {}
+                        Some(Hazard::DuplicateContentField) if dir == "malformed" => {
+                            refused.push(p.file_name().unwrap().to_string_lossy().into_owned())
+                        }
+                        Some(h) => panic!("{}: {h}", p.display()),
+                    }
                 }
             }
         }
         assert!(seen >= 50, "corpus missing: {seen}");
+        assert!(refused.len() <= 5, "{refused:?}");
     }
 
     fn concat_multipart(e: &Entity<'_>) -> Vec<u8> {

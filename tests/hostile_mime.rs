@@ -1,0 +1,204 @@
+//! Hostile MIME (tests/fixtures/hostile/, found in review): messages built so that the
+//! policy would see one thing and the recipient's mail program another, or so that a
+//! transform lets an attachment through. The policy and the transforms now read the
+//! same MIME tree, so they must agree on every message, hostile or real.
+
+use std::path::{Path, PathBuf};
+
+use sealgate::policy::{Envelope, PolicySet};
+use sealgate::transform::attachments;
+use sealgate::transform::{apply, Plan};
+use sealgate::verdict::{Actions, RecipientVerdict};
+
+const POLICY: &str = r#"
+[recipients]
+allow = ["*"]
+
+[[rule]]
+name = "no card numbers"
+body = ["builtin:credit-card"]
+actions = ["reject"]
+
+[[rule]]
+name = "no programs"
+attachment_name = ["*.exe"]
+actions = ["reject"]
+"#;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hostile")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn policy() -> PolicySet {
+    PolicySet::from_sources(&[("policies/rules.toml".into(), POLICY.into())]).unwrap()
+}
+
+fn verdict(msg: &[u8]) -> RecipientVerdict {
+    let env = Envelope {
+        client: "local",
+        from: "a@example.com",
+    };
+    policy()
+        .judge_message(&env, &["b@example.com".into()], msg)
+        .remove(0)
+}
+
+fn refused_by(msg: &[u8]) -> String {
+    match verdict(msg) {
+        RecipientVerdict::Reject { by, .. } => by.rule,
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+fn transformed(msg: &[u8], actions: Actions) -> Vec<u8> {
+    let plan = Plan {
+        actions,
+        recipients: vec!["b@example.com".into()],
+        notes: Vec::new(),
+    };
+    apply(&plan, "a@example.com", msg, None).unwrap().message
+}
+
+#[test]
+fn content_hidden_from_mail_parser_is_judged() {
+    // A card or a program that a standard MIME reader (Python's email package) shows,
+    // behind an unclosed inner multipart, boundary text in the middle of a line, or a
+    // transfer encoding with one bad character.
+    for file in [
+        "01-unclosed-inner-multipart.eml",
+        "02-midline-boundary.eml",
+        "02b-dash-boundary.eml",
+        "02c-midline-closing-boundary.eml",
+        "04-base64-invalid-char.eml",
+        "05-qp-double-equals.eml",
+        "03-base64-rfc822.eml",
+    ] {
+        let rule = refused_by(&fixture(file));
+        assert!(
+            rule == "no card numbers" || rule == "no programs",
+            "{file}: {rule}"
+        );
+    }
+}
+
+#[test]
+fn ambiguous_structure_is_refused_by_the_mime_limits() {
+    for file in [
+        "11-four-encoded-levels.eml",
+        "13-duplicate-content-type.eml",
+    ] {
+        assert_eq!(refused_by(&fixture(file)), "MIME limits", "{file}");
+    }
+}
+
+#[test]
+fn a_forwarded_message_in_base64_is_stripped_whole() {
+    let out = transformed(
+        &fixture("03-base64-rfc822.eml"),
+        Actions {
+            strip_attachments: true,
+            ..Actions::default()
+        },
+    );
+    assert!(attachments::list(&out).is_empty());
+    assert!(String::from_utf8_lossy(&out).contains("was removed"));
+}
+
+#[test]
+fn file_names_cannot_inject_parts_into_notices() {
+    for file in [
+        "14a-filename-crlf-rfc2231.eml",
+        "14b-filename-crlf-rfc2047.eml",
+    ] {
+        let msg = fixture(file);
+        let stripped = transformed(
+            &msg,
+            Actions {
+                strip_attachments: true,
+                ..Actions::default()
+            },
+        );
+        assert!(
+            attachments::list(&stripped).is_empty(),
+            "{file}: strip left {:?}",
+            attachments::list(&stripped)
+        );
+        let zipped = transformed(
+            &msg,
+            Actions {
+                zip_attachments: true,
+                ..Actions::default()
+            },
+        );
+        let left: Vec<String> = attachments::list(&zipped)
+            .iter()
+            .map(|a| a.name.clone())
+            .collect();
+        assert_eq!(left, [attachments::ZIP_NAME], "{file}");
+    }
+}
+
+/// What the policy counts as attachments is exactly what strip and zip act on.
+#[test]
+fn policy_and_transforms_agree_on_attachments_hostile_and_real() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files: Vec<PathBuf> = Vec::new();
+    for dir in [
+        "hostile",
+        "corpus/rfc",
+        "corpus/malformed",
+        "corpus/thirdparty",
+    ] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "eml") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() > 60, "fixtures missing");
+    let set = policy();
+    let env = Envelope {
+        client: "local",
+        from: "a@example.com",
+    };
+    let mut compared = 0;
+    for p in &files {
+        let msg = std::fs::read(p).unwrap();
+        if sealgate::transform::mime::hazard(&msg).is_some() {
+            continue;
+        }
+        let canon = sealgate::transform::mime::canonical_crlf(&msg);
+        let seen: Vec<String> = set
+            .explain(&env, &["b@example.com".into()], &msg)
+            .message
+            .attachments
+            .iter()
+            .map(|a| a.content_type.clone())
+            .collect();
+        let acted_on: Vec<String> = attachments::list(&canon)
+            .iter()
+            .map(|a| a.content_type.clone())
+            .collect();
+        // Every part strip and zip act on is one the policy saw. The policy also looks
+        // inside an attached message that the transforms move as a whole.
+        let mut extra = seen.clone();
+        for t in &acted_on {
+            let i = extra
+                .iter()
+                .position(|s| s == t)
+                .unwrap_or_else(|| panic!("{}: policy did not see {t}", p.display()));
+            extra.remove(i);
+        }
+        assert!(
+            extra.is_empty() || acted_on.iter().any(|t| t.starts_with("message/")),
+            "{}: policy saw {seen:?}, transforms act on {acted_on:?}",
+            p.display()
+        );
+        compared += 1;
+    }
+    assert!(compared > 55, "{compared}");
+}
