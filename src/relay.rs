@@ -314,11 +314,19 @@ impl Relay {
                 .send(&env.from, &pending, &message, env.body_8bit, env.smtputf8)
                 .await
             {
-                Ok(r) => break Ok(r),
+                Ok(r) => {
+                    if c.broken {
+                        conn.take();
+                    }
+                    break Ok(r);
+                }
                 Err(e) => {
+                    let text_went_out = c.data_sent;
                     conn.take();
-                    // A reused connection may have been closed by the server meanwhile.
-                    if reused && attempt == 1 && !e.is_permanent() {
+                    // A reused connection may have been closed by the server meanwhile;
+                    // but once the text went out the upstream may have it, and an
+                    // immediate resend could deliver it twice: that waits for the backoff.
+                    if reused && attempt == 1 && !e.is_permanent() && !text_went_out {
                         continue;
                     }
                     break Err(e);
@@ -419,7 +427,14 @@ impl Relay {
             }
         }
         if !failures.is_empty() {
-            self.bounce(env, message, &failures, settings);
+            if let Err(why) = self.bounce(env, message, &failures, settings) {
+                // Without its DSN a failure must not count as done: the recipients stay
+                // in the queue and the bounce is tried again with the next attempt.
+                for f in failures {
+                    state.done.retain(|d| *d != f.rcpt);
+                    deferred.push((f.rcpt, format!("{}; DSN not written: {why}", f.diagnostic)));
+                }
+            }
         }
         if deferred.is_empty() {
             if let Err(e) = self.spool.remove(&env.id) {
@@ -451,13 +466,15 @@ impl Relay {
         self.schedule(&env.id, now_ms() + backoff.as_millis() as u64);
     }
 
+    /// Queues a DSN for `failures` (none for a null sender or a DSN) and audits it;
+    /// `Err` when the DSN could not be written to the spool.
     fn bounce(
         &self,
         env: &Envelope,
         message: &[u8],
         failures: &[Failure],
         settings: &RelaySettings,
-    ) {
+    ) -> Result<(), String> {
         self.metrics
             .bounced
             .fetch_add(failures.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -470,7 +487,7 @@ impl Relay {
                        "rcpts": rcpts, "reasons": reasons, "dsn": null,
                        "note": "null sender: no DSN is sent"}),
             );
-            return;
+            return Ok(());
         }
         let bytes = dsn::build(
             &settings.hostname,
@@ -492,15 +509,17 @@ impl Relay {
             smtputf8: env.smtputf8,
         };
         let dsn_id = dsn_env.id.clone();
-        match self.spool.store(&[(dsn_env, &bytes)]) {
-            Ok(()) => self.schedule_now(std::slice::from_ref(&dsn_id)),
-            Err(e) => tracing::error!("cannot spool DSN for {}: {e}", env.id),
+        if let Err(e) = self.spool.store(&[(dsn_env, &bytes)]) {
+            tracing::error!("cannot spool DSN for {}: {e}", env.id);
+            return Err(e.to_string());
         }
+        self.schedule_now(std::slice::from_ref(&dsn_id));
         self.audit.record(
             "bounced",
             json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
                    "rcpts": rcpts, "reasons": reasons, "dsn": dsn_id}),
         );
+        Ok(())
     }
 }
 

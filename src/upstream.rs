@@ -46,6 +46,11 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("upstream refused: {0}")]
     Refused(ServerReply),
+    #[error(
+        "upstream answered {0} before TLS was established; such a reply could come from \
+         anyone on the path, so the message is retried"
+    )]
+    RefusedBeforeTls(ServerReply),
     #[error("upstream AUTH failed: {0}")]
     AuthFailed(ServerReply),
     #[error("TLS settings: {0}")]
@@ -53,9 +58,10 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
-    /// True when a 5xx reply makes retrying pointless for the whole message.
+    /// True when a 5xx reply, received inside TLS, makes retrying pointless for the
+    /// whole message. Nothing said before TLS is trusted that far.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, UpstreamError::Refused(r) if r.code >= 500)
+        matches!(self, UpstreamError::Refused(r) if r.code / 100 == 5)
     }
 }
 
@@ -239,6 +245,15 @@ fn parse_caps(reply_lines: &[String]) -> Caps {
 const MAX_REPLY_LINE: usize = 4096;
 const MAX_REPLY_LINES: usize = 128;
 
+/// Most characters of reply text kept: it goes into DSNs and the audit log, where a
+/// hostile server's 128 lines of 12 KiB would otherwise be copied per recipient.
+const MAX_REPLY_TEXT: usize = 1000;
+
+/// How long to wait for the reply to the final `.` (RFC 5321 4.5.3.2.6: 10 minutes):
+/// the upstream may be scanning the message. Giving up earlier and resending would
+/// deliver it twice.
+const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
+
 async fn read_reply<S: AsyncRead + Unpin>(
     r: &mut BufReader<S>,
     timeout: Duration,
@@ -265,15 +280,13 @@ async fn read_reply<S: AsyncRead + Unpin>(
         let last = line.as_bytes().get(3) != Some(&b'-');
         lines.push(line.get(4..).unwrap_or("").to_string());
         if last {
-            return Ok((
-                ServerReply {
-                    code,
-                    text: lines.join(" / "),
-                },
-                lines,
-            ));
+            let mut text = lines.join(" / ");
+            if text.chars().count() > MAX_REPLY_TEXT {
+                text = text.chars().take(MAX_REPLY_TEXT).collect::<String>() + " [...]";
+            }
+            return Ok((ServerReply { code, text }, lines));
         }
-        if lines.len() > MAX_REPLY_LINES {
+        if lines.len() >= MAX_REPLY_LINES {
             return Err(UpstreamError::Protocol("reply has too many lines".into()));
         }
     }
@@ -315,6 +328,12 @@ pub struct Connection {
     pub cipher: String,
     /// When the last transaction finished; idle connections are closed.
     pub last_used: Instant,
+    /// The SMTP dialogue may be out of step (an RSET failed, or a reply made no sense):
+    /// the connection must not be used for another message.
+    pub broken: bool,
+    /// The message text of the last [`Connection::send`] went out: if no reply follows,
+    /// the upstream may have it, so it must not be resent at once.
+    pub data_sent: bool,
 }
 
 async fn with_timeout<T>(
@@ -376,12 +395,12 @@ impl Connection {
                 let mut plain = BufReader::new(tcp);
                 let (greet, _) = read_reply(&mut plain, s.timeout).await?;
                 if greet.code != 220 {
-                    return Err(UpstreamError::Refused(greet));
+                    return Err(UpstreamError::RefusedBeforeTls(greet));
                 }
                 let (r, lines) =
                     command(&mut plain, &format!("EHLO {}", s.helo), s.timeout).await?;
                 if r.code != 250 {
-                    return Err(UpstreamError::Refused(r));
+                    return Err(UpstreamError::RefusedBeforeTls(r));
                 }
                 if !parse_caps(&lines).starttls {
                     let _ = send_line(plain.get_mut(), "QUIT", s.timeout).await;
@@ -434,6 +453,8 @@ impl Connection {
             tls_version,
             cipher,
             last_used: Instant::now(),
+            broken: false,
+            data_sent: false,
         };
         if let Some((user, pass)) = &s.credentials {
             conn.authenticate(user, pass).await?;
@@ -482,6 +503,7 @@ impl Connection {
         smtputf8: bool,
     ) -> Result<Vec<(String, RcptOutcome)>, UpstreamError> {
         let t = self.timeout;
+        self.data_sent = false;
         let mut mail = format!("MAIL FROM:<{from}>");
         if self.caps.size.is_some() {
             mail.push_str(&format!(" SIZE={}", message.len()));
@@ -549,7 +571,7 @@ impl Connection {
                 .iter()
                 .any(|(_, o)| matches!(o, RcptOutcome::Delivered(_)))
             {
-                let _ = command(&mut self.stream, "RSET", t).await?;
+                self.reset().await;
                 return Ok(results);
             }
             let (dr, _) = command(&mut self.stream, "DATA", t).await?;
@@ -559,22 +581,32 @@ impl Connection {
             .iter()
             .any(|(_, o)| matches!(o, RcptOutcome::Delivered(_)));
         if data_reply.code != 354 {
-            if any_ok {
-                // DATA refused although recipients were accepted: applies to those recipients.
-                for (_, o) in results.iter_mut() {
-                    if matches!(o, RcptOutcome::Delivered(_)) {
-                        *o = classify(data_reply.clone());
-                    }
+            // DATA refused although recipients were accepted: applies to those
+            // recipients. Only 354 lets the text go, so any other reply, even a 2xx,
+            // delivered nothing; a 2xx or 3xx here also means the dialogue is out of step.
+            let outcome = if data_reply.code / 100 == 5 {
+                RcptOutcome::Permanent(data_reply.clone())
+            } else {
+                RcptOutcome::Transient(format!("unexpected reply to DATA: {data_reply}"))
+            };
+            for (_, o) in results.iter_mut() {
+                if matches!(o, RcptOutcome::Delivered(_)) {
+                    *o = outcome.clone();
                 }
             }
-            let _ = command(&mut self.stream, "RSET", t).await;
+            if data_reply.code / 100 != 4 && data_reply.code / 100 != 5 {
+                self.broken = true;
+            } else {
+                self.reset().await;
+            }
             return Ok(results);
         }
         if !any_ok {
             self.finish_data(b"").await?;
-            let _ = command(&mut self.stream, "RSET", t).await;
+            self.reset().await;
             return Ok(results);
         }
+        self.data_sent = true;
         let final_reply = self.finish_data(message).await?;
         for (_, o) in results.iter_mut() {
             if matches!(o, RcptOutcome::Delivered(_)) {
@@ -595,8 +627,17 @@ impl Connection {
             self.stream.get_mut().flush().await
         })
         .await?;
-        let (r, _) = read_reply(&mut self.stream, t).await?;
+        let (r, _) = read_reply(&mut self.stream, t.max(DATA_DONE_TIMEOUT)).await?;
         Ok(r)
+    }
+
+    /// RSET after a transaction that sent nothing; a failure leaves the dialogue out of
+    /// step, so the connection is marked [`Connection::broken`].
+    async fn reset(&mut self) {
+        match command(&mut self.stream, "RSET", self.timeout).await {
+            Ok((r, _)) if r.code == 250 => {}
+            _ => self.broken = true,
+        }
     }
 
     /// The certificate chain the upstream presented (already verified), leaf first.
@@ -618,7 +659,8 @@ impl Connection {
 
     /// Checks the connection is still alive before reuse (RSET, expecting 250).
     pub async fn still_usable(&mut self) -> bool {
-        matches!(command(&mut self.stream, "RSET", self.timeout).await, Ok((r, _)) if r.code == 250)
+        !self.broken
+            && matches!(command(&mut self.stream, "RSET", self.timeout).await, Ok((r, _)) if r.code == 250)
     }
 }
 
@@ -658,6 +700,53 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reply_from(bytes: &[u8]) -> Result<(ServerReply, Vec<String>), UpstreamError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(read_reply(
+            &mut BufReader::new(bytes),
+            Duration::from_secs(5),
+        ))
+    }
+
+    #[test]
+    fn reply_text_is_bounded_for_dsns_and_the_audit_log() {
+        let mut wire = Vec::new();
+        for _ in 0..100 {
+            wire.extend_from_slice(b"550-5.1.1 ");
+            wire.extend_from_slice(&[b'Y'; 4000]);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"550 5.1.1 end\r\n");
+        let (r, _) = reply_from(&wire).unwrap();
+        assert_eq!(r.code, 550);
+        assert!(
+            r.text.chars().count() <= MAX_REPLY_TEXT + 6,
+            "{}",
+            r.text.len()
+        );
+        assert!(r.text.ends_with("[...]"));
+        // At most MAX_REPLY_LINES lines.
+        let many = "250-x\r\n".repeat(MAX_REPLY_LINES) + "250 end\r\n";
+        assert!(reply_from(many.as_bytes()).is_err());
+        let fits = "250-x\r\n".repeat(MAX_REPLY_LINES - 1) + "250 end\r\n";
+        assert!(reply_from(fits.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn only_5xx_inside_tls_is_permanent() {
+        let r = |code| ServerReply {
+            code,
+            text: String::new(),
+        };
+        assert!(UpstreamError::Refused(r(554)).is_permanent());
+        assert!(!UpstreamError::Refused(r(999)).is_permanent());
+        assert!(!UpstreamError::Refused(r(421)).is_permanent());
+        assert!(!UpstreamError::RefusedBeforeTls(r(554)).is_permanent());
+    }
 
     #[test]
     fn dot_stuffing() {

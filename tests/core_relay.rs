@@ -598,3 +598,103 @@ fn corpus_messages_relay_unchanged_or_are_refused() {
         assert_relayed_unchanged(sent, &m.bytes, name);
     }
 }
+
+/// Audit records of `event` for the entry `id`.
+fn events_for(env: &TestEnv, event: &str, id: &str) -> Vec<serde_json::Value> {
+    env.audit_events()
+        .into_iter()
+        .filter(|e| {
+            e["event"] == event && e["queue_id"].as_str().is_some_and(|q| q.starts_with(id))
+        })
+        .collect()
+}
+
+/// Sends `subject` through a server whose upstream plays `scenario`, waits for the
+/// deferral and checks its reason; returns the queue id and the upstream.
+fn deferred_by_scripted_upstream(
+    scenario: &str,
+    subject: &str,
+    reason: &str,
+) -> (TestEnv, String, Upstream) {
+    let mut env = TestEnv::new(EnvOptions::default());
+    let up = env.start_scripted(scenario, 0.0);
+    env.start_serve();
+    let id = queue_id(&send(
+        env.port,
+        "app@example.com",
+        &["user@example.net"],
+        &sample(subject),
+    ));
+    let ev = env.wait_for_event("deferred", |e| {
+        e["queue_id"].as_str().is_some_and(|q| q.starts_with(&id))
+    });
+    assert!(ev["reason"].as_str().unwrap_or("").contains(reason), "{ev}");
+    (env, id, up)
+}
+
+/// An upstream that answers DATA with 250 instead of 354 got no message text: that is
+/// not a delivery. The message stays queued (it was once audited `relayed` and removed).
+#[test]
+fn a_2xx_reply_to_data_is_not_a_delivery() {
+    let (env, id, up) =
+        deferred_by_scripted_upstream("data250", "no 354", "unexpected reply to DATA");
+    assert!(events_for(&env, "relayed", &id).is_empty());
+    assert!(received(&up.dir).is_empty());
+    assert!(env.queue_list().lines().any(|l| l.starts_with(&id)));
+}
+
+/// In `starttls` mode the greeting and EHLO come before TLS, so anyone on the path could
+/// have sent them: a 554 there defers the message, it never bounces it.
+#[test]
+fn a_5xx_before_tls_defers_and_never_bounces() {
+    let (env, _, _up) =
+        deferred_by_scripted_upstream("greet554", "pre-TLS 554", "before TLS was established");
+    assert!(env.audit_events().iter().all(|e| e["event"] != "bounced"));
+}
+
+/// A RSET that times out leaves the dialogue out of step: a connection reused after it
+/// would read the previous command's reply for each new one (a late 250 taken for the
+/// end of data: a message audited as relayed that never arrived). The connection is
+/// dropped instead, and the next message arrives for real.
+#[test]
+fn a_timed_out_rset_retires_the_connection() {
+    // One relay worker, so the second message would get the first one's connection.
+    let mut env = TestEnv::new(EnvOptions {
+        upstream_timeout: "1s".into(),
+        upstream_extra: "connections = 1".into(),
+        ..EnvOptions::default()
+    });
+    let up = env.start_scripted("rset-slow", 2.0);
+    env.start_serve();
+    let first = queue_id(&send(
+        env.port,
+        "app@example.com",
+        &["user@example.net"],
+        &sample("first gets 451"),
+    ));
+    env.wait_for_event("deferred", |e| {
+        e["queue_id"]
+            .as_str()
+            .is_some_and(|q| q.starts_with(&first))
+    });
+    let second_msg = sample("second after a slow RSET");
+    let second = queue_id(&send(
+        env.port,
+        "app@example.com",
+        &["user@example.net"],
+        &second_msg,
+    ));
+    env.wait_for_event("relayed", |e| {
+        e["queue_id"]
+            .as_str()
+            .is_some_and(|q| q.starts_with(&second))
+    });
+    let got = received(&up.dir);
+    assert!(
+        got.iter()
+            .any(|m| m.bytes.ends_with(b"second after a slow RSET\r\n")
+                || String::from_utf8_lossy(&m.bytes).contains("second after a slow RSET")),
+        "audited as relayed, but the upstream has {} message(s)",
+        got.len()
+    );
+}

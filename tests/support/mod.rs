@@ -106,6 +106,10 @@ pub struct EnvOptions {
     pub upstream_auth: Option<(String, String)>,
     /// More `[server]` lines, e.g. `max_connections = 1`.
     pub server_extra: String,
+    /// `[upstream] timeout`.
+    pub upstream_timeout: String,
+    /// More `[upstream]` lines, e.g. `connections = 1`.
+    pub upstream_extra: String,
 }
 
 impl Default for EnvOptions {
@@ -116,6 +120,8 @@ impl Default for EnvOptions {
             bare_line_endings: "reject".into(),
             upstream_auth: None,
             server_extra: String::new(),
+            upstream_timeout: "10s".into(),
+            upstream_extra: String::new(),
         }
     }
 }
@@ -541,11 +547,13 @@ impl TestEnv {
              [spool]\ndir = \"spool\"\n\n\
              [upstream]\nhost = \"localhost\"\nport = {upstream_port}\ntls = \"{tls}\"\n\
              ca_file = \"certs/ca.pem\"\nretry_base = \"1s\"\nmax_retry_interval = \"2s\"\n\
-             timeout = \"10s\"\n{auth}\n\
+             timeout = \"{upstream_timeout}\"\n{upstream_extra}\n{auth}\n\
              [audit]\npath = \"audit.jsonl\"\n\n[policy]\ndir = \"policies\"\n",
             size = opts.max_message_size,
             ble = opts.bare_line_endings,
             extra = opts.server_extra,
+            upstream_timeout = opts.upstream_timeout,
+            upstream_extra = opts.upstream_extra,
             tls = match opts.tls {
                 Tls::Starttls => "starttls",
                 Tls::Implicit => "implicit",
@@ -676,22 +684,12 @@ impl TestEnv {
     /// Starts the aiosmtpd sink (a third-party SMTP server) on the upstream port.
     pub fn start_sink(&mut self, o: SinkOptions) -> Upstream {
         let (dir, log) = self.peer_dir("aiosmtpd");
-        let certs = self.path().join("certs");
-        let mut cmd = Command::new("python3");
-        cmd.arg(format!("{FIXTURES}/aiosmtpd_sink.py"))
-            .arg("--port")
-            .arg(self.upstream_port.to_string())
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--cert")
-            .arg(certs.join("good.pem"))
-            .arg("--key")
-            .arg(certs.join("good.key"))
-            .arg(if o.implicit {
-                "--implicit"
-            } else {
-                "--starttls"
-            });
+        let mut cmd = self.python_peer("aiosmtpd_sink.py", &dir);
+        cmd.arg(if o.implicit {
+            "--implicit"
+        } else {
+            "--starttls"
+        });
         if let Some(r) = &o.reject_rcpt {
             cmd.arg("--reject-rcpt").arg(r);
         }
@@ -702,6 +700,36 @@ impl TestEnv {
             cmd.arg("--auth-mech").arg(m);
         }
         let proc = self.spawn_peer(cmd, "aiosmtpd sink", log);
+        Upstream { proc, dir }
+    }
+
+    /// `python3 tests/fixtures/SCRIPT` on the upstream port with the good certificate,
+    /// writing what it receives to `dir`.
+    fn python_peer(&self, script: &str, dir: &Path) -> Command {
+        let certs = self.path().join("certs");
+        let mut cmd = Command::new("python3");
+        cmd.arg(format!("{FIXTURES}/{script}"))
+            .arg("--port")
+            .arg(self.upstream_port.to_string())
+            .arg("--dir")
+            .arg(dir)
+            .arg("--cert")
+            .arg(certs.join("good.pem"))
+            .arg("--key")
+            .arg(certs.join("good.key"));
+        cmd
+    }
+
+    /// `tests/fixtures/scripted_upstream.py` (STARTTLS, good certificate) playing
+    /// `scenario` on the upstream port.
+    pub fn start_scripted(&mut self, scenario: &str, delay_secs: f64) -> Upstream {
+        let (dir, log) = self.peer_dir("scripted");
+        let mut cmd = self.python_peer("scripted_upstream.py", &dir);
+        cmd.arg("--scenario")
+            .arg(scenario)
+            .arg("--delay")
+            .arg(delay_secs.to_string());
+        let proc = self.spawn_peer(cmd, "scripted upstream", log);
         Upstream { proc, dir }
     }
 
