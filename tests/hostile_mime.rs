@@ -75,6 +75,11 @@ fn content_hidden_from_mail_parser_is_judged() {
         "04-base64-invalid-char.eml",
         "05-qp-double-equals.eml",
         "03-base64-rfc822.eml",
+        // Look-alike spaces and digits between the card's digits.
+        "06b-html-nbsp.eml",
+        "06c-zero-width.eml",
+        "06d-html-zwnj-entity.eml",
+        "06e-fullwidth.eml",
     ] {
         let rule = refused_by(&fixture(file));
         assert!(

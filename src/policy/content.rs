@@ -145,7 +145,7 @@ impl MessageView {
                         };
                         (what, text)
                     };
-                    self.texts.push((TextSource(label(what)), text));
+                    self.texts.push((TextSource(label(what)), normalize(text)));
                 }
                 Kind::Leaf => {}
             }
@@ -176,6 +176,29 @@ impl MessageView {
             ));
         }
     }
+}
+
+/// Folds what renders as a space or a digit but would break a pattern: no-break and
+/// other Unicode spaces become a space, zero-width characters and soft hyphens go,
+/// full-width and Arabic-Indic/Devanagari digits become ASCII digits. A card number
+/// written `4111\u{a0}1111\u{200b}1111 1111` is one to the reader, so it is one to the
+/// detectors and patterns too.
+fn normalize(text: String) -> String {
+    if text.is_ascii() {
+        return text;
+    }
+    let digit = |c: char, zero: u32| char::from_digit(c as u32 - zero, 10);
+    text.chars()
+        .filter_map(|c| match c {
+            '\u{a0}' | '\u{2000}'..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}' => Some(' '),
+            '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}' => None,
+            '\u{ff10}'..='\u{ff19}' => digit(c, 0xff10),
+            '\u{660}'..='\u{669}' => digit(c, 0x660),
+            '\u{6f0}'..='\u{6f9}' => digit(c, 0x6f0),
+            '\u{966}'..='\u{96f}' => digit(c, 0x966),
+            _ => Some(c),
+        })
+        .collect()
 }
 
 /// Text in `charset` as a string: mail-parser's decoders (the WHATWG set and more);
@@ -236,6 +259,24 @@ mod tests {
     use super::*;
 
     const MSG: &[u8] = b"From: a@example.com\r\nTo: b@bank.example\r\nSubject: =?utf-8?q?Gehalt_M=C3=A4rz?=\r\nX-Mailer: Billing\r\n 3000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<p>Card 4111 1111=20\r\n1111 1111</p>\r\n--XX\r\nContent-Type: application/x-msdownload; name=\"setup.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--XX\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: text/plain\r\n\r\nsecret inner text\r\n--XX--\r\n";
+
+    #[test]
+    fn look_alike_spaces_and_digits_are_folded() {
+        assert_eq!(
+            normalize("4111\u{a0}1111\u{200b}1111\u{202f}1111".into()),
+            "4111 11111111 1111"
+        );
+        assert_eq!(normalize("\u{ff14}\u{ff11}\u{ff11}\u{ff11}".into()), "4111");
+        assert_eq!(normalize("\u{664}\u{6f1}\u{967}x".into()), "411x");
+        assert_eq!(normalize("Grüße".into()), "Grüße");
+        let card = "Card: 4111\u{a0}1111\u{200b}1111\u{a0}1111\r\n";
+        let msg = format!("Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{card}");
+        let v = MessageView::new(msg.as_bytes());
+        assert!(v
+            .texts
+            .iter()
+            .any(|(_, t)| t.contains("4111 11111111 1111")));
+    }
 
     #[test]
     fn deep_nesting_is_flagged_without_a_deep_stack() {
