@@ -259,9 +259,12 @@ async fn read_reply<S: AsyncRead + Unpin>(
     timeout: Duration,
 ) -> Result<(ServerReply, Vec<String>), UpstreamError> {
     let mut lines = Vec::new();
+    // One deadline for the whole reply: a server trickling continuation lines must not
+    // hold a relay worker for 128 × `timeout`.
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut buf = Vec::new();
-        let n = tokio::time::timeout(timeout, read_line_bounded(r, &mut buf))
+        let n = tokio::time::timeout_at(deadline, read_line_bounded(r, &mut buf))
             .await
             .map_err(|_| UpstreamError::Timeout(timeout))??;
         if n == 0 {
@@ -734,6 +737,29 @@ mod tests {
         assert!(reply_from(many.as_bytes()).is_err());
         let fits = "250-x\r\n".repeat(MAX_REPLY_LINES - 1) + "250 end\r\n";
         assert!(reply_from(fits.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn a_trickled_reply_must_arrive_within_one_timeout() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, mut server) = tokio::io::duplex(1024);
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    if server.write_all(b"250-slow\r\n").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let _ = server.write_all(b"250 done\r\n").await;
+            });
+            // Each line comes well within the timeout; the reply as a whole does not.
+            let r = read_reply(&mut BufReader::new(client), Duration::from_millis(500)).await;
+            assert!(matches!(r, Err(UpstreamError::Timeout(_))), "{r:?}");
+        });
     }
 
     #[test]
