@@ -212,7 +212,9 @@ fn decide(
                 },
                 policy_version: Some(rt.policy.version().to_string()),
                 kind,
-                body_8bit: tx.body_8bit || bytes.iter().any(|&b| b >= 0x80),
+                // What this copy holds, not what the client declared: an encrypted
+                // copy of an 8-bit message is 7-bit.
+                body_8bit: bytes.iter().any(|&b| b >= 0x80),
                 smtputf8: tx.smtputf8,
             }
         };

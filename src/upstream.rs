@@ -514,21 +514,33 @@ impl Connection {
         if body_8bit && self.caps.eightbit {
             mail.push_str(" BODY=8BITMIME");
         }
+        let refuse_all = |code: u16, text: String| {
+            rcpts
+                .iter()
+                .map(|r| {
+                    let reply = ServerReply {
+                        code,
+                        text: text.clone(),
+                    };
+                    (r.clone(), RcptOutcome::Permanent(reply))
+                })
+                .collect()
+        };
+        if body_8bit && !self.caps.eightbit {
+            // RFC 6152: 8-bit data only to a server that announces 8BITMIME. Converting
+            // here would break the DKIM signature made at receipt.
+            return Ok(refuse_all(
+                554,
+                "5.6.3 upstream does not announce 8BITMIME and the message has 8-bit \
+                 content; send it 7-bit (base64 or quoted-printable) or use an upstream \
+                 with 8BITMIME"
+                    .into(),
+            ));
+        }
         if smtputf8 {
             if !self.caps.smtputf8 {
                 let why = "upstream does not support SMTPUTF8, needed for a non-ASCII address";
-                return Ok(rcpts
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.clone(),
-                            RcptOutcome::Permanent(ServerReply {
-                                code: 553,
-                                text: format!("5.6.7 {why}"),
-                            }),
-                        )
-                    })
-                    .collect());
+                return Ok(refuse_all(553, format!("5.6.7 {why}")));
             }
             mail.push_str(" SMTPUTF8");
         }

@@ -698,3 +698,46 @@ fn a_timed_out_rset_retires_the_connection() {
         got.len()
     );
 }
+
+/// RFC 6152: 8-bit data goes only to an upstream that announces 8BITMIME. Without it, an
+/// 8-bit message bounces with 5.6.3 and a reason the sender can act on (converting it
+/// here would break its DKIM signature); 7-bit mail flows as usual.
+#[test]
+fn eight_bit_mail_is_not_sent_to_an_upstream_without_8bitmime() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    let up = env.start_scripted("no8bit", 0.0);
+    env.start_serve();
+    let eight = "From: app@example.com\r\nTo: user@example.net\r\nSubject: 8bit\r\n\
+                 MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Transfer-Encoding: 8bit\r\n\r\nGr\u{fc}\u{df}e\r\n";
+    let id = queue_id(&send(
+        env.port,
+        "app@example.com",
+        &["user@example.net"],
+        eight.as_bytes(),
+    ));
+    let ev = env.wait_for_event("bounced", |e| {
+        e["queue_id"].as_str().is_some_and(|q| q.starts_with(&id))
+    });
+    assert!(ev.to_string().contains("5.6.3"), "{ev}");
+    let seven = sample("seven bit");
+    let id7 = queue_id(&send(
+        env.port,
+        "app@example.com",
+        &["user@example.net"],
+        &seven,
+    ));
+    env.wait_for_event("relayed", |e| {
+        e["queue_id"].as_str().is_some_and(|q| q.starts_with(&id7))
+    });
+    let got = env.wait_for_messages(&up, 2);
+    assert!(
+        got.iter().all(|m| m.bytes.iter().all(|&b| b < 0x80)),
+        "8-bit data reached the upstream"
+    );
+    assert!(
+        got.iter()
+            .any(|m| m.from.is_empty() && m.text().contains("8BITMIME")),
+        "no DSN"
+    );
+}
