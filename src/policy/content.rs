@@ -136,7 +136,17 @@ impl MessageView {
                         } else {
                             "html part (as text)"
                         };
-                        (what, super::html::html_to_text(&text))
+                        let shown = super::html::html_to_text(&text);
+                        // What a converter hides, a browser may still show: the whole
+                        // text goes in too when it says more than the converted one.
+                        let all = normalize(super::html::html_all_text(&text));
+                        let collapsed: String =
+                            shown.split_whitespace().collect::<Vec<_>>().join(" ");
+                        if normalize(collapsed) != all {
+                            self.texts
+                                .push((TextSource(label("html part (all text)")), all));
+                        }
+                        (what, shown)
                     } else {
                         let what = if is_attachment {
                             "text attachment"

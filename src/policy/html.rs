@@ -263,6 +263,113 @@ pub(crate) fn html_to_text(input_str: &str) -> String {
     out.finish()
 }
 
+/// Every piece of text in `html`, hidden or not: tags become a space, comments, `<head>`,
+/// `<style>` and `<script>` are kept as text, character references are decoded with or
+/// without their `;` (as browsers do), white space is collapsed. A second opinion beside
+/// [`html_to_text`] for `body` conditions: a browser's idea of what is visible differs
+/// from any converter's in corners (`</style x>`, `<!--->`, `--!>`, text in `<head>`,
+/// `&#52` without `;`), and a card number must not hide in one of them.
+pub(crate) fn html_all_text(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let space = |out: &mut String| {
+        if !out.ends_with(' ') && !out.is_empty() {
+            out.push(' ');
+        }
+    };
+    let mut rest = html;
+    // Once no '>' follows, every later '<' is text: no search to the end per '<'.
+    let mut no_close = false;
+    while let Some(c) = rest.chars().next() {
+        match c {
+            '<' if !no_close => {
+                // A tag (or comment, doctype) up to the next '>'; an unclosed '<' is text.
+                let close = rest.find('>');
+                no_close = close.is_none();
+                match close {
+                    Some(end)
+                        if rest.get(1..2).is_some_and(|n| {
+                            n.starts_with(|c: char| {
+                                c.is_ascii_alphabetic() || c == '/' || c == '!' || c == '?'
+                            })
+                        }) =>
+                    {
+                        let inner = &rest[1..end];
+                        if let Some(comment) = inner.strip_prefix("!--") {
+                            space(&mut out);
+                            for c in comment.trim_end_matches('-').chars() {
+                                if c.is_whitespace() {
+                                    space(&mut out);
+                                } else {
+                                    out.push(c);
+                                }
+                            }
+                        }
+                        space(&mut out);
+                        rest = &rest[end + 1..];
+                        continue;
+                    }
+                    _ => out.push('<'),
+                }
+            }
+            '&' => {
+                if let Some((decoded, used)) = char_ref(rest) {
+                    out.push(decoded);
+                    rest = &rest[used..];
+                    continue;
+                }
+                out.push('&');
+            }
+            c if c.is_whitespace() => space(&mut out),
+            c => out.push(c),
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out.trim_end().to_owned()
+}
+
+/// A character reference at the start of `s` (`&#52;`, `&#x34`, `&nbsp;`, ...): the
+/// character and the bytes it used, the `;` optional for numeric ones.
+fn char_ref(s: &str) -> Option<(char, usize)> {
+    let b = s.as_bytes();
+    if b.get(1) == Some(&b'#') {
+        let (radix, start) = match b.get(2) {
+            Some(b'x' | b'X') => (16, 3),
+            _ => (10, 2),
+        };
+        let digits = b[start..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit() || (radix == 16 && c.is_ascii_hexdigit()))
+            .count()
+            .min(8);
+        if digits == 0 {
+            return None;
+        }
+        let n = u32::from_str_radix(&s[start..start + digits], radix).ok()?;
+        let c = char::from_u32(n).unwrap_or('\u{fffd}');
+        let end = start + digits;
+        let used = if b.get(end) == Some(&b';') {
+            end + 1
+        } else {
+            end
+        };
+        return Some((c, used));
+    }
+    const NAMED: [(&str, char); 6] = [
+        ("&nbsp;", '\u{a0}'),
+        ("&amp;", '&'),
+        ("&lt;", '<'),
+        ("&gt;", '>'),
+        ("&quot;", '"'),
+        ("&apos;", '\''),
+    ];
+    NAMED
+        .iter()
+        .find(|(name, _)| {
+            b.len() >= name.len() && b[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        })
+        .map(|(name, c)| (*c, name.len()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +377,40 @@ mod tests {
 
     fn same(html: &str) {
         assert_eq!(html_to_text(html), reference(html), "input: {html:?}");
+    }
+
+    #[test]
+    fn all_text_keeps_what_browsers_may_show() {
+        for (html, want) in [
+            ("<style>p{}</style x>card 4111 1111", "p{} card 4111 1111"),
+            ("<!--->card 4111", "card 4111"),
+            ("<!-- x --!>card 4111", "x --! card 4111"),
+            ("<head>card 4111</head><body>hi</body>", "card 4111 hi"),
+            (
+                "&#52;&#49&#x31;1 &nbsp;x &amp; &bogus;",
+                "4111 \u{a0}x & &bogus;",
+            ),
+            ("4111<b>1111</b>1111", "4111 1111 1111"),
+            ("a < b and c>d", "a < b and c>d"),
+            ("<p>caf\u{e9}</p>", "caf\u{e9}"),
+        ] {
+            assert_eq!(html_all_text(html), want, "{html}");
+        }
+        // Linear: half a million '<' without a '>' (once quadratic in such converters).
+        let many = "<a".repeat(500_000);
+        assert_eq!(html_all_text(&many).len(), many.len());
+        // Never panics on cut-off or odd input.
+        for html in [
+            "<",
+            "&#",
+            "&#x",
+            "&#99999999999;",
+            "<!--",
+            "&",
+            "\u{e9}<\u{e9}>&#\u{e9}",
+        ] {
+            let _ = html_all_text(html);
+        }
     }
 
     #[test]
