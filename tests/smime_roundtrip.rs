@@ -577,3 +577,107 @@ fn signer_key_readable_by_others_is_refused() {
     let err = sealgate::transform::smime::Smime::load(&pki.config(), pki.dir.path()).unwrap_err();
     assert!(err.to_string().contains("chmod 600"), "{err}");
 }
+
+/// A self-signed certificate made by `openssl req` into the recipients directory.
+fn openssl_cert(pki: &Pki, file: &str, subj: &str, ext: &[&str]) {
+    let dir = pki.recipients.clone();
+    let key = pki.path(&format!("{file}.key"));
+    let cert = dir.join(format!("{file}.pem"));
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "30",
+        "-subj",
+        subj,
+        "-keyout",
+        p(&key),
+        "-out",
+        p(&cert),
+    ];
+    for e in ext {
+        args.push("-addext");
+        args.push(e);
+    }
+    run("openssl", &args, None, true);
+}
+
+#[test]
+fn a_certificate_cannot_claim_an_address_its_san_does_not_name() {
+    let pki = pki();
+    // Newer than Alice's real certificate, SAN mallory@, subject emailAddress alice@.
+    openssl_cert(
+        &pki,
+        "mallory",
+        "/CN=Mallory/emailAddress=alice@bank.example",
+        &[
+            "subjectAltName=email:mallory@evil.example",
+            "extendedKeyUsage=emailProtection",
+            "keyUsage=digitalSignature,keyEncipherment",
+        ],
+    );
+    // A CA certificate that carries an address is no recipient certificate.
+    openssl_cert(
+        &pki,
+        "ca-with-address",
+        "/CN=Some CA/emailAddress=erin@bank.example",
+        &[
+            "subjectAltName=email:erin@bank.example",
+            "basicConstraints=critical,CA:TRUE",
+            "keyUsage=keyCertSign,keyEncipherment",
+            "extendedKeyUsage=emailProtection",
+        ],
+    );
+    let smime = pki.load(&pki.config());
+    let alice = smime.certificate_for("alice@bank.example").unwrap();
+    assert!(
+        alice.path.ends_with("alice.pem"),
+        "{}",
+        alice.path.display()
+    );
+    assert!(smime.has_certificate("mallory@evil.example"));
+    assert!(!smime.has_certificate("erin@bank.example"));
+    // Spelled with a trailing dot, as the policy accepts it, the address still finds it.
+    assert!(smime.has_certificate("alice@bank.example."));
+}
+
+#[test]
+fn a_signer_certificate_that_expired_does_not_sign() {
+    let pki = pki();
+    pki.issue(
+        &CertSpec {
+            not_before_days: -400,
+            not_after_days: -5,
+            ..CertSpec::person("payroll@example.com")
+        },
+        KeyKind::Rsa2048,
+        "signer-old",
+        false,
+    );
+    let mut cfg = pki.config();
+    for s in &mut cfg.signer {
+        if s.cert.ends_with("signer-rsa.pem") {
+            s.cert = "signer-old.pem".into();
+            s.key_file = "signer-old.key".into();
+        }
+    }
+    let smime = pki.load(&cfg);
+    assert!(smime.warnings().join("\n").contains("signer-old.pem"));
+    let err = apply(
+        &one_plan(sign_only(), &["alice@bank.example"]),
+        "payroll@example.com",
+        PLAIN,
+        Some(&smime),
+    )
+    .unwrap_err();
+    assert!(err.is_permanent());
+    assert!(
+        err.to_string()
+            .contains("signing certificate cannot be used"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("expired"), "{err}");
+}

@@ -220,8 +220,15 @@ impl CertStore {
     }
 
     fn push(&mut self, path: PathBuf, cert: X509) {
-        if cert_is_ca(&cert) && addresses_of(&cert).is_empty() {
-            // A CA certificate in the directory: a possible intermediate, not a recipient.
+        if cert_is_ca(&cert) {
+            // A CA certificate in the directory: a possible intermediate, never a
+            // recipient, even when it carries an address.
+            if !addresses_of(&cert).is_empty() {
+                self.load_problems.push(format!(
+                    "{}: a CA certificate (keyCertSign) is not used as a recipient certificate",
+                    path.display()
+                ));
+            }
             self.certs.push(stored(path, cert, Purpose::Encrypt));
             return;
         }
@@ -274,7 +281,8 @@ impl CertStore {
     /// The certificate to encrypt to for `addr`: the newest usable one carrying the
     /// address, else the domain certificate for its domain.
     pub fn lookup(&self, addr: &str) -> Result<&StoredCert, NoCertificate> {
-        let key = addr.trim().to_ascii_lowercase();
+        // As the policy spells addresses: case-insensitive, no trailing dot on the domain.
+        let key = addr.trim().trim_end_matches('.').to_ascii_lowercase();
         let mut rejected = Vec::new();
         let mut best: Option<&StoredCert> = None;
         for &i in self.by_address.get(&key).into_iter().flatten() {
@@ -399,9 +407,13 @@ pub fn addresses_of(cert: &X509) -> Vec<String> {
             }
         }
     }
-    for entry in cert.subject_name().entries_by_nid(Nid::PKCS9_EMAILADDRESS) {
-        if let Ok(s) = entry.data().to_string() {
-            out.push(s.trim().to_ascii_lowercase());
+    // The legacy subject emailAddress counts only when the SAN names no address
+    // (RFC 8550 3): a certificate whose SAN says mallory@ cannot also claim alice@.
+    if out.is_empty() {
+        for entry in cert.subject_name().entries_by_nid(Nid::PKCS9_EMAILADDRESS) {
+            if let Ok(s) = entry.data().to_string() {
+                out.push(s.trim().to_ascii_lowercase());
+            }
         }
     }
     out.retain(|a| a.contains('@'));

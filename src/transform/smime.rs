@@ -215,6 +215,14 @@ struct Signer {
     warnings: Vec<String>,
 }
 
+impl Signer {
+    /// The purpose and key checks of load, and the validity dates as of now.
+    fn usable_now(&self) -> Result<(), Unusable> {
+        certstore::static_checks(&self.cert, Purpose::Sign)?;
+        certstore::check_dates(&self.cert)
+    }
+}
+
 /// Loaded certificates and keys; immutable after [`Smime::load`], cheap to share in an `Arc`.
 pub struct Smime {
     store: CertStore,
@@ -362,7 +370,17 @@ impl Smime {
 
         let signer = self.signer(sender);
         let sign_with = match (sign, signer) {
-            (true, Some(s)) => Some(s),
+            (true, Some(s)) => {
+                // A signature clients would reject is not sent: the certificate must be
+                // valid now and fit for S/MIME signing (load only warned about it).
+                if let Err(why) = s.usable_now() {
+                    return Err(SmimeError::Signer {
+                        path: s.info.cert_path.clone(),
+                        why: format!("the signing certificate cannot be used: {why}"),
+                    });
+                }
+                Some(s)
+            }
             (true, None) => return Err(SmimeError::NoSigner(sender.to_string())),
             (false, _) => None,
         };
