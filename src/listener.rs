@@ -170,7 +170,20 @@ pub struct RuntimeHooks<'a> {
 
 impl Hooks for RuntimeHooks<'_> {
     fn authenticate(&self, username: &str, password: &str) -> Option<String> {
-        crate::ingest::authenticate(self.rt, username, password)
+        // argon2 takes tens of milliseconds of CPU: tell the runtime this worker blocks,
+        // so other sessions' tasks move to another thread meanwhile.
+        let client = tokio::task::block_in_place(|| {
+            crate::ingest::authenticate(self.rt, username, password)
+        });
+        if client.is_none() {
+            tracing::warn!("AUTH failed for user {username:?} from {}", self.peer);
+            self.ingest.audit.record(
+                "rejected",
+                serde_json::json!({"stage": "auth", "username": username,
+                                   "peer": self.peer.to_string()}),
+            );
+        }
+        client
     }
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
         crate::ingest::check_sender(self.rt, client, sender).inspect_err(|r| {

@@ -13,6 +13,7 @@
 //!   handshake (CVE-2011-0411).
 
 use base64::Engine;
+use std::borrow::Cow;
 
 use crate::reply::{named, Reply};
 
@@ -321,7 +322,7 @@ impl Session {
         if !tx.smtputf8 && !path.is_ascii() {
             return self.error(named::smtputf8_required());
         }
-        if let Err(r) = hooks.check_sender(self.client(), path) {
+        if let Err(r) = hooks.check_sender(self.client(), &path) {
             return self.error(r);
         }
         self.tx = tx;
@@ -353,10 +354,12 @@ impl Session {
         if self.tx.rcpts.len() >= self.limits.max_recipients {
             return Step::Reply(named::too_many_recipients(self.limits.max_recipients));
         }
-        if let Err(r) = hooks.check_recipient(self.client(), &self.tx.from, path) {
-            return Step::Reply(r);
+        if let Err(r) = hooks.check_recipient(self.client(), &self.tx.from, &path) {
+            // Counted like Postfix's hard errors: a client probing thousands of refused
+            // recipients (each one an audit record) is cut off after MAX_ERRORS.
+            return self.error(r);
         }
-        if !self.tx.rcpts.iter().any(|r| r.eq_ignore_ascii_case(path)) {
+        if !self.tx.rcpts.iter().any(|r| r.eq_ignore_ascii_case(&path)) {
             self.tx.rcpts.push(path.to_string());
         }
         Step::Reply(named::recipient_ok())
@@ -488,15 +491,51 @@ fn strip_eol(line: &[u8]) -> &[u8] {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix) {
-        Some(s[prefix.len()..].trim_start())
+    // `get`: the client's bytes may put a multi-byte character across the cut.
+    match (s.get(..prefix.len()), s.get(prefix.len()..)) {
+        (Some(head), Some(rest)) if head.eq_ignore_ascii_case(prefix) => Some(rest.trim_start()),
+        _ => None,
+    }
+}
+
+/// `"ceo"@example.com` and `"c\eo"@example.com` are `ceo@example.com` (RFC 5321 4.1.2:
+/// a quoted string that needs no quoting means the same mailbox): the unquoted form,
+/// so that allow/deny lists and certificates see one spelling. A local part that does
+/// need its quotes (`"john smith"@x`) is kept as written.
+fn unquote_local_part(path: &str) -> Cow<'_, str> {
+    let Some((local, domain)) = path.rsplit_once('@') else {
+        return Cow::Borrowed(path);
+    };
+    let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
+        return Cow::Borrowed(path);
+    };
+    let mut plain = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(n) => plain.push(n),
+                None => return Cow::Borrowed(path),
+            },
+            c => plain.push(c),
+        }
+    }
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    let dot_atom = !plain.is_empty()
+        && !plain.starts_with('.')
+        && !plain.ends_with('.')
+        && !plain.contains("..")
+        && plain.chars().all(|c| c == '.' || atext(c));
+    if dot_atom {
+        Cow::Owned(format!("{plain}@{domain}"))
     } else {
-        None
+        Cow::Borrowed(path)
     }
 }
 
 /// Splits `<path> params` and validates the path (source routes are dropped, RFC 5321 §4.1.2).
-fn parse_path(s: &str) -> Result<(&str, &str), &'static str> {
+fn parse_path(s: &str) -> Result<(Cow<'_, str>, &str), &'static str> {
     let s = s.trim_start();
     let Some(rest) = s.strip_prefix('<') else {
         return Err("address must be enclosed in <>");
@@ -525,7 +564,7 @@ fn parse_path(s: &str) -> Result<(&str, &str), &'static str> {
             _ => return Err("address must be local-part@domain"),
         }
     }
-    Ok((path, params))
+    Ok((unquote_local_part(path), params))
 }
 
 /// Turns the DATA byte stream into the message: dot-unstuffing, `CRLF.CRLF` detection,
@@ -757,6 +796,61 @@ mod tests {
         let tx = s.take_transaction();
         assert_eq!(tx.rcpts, vec!["x@y.z".to_string()]);
         assert!(tx.body_8bit);
+    }
+
+    #[test]
+    fn multibyte_characters_at_the_command_cut_are_a_syntax_error_not_a_panic() {
+        let mut s = Session::new(limits());
+        let h = AllowAll;
+        s.command(b"EHLO c", &h);
+        assert_eq!(
+            code(&s.command("MAIL FROM\u{e9}<a@b.c>".as_bytes(), &h)),
+            501
+        );
+        assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c>", &h)), 250);
+        assert_eq!(code(&s.command("RCPT TO\u{e9}".as_bytes(), &h)), 501);
+        assert_eq!(code(&s.command("RCPT T\u{e9}:<x@y.z>".as_bytes(), &h)), 501);
+    }
+
+    #[test]
+    fn needlessly_quoted_local_parts_are_unquoted() {
+        assert_eq!(unquote_local_part("\"ceo\"@example.com"), "ceo@example.com");
+        assert_eq!(
+            unquote_local_part("\"c\\eo\"@example.com"),
+            "ceo@example.com"
+        );
+        assert_eq!(unquote_local_part("\"a.b\"@x"), "a.b@x");
+        assert_eq!(unquote_local_part("\"john smith\"@x"), "\"john smith\"@x");
+        assert_eq!(unquote_local_part("\".a\"@x"), "\".a\"@x");
+        assert_eq!(unquote_local_part("\"\"@x"), "\"\"@x");
+        assert_eq!(unquote_local_part("plain@x"), "plain@x");
+        // Through a session: the policy sees the unquoted spelling (evil.example is refused).
+        let mut s = Session::new(limits());
+        let h = AllowAll;
+        s.command(b"EHLO c", &h);
+        s.command(b"MAIL FROM:<\"a\"@b.c>", &h);
+        assert_eq!(code(&s.command(b"RCPT TO:<\"x\"@evil.example>", &h)), 550);
+        assert_eq!(code(&s.command(b"RCPT TO:<\"x\"@y.z>", &h)), 250);
+        let tx = s.take_transaction();
+        assert_eq!(tx.from, "a@b.c");
+        assert_eq!(tx.rcpts, ["x@y.z"]);
+    }
+
+    #[test]
+    fn refused_recipients_count_as_errors() {
+        let mut s = Session::new(limits());
+        let h = AllowAll;
+        s.command(b"EHLO c", &h);
+        s.command(b"MAIL FROM:<a@b.c>", &h);
+        let mut closed_after = None;
+        for i in 1..=100 {
+            if let Step::Close(_) = s.command(format!("RCPT TO:<{i}@evil.example>").as_bytes(), &h)
+            {
+                closed_after = Some(i);
+                break;
+            }
+        }
+        assert_eq!(closed_after, Some(MAX_ERRORS as usize));
     }
 
     #[test]
