@@ -398,6 +398,10 @@ impl Session {
         if self.state == State::HaveMail {
             return self.error(named::bad_sequence("AUTH not allowed during a transaction"));
         }
+        if self.state == State::Fresh {
+            // RFC 4954 4: AUTH is an extension, announced by EHLO.
+            return self.error(named::bad_sequence("send EHLO first"));
+        }
         if !self.auth_allowed_here() {
             return self.error(named::auth_needs_tls());
         }
@@ -834,6 +838,16 @@ mod tests {
         let tx = s.take_transaction();
         assert_eq!(tx.from, "a@b.c");
         assert_eq!(tx.rcpts, ["x@y.z"]);
+    }
+
+    #[test]
+    fn auth_needs_ehlo_first() {
+        let mut s = Session::new(limits());
+        let h = AllowAll;
+        let plain = b"AUTH PLAIN AGJpbGxpbmcAcHc=";
+        assert_eq!(code(&s.command(plain, &h)), 503);
+        s.command(b"EHLO c", &h);
+        assert_eq!(code(&s.command(plain, &h)), 235);
     }
 
     #[test]
