@@ -68,21 +68,39 @@ pub fn build(
             one_line(&f.diagnostic)
         ));
     }
+    // Raw 8-bit header bytes (a UTF-8 Subject written without RFC 2047) go base64, so the
+    // DSN stays 7-bit and reaches an upstream without 8BITMIME.
+    let eight_bit = headers.iter().any(|&b| b >= 0x80);
     out.push_str(&format!(
-        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers{}\r\n\r\n",
+        if eight_bit {
+            "; charset=utf-8\r\nContent-Transfer-Encoding: base64"
+        } else {
+            ""
+        }
     ));
     let mut bytes = out.into_bytes();
-    bytes.extend_from_slice(headers);
-    if !headers.ends_with(b"\r\n") {
-        bytes.extend_from_slice(b"\r\n");
+    if eight_bit {
+        bytes.extend_from_slice(&crate::transform::mime::encode_base64_lines(headers));
+    } else {
+        bytes.extend_from_slice(headers);
+        if !headers.ends_with(b"\r\n") {
+            bytes.extend_from_slice(b"\r\n");
+        }
     }
     bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     bytes
 }
 
+/// A diagnostic on one 7-bit line: control characters become spaces, anything else
+/// outside ASCII (an upstream's reply decoded lossily) a `?`.
 fn one_line(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| match c {
+            c if c.is_control() => ' ',
+            c if !c.is_ascii() => '?',
+            c => c,
+        })
         .collect()
 }
 
@@ -145,5 +163,46 @@ mod tests {
             parsed.subject(),
             Some("Undelivered Mail Returned to Sender")
         );
+    }
+
+    #[test]
+    fn dsn_is_7bit_even_for_8bit_headers_and_replies() {
+        use mail_parser::MimeHeaders;
+        let env = Envelope {
+            id: "ABC".into(),
+            from: "app@example.com".into(),
+            rcpts: vec!["x@example.net".into()],
+            created: 0,
+            client: "local".into(),
+            message_id: None,
+            policy_version: None,
+            kind: EntryKind::Message,
+            body_8bit: true,
+            smtputf8: false,
+        };
+        let msg = "Subject: Gehaltsabrechnung M\u{e4}rz\r\nFrom: app@example.com\r\n\r\nx\r\n";
+        let dsn = build(
+            "gw.test",
+            "smtp.test",
+            &env,
+            msg.as_bytes(),
+            &[Failure {
+                rcpt: "x@example.net".into(),
+                status: "5.1.1".into(),
+                diagnostic: "550 5.1.1 unbekannter Empf\u{e4}nger \u{fffd}".into(),
+            }],
+        );
+        assert!(
+            dsn.iter().all(|&b| b < 0x80),
+            "{}",
+            String::from_utf8_lossy(&dsn)
+        );
+        let parsed = mail_parser::MessageParser::default().parse(&dsn).unwrap();
+        let headers = parsed.parts.iter().find(|p| {
+            p.content_type()
+                .is_some_and(|c| c.subtype() == Some("rfc822-headers"))
+        });
+        let text = headers.and_then(|p| p.text_contents()).unwrap_or_default();
+        assert!(text.contains("Gehaltsabrechnung M\u{e4}rz"), "{text}");
     }
 }

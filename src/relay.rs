@@ -505,7 +505,7 @@ impl Relay {
             message_id: Some(format!("<{}.dsn@{}>", env.id, settings.hostname)),
             policy_version: None,
             kind: EntryKind::Dsn,
-            body_8bit: false,
+            body_8bit: bytes.iter().any(|&b| b >= 0x80),
             smtputf8: env.smtputf8,
         };
         let dsn_id = dsn_env.id.clone();
