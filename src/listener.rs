@@ -102,7 +102,7 @@ pub async fn serve(
             limit.clone(),
             shutdown.clone(),
         );
-        tasks.push(tokio::spawn(accept_loop(l, shared, ingest, limit, sd)));
+        tasks.push(tokio::spawn(accept_loop(l, shared, ingest, limit, sd, max)));
     }
     for t in tasks {
         let _ = t.await;
@@ -117,6 +117,7 @@ async fn accept_loop(
     ingest: Arc<Ingest>,
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
+    max: usize,
 ) {
     loop {
         let permit = tokio::select! {
@@ -138,6 +139,10 @@ async fn accept_loop(
         let rt = shared.get();
         let ingest = ingest.clone();
         let sd = shutdown.clone();
+        let load = Load {
+            slots: limit.clone(),
+            max,
+        };
         tokio::spawn(async move {
             ingest
                 .metrics
@@ -147,7 +152,7 @@ async fn accept_loop(
                 .metrics
                 .sessions_active
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let Err(e) = handle(sock, peer, rt, ingest.clone(), sd).await {
+            if let Err(e) = handle(sock, peer, rt, ingest.clone(), sd, load).await {
                 tracing::debug!("session with {peer} ended: {e}");
             }
             ingest
@@ -267,12 +272,34 @@ async fn send(stream: &mut Stream, bytes: &[u8], limit: Duration) -> std::io::Re
         })?
 }
 
+/// How busy the listener is: while fewer than a fifth of the connection slots are free,
+/// every wait for a client is cut to [`STRESS_TIMEOUT`] (as Postfix does under stress),
+/// so that slow or idle clients cannot keep everyone else out.
+struct Load {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+/// The wait for a client while the listener is under stress.
+const STRESS_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Load {
+    fn limit(&self, configured: Duration) -> Duration {
+        if self.slots.available_permits() * 5 < self.max {
+            configured.min(STRESS_TIMEOUT)
+        } else {
+            configured
+        }
+    }
+}
+
 async fn handle(
     sock: TcpStream,
     peer: SocketAddr,
     rt: Arc<Runtime>,
     ingest: Arc<Ingest>,
     mut shutdown: watch::Receiver<bool>,
+    load: Load,
 ) -> std::io::Result<()> {
     let cfg = &rt.config.server;
     let limits = SessionLimits {
@@ -301,10 +328,15 @@ async fn handle(
     };
     let mut out: Vec<u8> = session.greeting().to_wire();
     let mut skipping_long_line = false;
+    // A whole command line must arrive by this deadline, set when we start waiting for
+    // it: a client trickling one byte per read cannot stretch it (Postfix's
+    // smtpd_per_record_deadline).
+    let mut line_deadline: Option<tokio::time::Instant> = None;
     loop {
         // Take a complete line if one is buffered; otherwise flush and read.
         let line = match find_line(&input) {
             Some(Line::Complete(n)) => {
+                line_deadline = None;
                 let line = input.pending()[..n].to_vec();
                 input.consume(n);
                 if skipping_long_line {
@@ -335,6 +367,9 @@ async fn handle(
                     }
                 }
                 skipping_long_line = !had_end;
+                if had_end {
+                    line_deadline = None;
+                }
                 continue;
             }
             None => {
@@ -342,9 +377,11 @@ async fn handle(
                     send(&mut stream, &out, write_limit).await?;
                     out.clear();
                 }
-                let timeout = rt.config.server.command_timeout;
+                let deadline = *line_deadline.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + load.limit(rt.config.server.command_timeout)
+                });
                 let read = tokio::select! {
-                    r = tokio::time::timeout(timeout, input.fill(&mut stream)) => r,
+                    r = tokio::time::timeout_at(deadline, input.fill(&mut stream)) => r,
                     _ = shutdown.changed() => {
                         send(&mut stream, &named::shutting_down().to_wire(), write_limit).await?;
                         return Ok(());
@@ -398,7 +435,7 @@ async fn handle(
                 input.consume(used);
                 while !rx.is_done() {
                     let n = tokio::time::timeout(
-                        rt.config.server.data_timeout,
+                        load.limit(rt.config.server.data_timeout),
                         input.fill(&mut stream),
                     )
                     .await;

@@ -536,3 +536,46 @@ fn a_client_that_never_reads_does_not_hold_its_slot() {
     eprintln!("served after {:?}", started.elapsed());
     let _stalled = writer.join().unwrap();
 }
+
+/// A command line must arrive whole within `command_timeout` of when the server starts
+/// waiting for it: a client trickling one byte every half second (each read well within
+/// the timeout) is cut off with 421 instead of holding its slot indefinitely.
+#[test]
+fn a_trickled_command_line_times_out_as_a_whole() {
+    let mut env = TestEnv::new(EnvOptions {
+        server_extra: "command_timeout = \"2s\"".into(),
+        ..EnvOptions::default()
+    });
+    env.start_serve();
+    let mut c = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut greeting = [0u8; 128];
+    assert!(c.read(&mut greeting).unwrap() > 0);
+    let started = std::time::Instant::now();
+    let mut cut_off = false;
+    for b in b"EHLO a-very-slow-client.example.test"
+        .iter()
+        .cycle()
+        .take(60)
+    {
+        if c.write_all(&[*b]).is_err() {
+            cut_off = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if started.elapsed() > Duration::from_secs(25) {
+            break;
+        }
+    }
+    // Cut off while still trickling: the server closed, so a later write failed. (A
+    // per-read timeout would never fire here; the server would wait for ever.)
+    assert!(
+        cut_off,
+        "still connected while trickling after {:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.is_empty() || text.starts_with("421"), "{text:?}");
+}
