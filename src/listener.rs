@@ -433,12 +433,14 @@ async fn handle(
                 let mut rx = session.data_receiver(normalize);
                 let used = rx.feed(input.pending());
                 input.consume(used);
+                // Per line, as for commands: each line of the message must arrive
+                // within `data_timeout` of the previous one; bytes trickled within a
+                // line do not stretch it.
+                let line_limit =
+                    || tokio::time::Instant::now() + load.limit(rt.config.server.data_timeout);
+                let mut deadline = line_limit();
                 while !rx.is_done() {
-                    let n = tokio::time::timeout(
-                        load.limit(rt.config.server.data_timeout),
-                        input.fill(&mut stream),
-                    )
-                    .await;
+                    let n = tokio::time::timeout_at(deadline, input.fill(&mut stream)).await;
                     match n {
                         Err(_) => {
                             send(&mut stream, &named::timeout().to_wire(), write_limit).await?;
@@ -446,7 +448,11 @@ async fn handle(
                         }
                         Ok(Ok(0)) => return Ok(()),
                         Ok(Ok(_)) => {
-                            let used = rx.feed(input.pending());
+                            let fresh = input.pending();
+                            if memchr::memchr(b'\n', fresh).is_some() {
+                                deadline = line_limit();
+                            }
+                            let used = rx.feed(fresh);
                             input.consume(used);
                         }
                         Ok(Err(e)) => return Err(e),

@@ -537,13 +537,29 @@ fn a_client_that_never_reads_does_not_hold_its_slot() {
     let _stalled = writer.join().unwrap();
 }
 
-/// A command line must arrive whole within `command_timeout` of when the server starts
-/// waiting for it: a client trickling one byte every half second (each read well within
-/// the timeout) is cut off with 421 instead of holding its slot indefinitely.
+/// Sends `bytes` one every half second, without reading, until a write fails (the
+/// server closed the connection) or 25 s pass; true when cut off.
+fn trickle_until_cut_off(c: &mut TcpStream, bytes: &[u8]) -> bool {
+    let started = std::time::Instant::now();
+    for b in bytes.iter().cycle().take(60) {
+        if c.write_all(&[*b]).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        if started.elapsed() > Duration::from_secs(25) {
+            break;
+        }
+    }
+    false
+}
+
+/// A command line, and a line of message text, must arrive whole within the timeout of
+/// when the server starts waiting for it: a client trickling one byte every half second
+/// (each read well within the timeout) is cut off instead of holding its slot for ever.
 #[test]
-fn a_trickled_command_line_times_out_as_a_whole() {
+fn trickled_lines_time_out_as_a_whole() {
     let mut env = TestEnv::new(EnvOptions {
-        server_extra: "command_timeout = \"2s\"".into(),
+        server_extra: "command_timeout = \"2s\"\ndata_timeout = \"2s\"".into(),
         ..EnvOptions::default()
     });
     env.start_serve();
@@ -551,31 +567,20 @@ fn a_trickled_command_line_times_out_as_a_whole() {
     c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut greeting = [0u8; 128];
     assert!(c.read(&mut greeting).unwrap() > 0);
-    let started = std::time::Instant::now();
-    let mut cut_off = false;
-    for b in b"EHLO a-very-slow-client.example.test"
-        .iter()
-        .cycle()
-        .take(60)
-    {
-        if c.write_all(&[*b]).is_err() {
-            cut_off = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        if started.elapsed() > Duration::from_secs(25) {
-            break;
-        }
-    }
-    // Cut off while still trickling: the server closed, so a later write failed. (A
-    // per-read timeout would never fire here; the server would wait for ever.)
+    // (A per-read timeout would never fire here; the server would wait for ever.)
     assert!(
-        cut_off,
-        "still connected while trickling after {:?}",
-        started.elapsed()
+        trickle_until_cut_off(&mut c, b"EHLO a-very-slow-client.example.test"),
+        "still connected while trickling a command"
     );
-    let mut rest = Vec::new();
-    let _ = c.read_to_end(&mut rest);
-    let text = String::from_utf8_lossy(&rest);
-    assert!(text.is_empty() || text.starts_with("421"), "{text:?}");
+
+    let mut s = Smtp::connect(env.port);
+    assert!(s.cmd("EHLO c").starts_with("250"));
+    assert!(s.cmd("MAIL FROM:<app@example.com>").starts_with("250"));
+    assert!(s.cmd("RCPT TO:<user@example.net>").starts_with("250"));
+    assert!(s.cmd("DATA").starts_with("354"));
+    let mut raw = s.into_stream();
+    assert!(
+        trickle_until_cut_off(&mut raw, b"Subject: a very slow message body"),
+        "still connected while trickling message text"
+    );
 }

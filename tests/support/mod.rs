@@ -388,6 +388,11 @@ pub struct Smtp {
 }
 
 impl Smtp {
+    /// The raw connection, for writing by hand (e.g. slowly).
+    pub fn into_stream(self) -> TcpStream {
+        self.w
+    }
+
     /// Connects and reads the greeting (which must be 220).
     pub fn connect(port: u16) -> Smtp {
         let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to sealgate");
