@@ -140,9 +140,7 @@ impl MessageView {
                         // What a converter hides, a browser may still show: the whole
                         // text goes in too when it says more than the converted one.
                         let all = normalize(super::html::html_all_text(&text));
-                        let collapsed: String =
-                            shown.split_whitespace().collect::<Vec<_>>().join(" ");
-                        if normalize(collapsed) != all {
+                        if !shown.split_whitespace().eq(all.split_whitespace()) {
                             self.texts
                                 .push((TextSource(label("html part (all text)")), all));
                         }
