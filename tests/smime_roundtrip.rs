@@ -527,6 +527,27 @@ fn newest_valid_certificate_wins_and_domain_certificates_apply() {
     let gwinfo = smime.certificate_for("anyone@Partner.Example").unwrap();
     assert_eq!(gwinfo.path, gw.cert_path);
     assert!(smime.certificate_for("anyone@sub.partner.example").is_err());
+    assert!(!smime
+        .warnings()
+        .join("\n")
+        .contains("gateway certificate for"));
+
+    // A gateway certificate that names another domain, and a key written as an address
+    // pattern, are what `check` warns about.
+    let mut cfg = pki.config();
+    cfg.domain_certs
+        .insert("other.example".into(), gw.cert_path.clone());
+    cfg.domain_certs
+        .insert("*@wild.example".into(), gw.cert_path.clone());
+    let w = pki.load(&cfg).warnings().join("\n");
+    assert!(
+        w.contains("gateway certificate for other.example names only gateway@partner.example"),
+        "{w}"
+    );
+    assert!(
+        w.contains("\"*@wild.example\": write the domain alone"),
+        "{w}"
+    );
 }
 
 #[test]

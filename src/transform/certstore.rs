@@ -210,6 +210,21 @@ impl CertStore {
             let Some(cert) = certs.into_iter().next() else {
                 return Err(StoreError::NotACertificate { path: path.clone() });
             };
+            let domain_lc = domain.trim().to_ascii_lowercase();
+            if domain_lc.contains(['@', '*']) {
+                store.load_problems.push(format!(
+                    "[smime.domain_certs] \"{domain}\": write the domain alone \
+                     (\"partner.example\"); this entry never matches"
+                ));
+            }
+            let named = addresses_of(&cert);
+            if !named.is_empty() && !named.iter().any(|a| a.ends_with(&format!("@{domain_lc}"))) {
+                store.load_problems.push(format!(
+                    "{}: gateway certificate for {domain} names only {} - is it the right one?",
+                    path.display(),
+                    named.join(", ")
+                ));
+            }
             let idx = store.push_unindexed(path.clone(), cert);
             store.by_domain.insert(domain.to_ascii_lowercase(), idx);
         }
