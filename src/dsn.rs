@@ -128,9 +128,9 @@ mod tests {
     use super::*;
     use crate::spool::EntryKind;
 
-    #[test]
-    fn dsn_is_a_parseable_multipart_report_without_the_body() {
-        let env = Envelope {
+    /// The original message's envelope: app@example.com to x@example.net.
+    fn envelope(body_8bit: bool) -> Envelope {
+        Envelope {
             id: "ABC".into(),
             from: "app@example.com".into(),
             rcpts: vec!["x@example.net".into()],
@@ -139,9 +139,14 @@ mod tests {
             message_id: None,
             policy_version: None,
             kind: EntryKind::Message,
-            body_8bit: false,
+            body_8bit,
             smtputf8: false,
-        };
+        }
+    }
+
+    #[test]
+    fn dsn_is_a_parseable_multipart_report_without_the_body() {
+        let env = envelope(false);
         let msg = b"Subject: payslip\r\nFrom: app@example.com\r\n\r\nSECRET BODY\r\n";
         let dsn = build(
             "gw.test",
@@ -168,18 +173,7 @@ mod tests {
     #[test]
     fn dsn_is_7bit_even_for_8bit_headers_and_replies() {
         use mail_parser::MimeHeaders;
-        let env = Envelope {
-            id: "ABC".into(),
-            from: "app@example.com".into(),
-            rcpts: vec!["x@example.net".into()],
-            created: 0,
-            client: "local".into(),
-            message_id: None,
-            policy_version: None,
-            kind: EntryKind::Message,
-            body_8bit: true,
-            smtputf8: false,
-        };
+        let env = envelope(true);
         let msg = "Subject: Gehaltsabrechnung M\u{e4}rz\r\nFrom: app@example.com\r\n\r\nx\r\n";
         let dsn = build(
             "gw.test",

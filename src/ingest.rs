@@ -156,7 +156,10 @@ fn decide(
         client: &info.client,
         from: &tx.from,
     };
-    let verdicts = rt.policy.judge_message(&env, &tx.rcpts, message);
+    // `accept` ran `refuse_hazard` on this message before anything parsed it.
+    let verdicts = rt
+        .policy
+        .judge_message_within_limits(&env, &tx.rcpts, message);
     let mut pairs = Vec::with_capacity(verdicts.len());
     let mut rules_by_rcpt = serde_json::Map::new();
     let mut refs_by_rcpt: std::collections::HashMap<String, Vec<crate::verdict::RuleRef>> =

@@ -61,15 +61,21 @@ pub(crate) struct MessageView {
 impl MessageView {
     /// Parses `raw` once and extracts everything rules can test (for explain).
     pub(crate) fn new(raw: &[u8]) -> MessageView {
-        Self::for_rules(raw, true)
+        Self::for_rules(raw, true, false)
     }
 
     /// Like [`MessageView::new`]; with `parse` false (no rule looks at subject, headers,
     /// body or attachments) only the size is filled in and the message is not parsed.
-    pub(crate) fn for_rules(raw: &[u8], parse: bool) -> MessageView {
+    /// `limits_checked`: the caller already found [`mime::hazard`] to be `None` for
+    /// `raw`, so the check is not run twice.
+    pub(crate) fn for_rules(raw: &[u8], parse: bool, limits_checked: bool) -> MessageView {
         let mut view = MessageView {
             size: raw.len(),
-            hazard: mime::hazard(raw),
+            hazard: if limits_checked {
+                None
+            } else {
+                mime::hazard(raw)
+            },
             ..MessageView::default()
         };
         // A message beyond the MIME limits is refused whole; it is never handed to
@@ -79,7 +85,8 @@ impl MessageView {
         }
         view.parsed = true;
         let canon = mime::canonical_crlf(raw);
-        if let Some(top) = MessageParser::default().parse_headers(mime::parse(&canon).header) {
+        let top_header = &canon[..mime::header_end(&canon)];
+        if let Some(top) = MessageParser::default().parse_headers(top_header) {
             view.subject = top.subject().unwrap_or_default().to_owned();
             view.headers = top_headers(&top);
         }

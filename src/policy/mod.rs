@@ -456,7 +456,29 @@ impl PolicySet {
         rcpts: &[String],
         message: &[u8],
     ) -> Vec<RecipientVerdict> {
-        let view = MessageView::for_rules(message, self.needs_parse);
+        self.judge(env, rcpts, message, false)
+    }
+
+    /// [`PolicySet::judge_message`] for a message the caller has already found within
+    /// the MIME limits (`transform::mime::hazard` is `None`), as ingest does before
+    /// anything parses it: the check is not run a second time.
+    pub fn judge_message_within_limits(
+        &self,
+        env: &Envelope,
+        rcpts: &[String],
+        message: &[u8],
+    ) -> Vec<RecipientVerdict> {
+        self.judge(env, rcpts, message, true)
+    }
+
+    fn judge(
+        &self,
+        env: &Envelope,
+        rcpts: &[String],
+        message: &[u8],
+        limits_checked: bool,
+    ) -> Vec<RecipientVerdict> {
+        let view = MessageView::for_rules(message, self.needs_parse, limits_checked);
         self.evaluate(env, rcpts, &view, false)
             .into_iter()
             .map(|r| r.verdict)
