@@ -497,7 +497,7 @@ impl Relay {
             failures,
         );
         let dsn_env = Envelope {
-            id: spool::new_id(),
+            id: dsn_id(&env.id, failures),
             from: String::new(),
             rcpts: vec![env.from.clone()],
             created: spool::now(),
@@ -509,7 +509,12 @@ impl Relay {
             smtputf8: env.smtputf8,
         };
         let dsn_id = dsn_env.id.clone();
-        if let Err(e) = self.spool.store(&[(dsn_env, &bytes)]) {
+        // A crash after the DSN was spooled but before the failed recipients were
+        // recorded as done repeats this bounce on restart; the DSN is already queued
+        // under the same id and must not go out twice.
+        if self.spool.entry(&dsn_id).is_ok() {
+            tracing::info!("DSN {dsn_id} for {} is already queued", env.id);
+        } else if let Err(e) = self.spool.store(&[(dsn_env, &bytes)]) {
             tracing::error!("cannot spool DSN for {}: {e}", env.id);
             return Err(e.to_string());
         }
@@ -521,6 +526,24 @@ impl Relay {
         );
         Ok(())
     }
+}
+
+/// The queue id of the DSN that reports `failures` of entry `id`: the same failures of
+/// the same entry always give the same id (so a repeated bounce finds its DSN queued),
+/// different recipients a different one. At most 20 + 5 + 16 characters, within the
+/// spool's 64.
+fn dsn_id(id: &str, failures: &[Failure]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut rcpts: Vec<&str> = failures.iter().map(|f| f.rcpt.as_str()).collect();
+    rcpts.sort_unstable();
+    let mut h = Sha256::new();
+    for r in rcpts {
+        h.update(r.as_bytes());
+        h.update(b"\n");
+    }
+    let digest = h.finalize();
+    let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{id}-dsn-{tag}")
 }
 
 /// `base * 2^(attempts-1)`, at most `max`.
@@ -551,5 +574,93 @@ mod tests {
         assert_eq!(backoff(b, m, 1), Duration::from_secs(60));
         assert_eq!(backoff(b, m, 3), Duration::from_secs(240));
         assert_eq!(backoff(b, m, 30), m);
+    }
+
+    fn failure(rcpt: &str) -> Failure {
+        Failure {
+            rcpt: rcpt.into(),
+            status: "5.1.1".into(),
+            diagnostic: "550 5.1.1 no such user".into(),
+        }
+    }
+
+    #[test]
+    fn dsn_ids_follow_the_failed_recipients() {
+        let a = dsn_id("ID1", &[failure("a@x.example"), failure("b@x.example")]);
+        assert_eq!(
+            a,
+            dsn_id("ID1", &[failure("b@x.example"), failure("a@x.example")])
+        );
+        assert_ne!(a, dsn_id("ID1", &[failure("a@x.example")]));
+        assert_ne!(
+            a,
+            dsn_id("ID2", &[failure("a@x.example"), failure("b@x.example")])
+        );
+        assert!(a.starts_with("ID1-dsn-") && a.len() == "ID1-dsn-".len() + 16);
+    }
+
+    /// A crash between spooling a DSN and recording the failure repeats the bounce at
+    /// the next start: the sender still gets one DSN.
+    #[test]
+    fn a_repeated_bounce_queues_one_dsn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Spool::open(dir.path()).expect("spool");
+        let tls = Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+        );
+        let settings = RelaySettings {
+            upstream: UpstreamSettings {
+                host: "upstream.test".into(),
+                port: 25,
+                mode: crate::config::UpstreamTls::Starttls,
+                server_name: rustls_pki_types::ServerName::try_from("upstream.test").expect("name"),
+                tls,
+                credentials: None,
+                helo: "sealgate.test".into(),
+                timeout: Duration::from_secs(5),
+            },
+            give_up_after: Duration::from_secs(3600),
+            retry_base: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            hostname: "sealgate.test".into(),
+        };
+        let relay = Relay::new(
+            spool.clone(),
+            settings.clone(),
+            Arc::new(Audit::open(None).expect("audit")),
+            Arc::new(Metrics::default()),
+        );
+        let env = Envelope {
+            id: spool::new_id(),
+            from: "app@sender.example".into(),
+            rcpts: vec!["a@x.example".into(), "b@x.example".into()],
+            created: spool::now(),
+            client: "local".into(),
+            message_id: Some("<m1@sender.example>".into()),
+            policy_version: None,
+            kind: EntryKind::Message,
+            body_8bit: false,
+            smtputf8: false,
+        };
+        let message = b"From: app@sender.example\r\nSubject: s\r\n\r\nbody\r\n";
+        let failures = [failure("a@x.example")];
+        relay
+            .bounce(&env, message, &failures, &settings)
+            .expect("first bounce");
+        relay
+            .bounce(&env, message, &failures, &settings)
+            .expect("repeated bounce");
+        assert_eq!(spool.scan().expect("scan").0.len(), 1, "one DSN, not two");
+        // Another recipient failing later is another DSN.
+        relay
+            .bounce(&env, message, &[failure("b@x.example")], &settings)
+            .expect("second failure");
+        assert_eq!(spool.scan().expect("scan").0.len(), 2);
     }
 }
