@@ -163,6 +163,41 @@ fn ecdsa_p384_signer_and_8bit_body_verify() {
     assert!(String::from_utf8_lossy(&print.stdout).contains("ecdsa-with-SHA256"));
 }
 
+/// A billing export with one 3,000-octet CSV line: RFC 5322 allows 998, and a relay
+/// that folds the line would break a detached signature over it. The signed part is
+/// base64-encoded first, every line of the output is short, and the content that
+/// `openssl cms -verify` returns decodes to the original line.
+#[test]
+fn a_line_over_998_octets_is_encoded_before_signing() {
+    let pki = pki();
+    let smime = pki.load(&pki.config());
+    let row: String = (0..600).map(|i| format!("{i:04},")).collect();
+    assert!(row.len() > 998);
+    let msg = format!(
+        "From: payroll@example.com\r\nTo: alice@bank.example\r\nSubject: export\r\nMIME-Version: 1.0\r\nContent-Type: text/csv; charset=us-ascii\r\n\r\n{row}\r\nend\r\n"
+    );
+    let out = apply(
+        &one_plan(sign_only(), &["x@y"]),
+        "payroll@example.com",
+        msg.as_bytes(),
+        Some(&smime),
+    )
+    .unwrap();
+    let longest = out
+        .message
+        .split(|&c| c == b'\n')
+        .map(<[u8]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest <= 1000, "a line of {longest} octets left sealgate");
+    let signed = openssl_verify(&pki, &out.message);
+    let parsed = mail_parser::MessageParser::default()
+        .parse(&signed)
+        .unwrap();
+    let text = String::from_utf8_lossy(parsed.parts[0].contents()).into_owned();
+    assert_eq!(text.lines().next(), Some(row.as_str()), "{text}");
+}
+
 #[test]
 fn opaque_signature_verifies_and_carries_the_content() {
     let pki = pki();

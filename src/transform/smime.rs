@@ -1299,11 +1299,12 @@ fn protect_headers(content: &[u8], fields: &[mime::Field<'_>], encrypting: bool)
     out
 }
 
-/// Re-encodes leaf parts that carry 8-bit data in 7bit/8bit/binary transfer encoding as
-/// base64, so that a detached signature survives relays that downgrade 8BITMIME.
-/// Parts already 7-bit stay byte-identical.
+/// Re-encodes leaf parts that carry 8-bit data, or lines longer than RFC 5322's 998
+/// octets, in 7bit/8bit/binary transfer encoding as base64, so that a detached signature
+/// survives relays that downgrade 8BITMIME or fold long lines (RFC 8551 §3.1.3 asks for
+/// exactly this before signing). Parts already 7-bit with short lines stay byte-identical.
 pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
-    if entity.iter().all(|c| *c < 0x80) {
+    if entity.iter().all(|c| *c < 0x80) && !has_long_line(&entity) {
         return entity;
     }
     let tree = mime::parse(&entity);
@@ -1313,7 +1314,7 @@ pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
                 e.info.transfer_encoding.as_str(),
                 "7bit" | "8bit" | "binary"
             )
-            && e.body.iter().any(|c| *c >= 0x80);
+            && (e.body.iter().any(|c| *c >= 0x80) || has_long_line(e.body));
         if !needs {
             return mime::Edit::Keep;
         }
@@ -1333,6 +1334,19 @@ pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
     };
     drop(tree);
     changed.unwrap_or(entity)
+}
+
+/// True when a line of `text` (CRLF or bare LF ended) has more than 998 octets.
+fn has_long_line(text: &[u8]) -> bool {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len())) {
+        let line = text.get(start..end).unwrap_or_default();
+        if line.strip_suffix(b"\r").unwrap_or(line).len() > 998 {
+            return true;
+        }
+        start = end + 1;
+    }
+    false
 }
 
 /// RSA-OAEP key transport, which `CMS_encrypt` cannot select: the EnvelopedData is
@@ -1644,5 +1658,21 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("Content-Transfer-Encoding: base64\r\n\r\nR3LDvMOfZQ==\r\n"));
         assert!(s.contains("Content-Type: text/plain\r\n\r\nplain\r\n--b--"));
+    }
+
+    #[test]
+    fn to_7bit_reencodes_leaves_with_lines_over_998_octets() {
+        let long = "x".repeat(999);
+        let ok = "y".repeat(998);
+        let e = format!("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/csv\r\n\r\n{long}\r\n--b\r\nContent-Type: text/plain\r\n\r\n{ok}\r\n--b--\r\n");
+        let out = String::from_utf8(to_7bit(e.clone().into_bytes())).unwrap();
+        assert!(!has_long_line(out.as_bytes()));
+        assert!(
+            out.contains("Content-Type: text/csv\r\nContent-Transfer-Encoding: base64\r\n\r\neHh4")
+        );
+        assert!(out.contains(&format!("Content-Type: text/plain\r\n\r\n{ok}\r\n--b--")));
+        // 998 octets is within the limit: nothing changes.
+        let fine = format!("Content-Type: text/plain\r\n\r\n{ok}\r\n");
+        assert_eq!(to_7bit(fine.clone().into_bytes()), fine.into_bytes());
     }
 }
