@@ -76,6 +76,7 @@ pub fn run(
         let _ = writeln!(text, "  none: every recipient is refused at RCPT");
     }
     let (plans, refused) = crate::transform::plan(&pairs, rt.smime.as_ref());
+    let plans = crate::transform::separate_hidden_recipients(plans, message);
     for (r, why) in &refused {
         let _ = writeln!(text, "  <{r}>: refused: {why}");
         refused_json.push(json!({"rcpt": r, "stage": "data", "reason": why}));

@@ -183,6 +183,7 @@ fn decide(
         }
     }
     let (plans, refused) = crate::transform::plan(&pairs, rt.smime.as_ref());
+    let plans = crate::transform::separate_hidden_recipients(plans, message);
     if let Some((rcpt, why)) = refused.first() {
         let by: Vec<String> = refs_by_rcpt
             .get(rcpt)

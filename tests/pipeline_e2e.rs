@@ -20,18 +20,23 @@ fn outbox(dir: &Path) -> Vec<(Vec<String>, PathBuf, String)> {
         if p.extension().is_some_and(|x| x == "json") {
             let env: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            let rcpts = env["rcpts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r.as_str().unwrap().to_string())
-                .collect();
+            let rcpts = rcpts_of(&env);
             let eml = p.with_extension("eml");
             let text = String::from_utf8_lossy(&std::fs::read(&eml).unwrap()).into_owned();
             v.push((rcpts, eml, text));
         }
     }
     v
+}
+
+/// The `rcpts` of an envelope (outbox `.json` or spool header).
+fn rcpts_of(env: &serde_json::Value) -> Vec<String> {
+    env["rcpts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
 }
 
 fn find<'a>(
@@ -183,5 +188,81 @@ fn demo_output_decrypts_verifies_and_passes_dkim_with_real_tools() {
     assert!(
         stripped.to_ascii_lowercase().contains("sha-256") || stripped.contains("SHA256"),
         "{stripped}"
+    );
+}
+
+/// Decrypts `eml` as `who` (a demo recipient) with `openssl cms`; true when it could.
+fn decrypts_as(dir: &Path, eml: &Path, who: &str) -> bool {
+    Command::new("openssl")
+        .args(["cms", "-decrypt", "-in"])
+        .arg(eml)
+        .arg("-recip")
+        .arg(dir.join(format!("certs/recipients/{who}.pem")))
+        .arg("-inkey")
+        .arg(dir.join(format!("recipient-keys/{who}.key")))
+        .arg("-out")
+        .arg(dir.join("bcc.dec"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// An encrypted payslip to alice with bob on Bcc, through a real SMTP session: each gets
+/// a copy of their own, so bob's EnvelopedData does not name alice's certificate nor
+/// alice's bob's (`openssl cms -decrypt` with the other's key finds no recipient).
+#[test]
+fn a_bcc_recipient_of_encrypted_mail_gets_a_copy_of_its_own() {
+    let (_tmp, dir) = demo();
+    let server = support::demo::serve_demo(&dir, "", "");
+    let mut c = support::Smtp::connect(server.port);
+    c.cmd("EHLO bcc.test");
+    assert!(c.cmd("MAIL FROM:<payroll@example.com>").starts_with("250"));
+    for r in ["alice@bank.example", "bob@bank.example"] {
+        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
+        assert!(reply.starts_with("250"), "{r}: {reply}");
+    }
+    let reply = c.data(b"From: payroll@example.com\r\nTo: alice@bank.example\r\nSubject: payslip\r\n\r\nYour payslip.\r\n");
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("QUIT");
+
+    // The demo's upstream is gone: the copies wait in the spool.
+    let mut copies = Vec::new();
+    for e in std::fs::read_dir(dir.join("spool/queue"))
+        .unwrap()
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "msg") {
+            continue;
+        }
+        let raw = std::fs::read(&p).unwrap();
+        let mut parts = raw.splitn(3, |&b| b == b'\n');
+        let (_magic, header, message) = (parts.next(), parts.next(), parts.next());
+        let env: serde_json::Value = serde_json::from_slice(header.unwrap()).unwrap();
+        let rcpts = rcpts_of(&env);
+        let eml = p.with_extension("eml");
+        std::fs::write(&eml, message.unwrap()).unwrap();
+        copies.push((rcpts, eml));
+    }
+    copies.sort();
+    let rcpts: Vec<&Vec<String>> = copies.iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        rcpts,
+        [
+            &vec!["alice@bank.example".to_string()],
+            &vec!["bob@bank.example".to_string()]
+        ]
+    );
+    let (alice, bob) = (&copies[0].1, &copies[1].1);
+    assert!(decrypts_as(&dir, alice, "alice@bank.example"));
+    assert!(decrypts_as(&dir, bob, "bob@bank.example"));
+    assert!(
+        !decrypts_as(&dir, bob, "alice@bank.example"),
+        "bob's copy must not be encrypted to alice"
+    );
+    assert!(
+        !decrypts_as(&dir, alice, "bob@bank.example"),
+        "alice's copy must not name bob"
     );
 }

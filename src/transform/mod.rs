@@ -6,7 +6,8 @@
 //!   fallbacks and groups recipients whose effective actions are identical (one
 //!   outgoing copy each). A recipient whose rule requires encryption, with fallback
 //!   `reject` and no usable certificate, is refused there: plaintext never leaves
-//!   silently.
+//!   silently. [`separate_hidden_recipients`] then gives each Bcc recipient of an
+//!   encrypted copy a copy of its own.
 //! - [`apply`] builds one outgoing copy: attachments (strip or zip) -> sign -> encrypt,
 //!   each S/MIME step self-checked before anything is returned.
 //!
@@ -143,6 +144,68 @@ pub fn plan(
         }
     }
     (plans, refused)
+}
+
+/// Gives every recipient of an encrypting plan that the message's To and Cc do not name
+/// (a Bcc recipient) a copy of its own. An EnvelopedData lists one RecipientInfo per
+/// certificate (issuer and serial number, or key identifier) in the clear, so a shared
+/// copy would show each Bcc recipient to all the others; mail clients that encrypt send
+/// Bcc copies separately for the same reason. Plans that do not encrypt are unchanged.
+pub fn separate_hidden_recipients(plans: Vec<Plan>, message: &[u8]) -> Vec<Plan> {
+    if !plans
+        .iter()
+        .any(|p| p.actions.encrypt && p.recipients.len() > 1)
+    {
+        return plans;
+    }
+    let named = header_recipients(message);
+    let mut out = Vec::with_capacity(plans.len());
+    for mut plan in plans {
+        if !plan.actions.encrypt || plan.recipients.len() < 2 {
+            out.push(plan);
+            continue;
+        }
+        let (shown, hidden): (Vec<String>, Vec<String>) = std::mem::take(&mut plan.recipients)
+            .into_iter()
+            .partition(|r| named.contains(&r.to_ascii_lowercase()));
+        let mut own = Vec::with_capacity(hidden.len());
+        for rcpt in hidden {
+            own.push(Plan {
+                actions: plan.actions.clone(),
+                notes: vec![format!(
+                    "{rcpt}: encrypted in a copy of its own (not named in To or Cc)"
+                )],
+                recipients: vec![rcpt],
+            });
+        }
+        if shown.is_empty() {
+            // All hidden: the first one keeps the plan's own notes.
+            if let Some(first) = own.first_mut() {
+                first.notes.splice(0..0, plan.notes);
+            }
+        } else {
+            plan.recipients = shown;
+            out.push(plan);
+        }
+        out.extend(own);
+    }
+    out
+}
+
+/// The addresses in the top-level To and Cc fields, lower case.
+fn header_recipients(message: &[u8]) -> std::collections::HashSet<String> {
+    let mut named = std::collections::HashSet::new();
+    let Some(m) = mail_parser::MessageParser::new().parse_headers(message) else {
+        return named;
+    };
+    for list in [m.to(), m.cc()].into_iter().flatten() {
+        for a in list.iter() {
+            if let Some(addr) = a.address() {
+                named.insert(addr.to_ascii_lowercase());
+            }
+        }
+    }
+    named
 }
 
 /// Clears what does not apply so that equal outcomes compare equal: stripping wins over
@@ -317,6 +380,63 @@ mod tests {
         assert!(plans[0].actions.zip_attachments && !plans[0].actions.encrypt);
         assert_eq!(plans[0].notes.len(), 1);
         assert_eq!(plans[1].recipients, ["b@x", "d@x"]);
+    }
+
+    fn plan_for(actions: Actions, rcpts: &[&str]) -> Plan {
+        Plan {
+            actions,
+            recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn bcc_recipients_of_an_encrypted_copy_get_their_own() {
+        let msg = b"From: p@example.com\r\nTo: Alice <Alice@Bank.example>, group: carol@bank.example;\r\nCc: dave@bank.example\r\nSubject: s\r\n\r\nbody\r\n";
+        let plans = vec![
+            plan_for(
+                enc(NoCertFallback::Reject),
+                &[
+                    "alice@bank.example",
+                    "bcc1@bank.example",
+                    "carol@bank.example",
+                    "dave@bank.example",
+                    "bcc2@bank.example",
+                ],
+            ),
+            plan_for(Actions::default(), &["x@y.example", "hidden@y.example"]),
+        ];
+        let out = separate_hidden_recipients(plans, msg);
+        let rcpts: Vec<Vec<&str>> = out
+            .iter()
+            .map(|p| p.recipients.iter().map(String::as_str).collect())
+            .collect();
+        assert_eq!(
+            rcpts,
+            [
+                vec![
+                    "alice@bank.example",
+                    "carol@bank.example",
+                    "dave@bank.example"
+                ],
+                vec!["bcc1@bank.example"],
+                vec!["bcc2@bank.example"],
+                vec!["x@y.example", "hidden@y.example"],
+            ]
+        );
+        assert!(out.get(1).is_some_and(|p| p.actions.encrypt));
+        assert!(out
+            .get(1)
+            .is_some_and(|p| p.notes[0].contains("not named in To or Cc")));
+
+        // Nobody named (To: undisclosed-recipients:;): one copy each.
+        let undisclosed = b"From: p@example.com\r\nTo: undisclosed-recipients:;\r\n\r\nbody\r\n";
+        let out = separate_hidden_recipients(
+            vec![plan_for(enc(NoCertFallback::Reject), &["a@x", "b@x"])],
+            undisclosed,
+        );
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|p| p.recipients.len() == 1));
     }
 
     #[test]
