@@ -5,7 +5,8 @@
 //! on; an attachment is what [`attachments::is_attachment`] says) and decoded
 //! (transfer encodings leniently, charsets with mail-parser's decoders, headers with
 //! mail-parser) into a [`MessageView`]: the top-level subject and headers, every text the
-//! `body` condition sees (every `text/*` part, HTML converted to text, the same inside
+//! `body` condition sees (every `text/*` part, HTML converted to text, other parts whose
+//! content is text whatever their declared type, the same inside
 //! attached messages, with their subjects, and every attachment file name), and the
 //! name and type of every attachment (nested ones included). Rules only look at this view.
 //! Invariant: building a view never panics, whatever the bytes; a message beyond the
@@ -162,6 +163,16 @@ impl MessageView {
                     };
                     self.texts.push((TextSource(label(what)), normalize(text)));
                 }
+                Kind::Leaf if sniffed_as_text(info, e.body) => {
+                    // Declared as something else (a CSV export sent as
+                    // application/octet-stream, JSON, XML): judged as the text it is.
+                    let bytes = mime::decode_body(e.body, &info.transfer_encoding);
+                    let text = decode_charset(&bytes, info.charset.as_deref());
+                    self.texts.push((
+                        TextSource(label("attachment (text content)")),
+                        normalize(text),
+                    ));
+                }
                 Kind::Leaf => {}
             }
             if is_attachment {
@@ -191,6 +202,38 @@ impl MessageView {
             ));
         }
     }
+}
+
+/// How many decoded octets [`sniffed_as_text`] looks at: git's test for binary files.
+const SNIFF_OCTETS: usize = 8000;
+
+/// True for a leaf that is not `text/*` (nor a message, image, audio or video) but
+/// whose content is text: no NUL among its first [`SNIFF_OCTETS`] decoded octets, as git
+/// decides. Only a prefix is decoded for the test, so a large binary attachment costs
+/// next to nothing.
+fn sniffed_as_text(info: &mime::PartInfo, body: &[u8]) -> bool {
+    let family = info.content_type.split('/').next().unwrap_or_default();
+    if matches!(
+        family,
+        "text" | "message" | "multipart" | "image" | "audio" | "video"
+    ) {
+        return false;
+    }
+    // Most binary formats have a NUL within their first kilobyte: that prefix is tried
+    // first, the whole SNIFF_OCTETS only when it passes.
+    [1024, SNIFF_OCTETS].into_iter().all(|wanted| {
+        // Enough encoded octets for `wanted` decoded ones: base64 needs 4/3 of them plus
+        // line breaks, quoted-printable at most 3 each.
+        let encoded = match info.transfer_encoding.as_str() {
+            "base64" => wanted * 3 / 2,
+            "quoted-printable" => wanted * 3,
+            _ => wanted,
+        };
+        let prefix = body.get(..encoded).unwrap_or(body);
+        let decoded = mime::decode_body(prefix, &info.transfer_encoding);
+        let head = decoded.get(..wanted).unwrap_or(&decoded);
+        !head.is_empty() && !head.contains(&0)
+    })
 }
 
 /// Folds what renders as a space or a digit but would break a pattern: no-break and
@@ -347,6 +390,49 @@ mod tests {
             .attachments
             .iter()
             .any(|a| a.content_type == "message/rfc822"));
+    }
+
+    fn with_attachment(content_type: &str, content: &[u8]) -> Vec<u8> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!("Subject: export\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--B\r\nContent-Type: {content_type}\r\nContent-Disposition: attachment; filename=\"export.dat\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--B--\r\n", lines.join("\r\n")).into_bytes()
+    }
+
+    fn texts_of(msg: &[u8]) -> Vec<(String, String)> {
+        MessageView::new(msg)
+            .texts
+            .into_iter()
+            .map(|(s, t)| (s.0, t))
+            .collect()
+    }
+
+    #[test]
+    fn attachments_whose_content_is_text_are_judged_as_text() {
+        // A CSV export declared as octet-stream, the card number far past the sniffed prefix.
+        let mut csv = "id;name;card\r\n".repeat(1000).into_bytes();
+        csv.extend_from_slice(b"7;Doe;4111 1111 1111 1111\r\n");
+        let texts = texts_of(&with_attachment("application/octet-stream", &csv));
+        let hit = texts
+            .iter()
+            .find(|(_, t)| t.contains("4111 1111 1111 1111"))
+            .expect("the CSV is judged");
+        assert_eq!(hit.0, "attachment (text content) \"export.dat\"");
+        // Binary content (a NUL early on) is not.
+        let mut bin = b"PK\x03\x04\x00\x00".to_vec();
+        bin.extend_from_slice(b"4111 1111 1111 1111");
+        let texts = texts_of(&with_attachment("application/zip", &bin));
+        assert!(!texts.iter().any(|(_, t)| t.contains("4111")), "{texts:?}");
+        // Nor are images, whatever their bytes.
+        let texts = texts_of(&with_attachment(
+            "image/svg+xml",
+            b"<svg>4111 1111 1111 1111</svg>",
+        ));
+        assert!(!texts.iter().any(|(_, t)| t.contains("4111")), "{texts:?}");
     }
 
     #[test]
