@@ -475,9 +475,11 @@ impl Relay {
         failures: &[Failure],
         settings: &RelaySettings,
     ) -> Result<(), String> {
-        self.metrics
-            .bounced
-            .fetch_add(failures.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let count_bounced = || {
+            self.metrics
+                .bounced
+                .fetch_add(failures.len() as u64, std::sync::atomic::Ordering::Relaxed)
+        };
         let rcpts: Vec<&str> = failures.iter().map(|f| f.rcpt.as_str()).collect();
         let reasons: Vec<&str> = failures.iter().map(|f| f.diagnostic.as_str()).collect();
         if env.from.is_empty() || env.kind == EntryKind::Dsn {
@@ -487,6 +489,7 @@ impl Relay {
                        "rcpts": rcpts, "reasons": reasons, "dsn": null,
                        "note": "null sender: no DSN is sent"}),
             );
+            count_bounced();
             return Ok(());
         }
         let bytes = dsn::build(
@@ -518,6 +521,9 @@ impl Relay {
             tracing::error!("cannot spool DSN for {}: {e}", env.id);
             return Err(e.to_string());
         }
+        // Counted once the bounce is final: a DSN that could not be written leaves the
+        // recipients queued, and they are counted when their bounce succeeds.
+        count_bounced();
         self.schedule_now(std::slice::from_ref(&dsn_id));
         self.audit.record(
             "bounced",
@@ -566,6 +572,7 @@ fn humanize(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn backoff_doubles_and_caps() {
@@ -662,5 +669,14 @@ mod tests {
             .bounce(&env, message, &[failure("b@x.example")], &settings)
             .expect("second failure");
         assert_eq!(spool.scan().expect("scan").0.len(), 2);
+        assert_eq!(relay.metrics.bounced.load(Ordering::Relaxed), 3);
+
+        // A DSN that cannot be written: an error, and nothing counted as bounced.
+        std::fs::remove_dir_all(dir.path().join("queue")).expect("rm queue");
+        std::fs::write(dir.path().join("queue"), b"not a directory").expect("block queue");
+        assert!(relay
+            .bounce(&env, message, &[failure("c@x.example")], &settings)
+            .is_err());
+        assert_eq!(relay.metrics.bounced.load(Ordering::Relaxed), 3);
     }
 }
