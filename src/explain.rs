@@ -29,6 +29,8 @@ pub fn run(
     write: Option<&Path>,
 ) -> anyhow::Result<ExplainReport> {
     let rt = Runtime::from_config(cfg.clone())?;
+    // As received: Bcc fields are gone before the policy looks.
+    let message = &crate::ingest::without_blind_copies(message.to_vec());
     let env = crate::policy::Envelope { client, from };
     let explanation = rt.policy.explain(&env, to, message);
     let mut text = explanation.to_string();

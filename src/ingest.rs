@@ -285,6 +285,13 @@ fn has_header(headers: &[u8], name: &str) -> bool {
     })
 }
 
+/// Removes `Bcc` and `Resent-Bcc` fields, as Postfix's cleanup does: the envelope
+/// already carries the blind recipients, and a field that travelled would show them to
+/// every recipient (an application that writes one and then sends by SMTP is common).
+pub fn without_blind_copies(message: Vec<u8>) -> Vec<u8> {
+    crate::transform::mime::without_fields(&message, &["bcc", "resent-bcc"]).unwrap_or(message)
+}
+
 /// Adds `Received`, and `Date`/`Message-ID` when missing (RFC 6409 §8.2, §8.3).
 /// Returns the new message and its Message-ID.
 pub fn add_trace_headers(
@@ -376,6 +383,7 @@ impl Ingest {
             tokio::task::spawn_blocking(move || {
                 refuse_hazard(&message)?;
                 let hostname = &rt.config.server.hostname;
+                let message = without_blind_copies(message);
                 let (message, message_id) =
                     add_trace_headers(&message, &info, hostname, &id, &tx.rcpts);
                 let decided = decide(&rt, &info, &tx, &id, &message, message_id)?;
@@ -460,6 +468,20 @@ mod tests {
         assert!(glob_match("*@example.com", "Billing@Example.com"));
         assert!(!glob_match("*@example.com", "a@example.com.evil"));
         assert!(glob_match("a?c@x", "abc@x"));
+    }
+
+    #[test]
+    fn blind_copy_fields_do_not_travel() {
+        let m = b"From: a@x.test\r\nBcc: hidden@y.test,\r\n other@y.test\r\nTo: b@x.test\r\nRESENT-BCC: r@y.test\r\nSubject: s\r\n\r\nBcc: body text stays\r\n";
+        assert_eq!(
+            without_blind_copies(m.to_vec()),
+            b"From: a@x.test\r\nTo: b@x.test\r\nSubject: s\r\n\r\nBcc: body text stays\r\n"
+        );
+        let plain = b"From: a@x.test\r\nSubject: Bcc: no\r\n\r\nbody\r\n".to_vec();
+        assert_eq!(without_blind_copies(plain.clone()), plain);
+        // A body-only message and an empty one pass unchanged.
+        assert_eq!(without_blind_copies(b"\r\nbody".to_vec()), b"\r\nbody");
+        assert_eq!(without_blind_copies(Vec::new()), b"");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Submission itself goes through [`crate::submit`] to the local listener, so a message
 //! from `sendmail` meets exactly the same policy as one sent over SMTP.
 
-/// Recipients from To, Cc and Bcc; returns them and the message without Bcc headers.
+/// Recipients from To, Cc and Bcc; returns them and the message (CRLF line ends)
+/// without Bcc headers.
 pub fn recipients_from_headers(message: &[u8]) -> (Vec<String>, Vec<u8>) {
     let mut rcpts = Vec::new();
     if let Some(m) = mail_parser::MessageParser::new().parse_headers(message) {
@@ -17,42 +18,8 @@ pub fn recipients_from_headers(message: &[u8]) -> (Vec<String>, Vec<u8>) {
             }
         }
     }
-    (rcpts, remove_header(message, "bcc"))
-}
-
-/// Removes every occurrence (with continuation lines) of a header from the header block.
-fn remove_header(message: &[u8], name: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len());
-    let mut in_headers = true;
-    let mut skipping = false;
-    let mut rest = message;
-    while !rest.is_empty() {
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|i| i + 1)
-            .unwrap_or(rest.len());
-        let line = &rest[..end];
-        rest = &rest[end..];
-        if in_headers {
-            if line == b"\r\n" || line == b"\n" {
-                in_headers = false;
-                out.extend_from_slice(line);
-                continue;
-            }
-            let continuation = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
-            if !continuation {
-                skipping = line.len() > name.len()
-                    && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-                    && line[name.len()] == b':';
-            }
-            if skipping {
-                continue;
-            }
-        }
-        out.extend_from_slice(line);
-    }
-    out
+    let without_bcc = crate::transform::mime::without_fields(message, &["bcc"]);
+    (rcpts, without_bcc.unwrap_or_else(|| message.to_vec()))
 }
 
 #[cfg(test)]

@@ -23,6 +23,35 @@ fn sample(subject: &str) -> Vec<u8> {
     )
 }
 
+/// Sends the message in `file` as Python's smtplib does (raw DATA, sender
+/// app@example.com); returns the final reply.
+fn smtplib_send(port: u16, rcpts: &[&str], file: &std::path::Path) -> String {
+    let script = r#"
+import smtplib, sys
+port, path, rcpts = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+with smtplib.SMTP("127.0.0.1", port, local_hostname="app.test") as s:
+    s.ehlo()
+    s.mail("app@example.com")
+    for r in rcpts:
+        s.rcpt(r)
+    code, text = s.data(open(path, "rb").read())
+    print(code, text.decode())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &port.to_string()])
+        .arg(file)
+        .args(rcpts)
+        .output()
+        .expect("python3");
+    let reply = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "smtplib failed: {reply}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    reply
+}
+
 fn assert_relayed_record(env: &TestEnv, queue_id: &str) -> serde_json::Value {
     let ev = env.wait_for_event("relayed", |e| {
         e["queue_id"]
@@ -102,34 +131,45 @@ fn relays_over_implicit_tls_to_a_real_tls_server() {
     let msg = sample("implicit via smtplib");
     let file = env.path().join("smtplib.eml");
     std::fs::write(&file, &msg).unwrap();
-    let script = r#"
-import smtplib, sys
-port, path = int(sys.argv[1]), sys.argv[2]
-with smtplib.SMTP("127.0.0.1", port, local_hostname="app.test") as s:
-    s.ehlo()
-    s.mail("app@example.com")
-    s.rcpt("user@example.net")
-    code, text = s.data(open(path, "rb").read())
-    print(code, text.decode())
-"#;
-    let out = Command::new("python3")
-        .args(["-c", script, &env.port.to_string()])
-        .arg(&file)
-        .output()
-        .expect("python3");
-    let reply = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(
-        out.status.success(),
-        "smtplib failed: {reply}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = queue_id(&reply);
+    let id = queue_id(&smtplib_send(env.port, &["user@example.net"], &file));
 
     let got = env.wait_for_messages(&sink, 1);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].rcpts, vec!["user@example.net"]);
     assert_relayed_unchanged(&msg, &got[0].bytes, "smtplib over implicit TLS");
     assert_relayed_record(&env, &id);
+}
+
+/// An application that writes its blind copies into a `Bcc:` field and sends by SMTP:
+/// the field never reaches the upstream (as Postfix's cleanup removes it), the blind
+/// recipient still gets the message, and the rest arrives unchanged.
+#[test]
+fn a_bcc_field_never_reaches_the_upstream() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    let sink = env.start_sink(SinkOptions::default());
+    env.start_serve();
+    let msg = sample("with a Bcc field");
+    let mut with_bcc =
+        b"Bcc: Hidden Auditor <auditor@example.net>,\r\n archive@example.net\r\n".to_vec();
+    with_bcc.extend_from_slice(&msg);
+    let file = env.path().join("bcc.eml");
+    std::fs::write(&file, &with_bcc).unwrap();
+    queue_id(&smtplib_send(
+        env.port,
+        &["user@example.net", "auditor@example.net"],
+        &file,
+    ));
+    let got = env.wait_for_messages(&sink, 1);
+    assert_eq!(
+        got[0].rcpts,
+        vec!["user@example.net", "auditor@example.net"]
+    );
+    let text = String::from_utf8_lossy(&got[0].bytes);
+    assert!(
+        !text.contains("Bcc:") && !text.contains("Hidden Auditor") && !text.contains("archive@"),
+        "the Bcc field travelled:\n{text}"
+    );
+    assert_relayed_unchanged(&msg, &got[0].bytes, "without its Bcc field");
 }
 
 /// A bad upstream: the message is accepted, nothing leaves, `queue list` says why; when

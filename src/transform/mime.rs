@@ -528,6 +528,25 @@ pub fn fields(header: &[u8]) -> Vec<Field<'_>> {
     out
 }
 
+/// `raw` without its top-level header fields called one of `names` (any case, with
+/// their continuation lines); `None` when it has none, so the usual case copies nothing.
+pub fn without_fields(raw: &[u8], names: &[&str]) -> Option<Vec<u8>> {
+    let header = raw.get(..header_end(raw)).unwrap_or(raw);
+    let all = fields(header);
+    if !all.iter().any(|f| names.iter().any(|n| f.is(n))) {
+        return None;
+    }
+    // The fields are consecutive slices from the start of the header; what follows
+    // them (the empty line, the body) is copied as it is.
+    let consumed: usize = all.iter().map(|f| f.raw.len()).sum();
+    let mut out = Vec::with_capacity(raw.len());
+    for f in all.iter().filter(|f| !names.iter().any(|n| f.is(n))) {
+        out.extend_from_slice(f.raw);
+    }
+    out.extend_from_slice(raw.get(consumed..).unwrap_or_default());
+    Some(out)
+}
+
 fn make_field(raw: &[u8]) -> Field<'_> {
     let name = raw
         .iter()
