@@ -148,7 +148,7 @@ impl MessageView {
                         // What a converter hides, a browser may still show: the whole
                         // text goes in too when it says more than the converted one.
                         let all = normalize(super::html::html_all_text(&text));
-                        if !shown.split_whitespace().eq(all.split_whitespace()) {
+                        if !same_words(&shown, &all) {
                             self.texts
                                 .push((TextSource(label("html part (all text)")), all));
                         }
@@ -259,10 +259,48 @@ fn normalize(text: String) -> String {
         .collect()
 }
 
+/// True when `a` and `b` have the same words (`split_whitespace` compared), in one
+/// pass over the bytes when both are ASCII (the usual case), char by char otherwise.
+fn same_words(a: &str, b: &str) -> bool {
+    if !(a.is_ascii() && b.is_ascii()) {
+        return a.split_whitespace().eq(b.split_whitespace());
+    }
+    // What `char::is_whitespace` says of ASCII: also vertical tab, unlike
+    // `u8::is_ascii_whitespace`.
+    let space = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let word = |s: &[u8]| -> usize { s.iter().position(space).unwrap_or(s.len()) };
+    let (mut x, mut y) = (a.as_bytes(), b.as_bytes());
+    loop {
+        x = x
+            .get(x.iter().position(|c| !space(c)).unwrap_or(x.len())..)
+            .unwrap_or_default();
+        y = y
+            .get(y.iter().position(|c| !space(c)).unwrap_or(y.len())..)
+            .unwrap_or_default();
+        if x.is_empty() || y.is_empty() {
+            return x.is_empty() && y.is_empty();
+        }
+        let (wx, wy) = (word(x), word(y));
+        if x.get(..wx) != y.get(..wy) {
+            return false;
+        }
+        x = x.get(wx..).unwrap_or_default();
+        y = y.get(wy..).unwrap_or_default();
+    }
+}
+
 /// Text in `charset` as a string: mail-parser's decoders (the WHATWG set and more);
-/// UTF-8, lossily, when the charset is absent or unknown.
+/// UTF-8, lossily, when the charset is absent or unknown. Valid UTF-8 labelled UTF-8 or
+/// US-ASCII (the usual case) is taken as it is: `from_utf8_lossy` checks byte by byte,
+/// `from_utf8` a word at a time.
 fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
-    match charset.and_then(|c| charset_decoder(c.trim().as_bytes())) {
+    let label = charset.map(|c| c.trim().to_ascii_lowercase());
+    if matches!(label.as_deref(), None | Some("utf-8" | "utf8" | "us-ascii")) {
+        if let Ok(s) = std::str::from_utf8(bytes) {
+            return s.to_owned();
+        }
+    }
+    match label.and_then(|c| charset_decoder(c.as_bytes())) {
         Some(decode) => decode(bytes),
         None => String::from_utf8_lossy(bytes).into_owned(),
     }
@@ -433,6 +471,40 @@ mod tests {
             b"<svg>4111 1111 1111 1111</svg>",
         ));
         assert!(!texts.iter().any(|(_, t)| t.contains("4111")), "{texts:?}");
+    }
+
+    #[test]
+    fn same_words_agrees_with_split_whitespace() {
+        let samples = [
+            "",
+            " ",
+            "a",
+            "a b",
+            " a  b ",
+            "a\tb",
+            "a\x0bb",
+            "a\x0cb",
+            "ab",
+            "a b c",
+            "a bc",
+            "ab c",
+            "\r\na\r\n",
+            "a\u{a0}b",
+            "a\u{3000}b",
+            "x y ",
+            "xy",
+            "x",
+            "y",
+        ];
+        for a in samples {
+            for b in samples {
+                assert_eq!(
+                    same_words(a, b),
+                    a.split_whitespace().eq(b.split_whitespace()),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
     }
 
     #[test]
