@@ -38,7 +38,15 @@ pub fn run(cfg: &Config) -> CheckReport {
                 }
             }
         }
-        Err(e) => r.errors.extend(e.diagnostics.iter().map(|d| d.to_string())),
+        // The diagnostics of a failed load hold its warnings too: keep them warnings.
+        Err(e) => {
+            for d in &e.diagnostics {
+                match d.severity {
+                    crate::policy::Severity::Error => r.errors.push(d.to_string()),
+                    crate::policy::Severity::Warning => r.warnings.push(d.to_string()),
+                }
+            }
+        }
     }
     if let Some(p) = &cfg.upstream.password_file {
         if let Err(e) = crate::secret::check_secret_file(p) {

@@ -34,6 +34,23 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// An error and its causes on one line, like `{e:#}`, but without repeating a cause
+/// whose text the message already contains (many library errors print their source).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("sealgate: {e}");
@@ -61,11 +78,17 @@ pub fn serve(config: &Path) -> ExitCode {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                let _ = running.done.await;
-                ExitCode::SUCCESS
+                match running.done.await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        // A panic must not look like a clean stop to systemd & co.
+                        eprintln!("sealgate: the server stopped unexpectedly: {e}");
+                        ExitCode::from(PROBLEMS)
+                    }
+                }
             }
             Err(e) => {
-                eprintln!("sealgate: {e:#}");
+                eprintln!("sealgate: {}", error_chain(&e));
                 ExitCode::from(USAGE)
             }
         }
@@ -132,7 +155,7 @@ pub fn explain(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("sealgate: {e:#}");
+            eprintln!("sealgate: {}", error_chain(&e));
             ExitCode::from(USAGE)
         }
     }
@@ -253,13 +276,12 @@ pub fn queue_show(config: &Path, id: &str) -> ExitCode {
 }
 
 fn signal_server(spool: &Spool, sig: i32) -> bool {
-    let Ok(pid) = std::fs::read_to_string(spool.dir().join("sealgate.pid")) else {
+    // Only a pid file that a live server holds locked names a server: a stale one may
+    // name an unrelated process that got the pid later.
+    let Some(pid) = sealgate::spool::running_server(spool.dir()) else {
         return false;
     };
-    let Ok(pid) = pid.trim().parse::<i32>() else {
-        return false;
-    };
-    // SAFETY: kill(2) with a pid read from our own pidfile and a valid signal number.
+    // SAFETY: kill(2) with the pid of the server that holds the spool's pid-file lock.
     unsafe { libc::kill(pid, sig) == 0 }
 }
 
@@ -496,7 +518,7 @@ pub fn demo(dir: &Path, port: u16, once: bool) -> ExitCode {
     match rt.block_on(sealgate::demo::run(dir, port, once)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sealgate demo: {e:#}");
+            eprintln!("sealgate demo: {}", error_chain(&e));
             ExitCode::from(PROBLEMS)
         }
     }

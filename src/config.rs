@@ -429,6 +429,10 @@ fn locate_key(text: &str, section: &str, key: &str) -> (usize, usize) {
 impl Config {
     /// `max_message_size` when the configuration does not set it: 25 MiB.
     pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
+    /// Largest `[server] max_connections` accepted (each session holds a socket).
+    pub const MAX_CONNECTIONS: usize = 100_000;
+    /// Largest `[upstream] connections` accepted (each is a relay worker).
+    pub const MAX_UPSTREAM_CONNECTIONS: usize = 1_000;
 
     /// Reads and validates `path`. Relative paths inside are resolved against its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -511,9 +515,41 @@ impl Config {
                 "max_recipients and max_connections must be at least 1".into(),
             ));
         }
+        if cfg.server.max_connections > Config::MAX_CONNECTIONS {
+            let (l, c) = locate_key(text, "server", "max_connections");
+            return Err(invalid(
+                l,
+                c,
+                format!(
+                    "max_connections = {} is more than sealgate supports ({})",
+                    cfg.server.max_connections,
+                    Config::MAX_CONNECTIONS
+                ),
+            ));
+        }
+        if cfg.server.max_message_size == 0 {
+            let (l, c) = locate_key(text, "server", "max_message_size");
+            return Err(invalid(
+                l,
+                c,
+                "max_message_size must be more than 0 bytes, or every message is refused".into(),
+            ));
+        }
         if cfg.upstream.connections == 0 {
             let (l, c) = locate_key(text, "upstream", "connections");
             return Err(invalid(l, c, "connections must be at least 1".into()));
+        }
+        if cfg.upstream.connections > Config::MAX_UPSTREAM_CONNECTIONS {
+            let (l, c) = locate_key(text, "upstream", "connections");
+            return Err(invalid(
+                l,
+                c,
+                format!(
+                    "connections = {} is more than sealgate supports ({}); each is a relay worker",
+                    cfg.upstream.connections,
+                    Config::MAX_UPSTREAM_CONNECTIONS
+                ),
+            ));
         }
         for (i, client) in cfg.clients.iter().enumerate() {
             if !client.password_hash.starts_with("$argon2") {
@@ -671,6 +707,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("s.toml:5:"), "{err}");
+    }
+
+    #[test]
+    fn absurd_limits_are_refused_with_their_position() {
+        for (section, key, value) in [
+            ("server", "max_connections", "18446744073709551615"),
+            ("server", "max_message_size", "0"),
+            ("upstream", "connections", "100000000"),
+        ] {
+            let text = MINIMAL.replace(
+                &format!("[{section}]\n"),
+                &format!("[{section}]\n{key} = {value}\n"),
+            );
+            let text = if text.contains(key) {
+                text
+            } else {
+                format!("[{section}]\n{key} = {value}\n{MINIMAL}")
+            };
+            let err = Config::parse(&text, Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            let line = text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+            assert!(err.starts_with(&format!("s.toml:{line}:1:")), "{err}");
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

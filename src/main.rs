@@ -41,8 +41,8 @@ enum Command {
         /// Envelope recipients.
         #[arg(long, required = true, num_args = 1..)]
         to: Vec<String>,
-        /// The message file (.eml).
-        message: PathBuf,
+        /// The message file (.eml); it may also come last, after the --to addresses.
+        message: Option<PathBuf>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -148,6 +148,19 @@ fn main() -> ExitCode {
         return cli::sendmail(std::env::args().skip(1).collect());
     }
     let args = Cli::parse();
+    if matches!(
+        args.command,
+        Command::Check { .. }
+            | Command::Explain { .. }
+            | Command::Queue { .. }
+            | Command::DkimKeygen { .. }
+            | Command::HashPassword
+    ) {
+        // Report tools end quietly when their reader does (`sealgate explain --json | head`)
+        // instead of panicking in println!. Not for the commands that talk to the network.
+        // SAFETY: setting a signal disposition before any other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match args.command {
         Command::Serve { config } => cli::serve(&config),
         Command::Check { config } => cli::check(&config),
@@ -159,15 +172,31 @@ fn main() -> ExitCode {
             json,
             write,
             client,
-        } => cli::explain(
-            &config,
-            &from,
-            &to,
-            &message,
-            json,
-            write.as_deref(),
-            &client,
-        ),
+        } => {
+            // `--to A B MSG.eml`, as documented: `--to` takes every value up to the
+            // next option, so the message file is then its last value.
+            let (to, message) = match message {
+                Some(m) => (to, m),
+                None if to.len() >= 2 => {
+                    let mut to = to;
+                    let m = PathBuf::from(to.pop().unwrap_or_default());
+                    (to, m)
+                }
+                None => {
+                    eprintln!("sealgate explain: no message file: sealgate explain --from A --to B... MSG.eml");
+                    return ExitCode::from(2);
+                }
+            };
+            cli::explain(
+                &config,
+                &from,
+                &to,
+                &message,
+                json,
+                write.as_deref(),
+                &client,
+            )
+        }
         Command::Queue { config, action } => match action {
             QueueAction::List => cli::queue_list(&config),
             QueueAction::Show { id } => cli::queue_show(&config, &id),

@@ -19,6 +19,8 @@ pub enum SecretError {
         "{path}: secret file is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
     )]
     LoosePermissions { path: PathBuf, mode: u32 },
+    #[error("{path}: is a directory or other non-file; a secret (key or password) must be a regular file")]
+    NotAFile { path: PathBuf },
     #[error("environment variable {name} is not set or not UTF-8")]
     MissingEnv { name: String },
 }
@@ -29,6 +31,11 @@ pub fn check_secret_file(path: &Path) -> Result<(), SecretError> {
         path: path.to_path_buf(),
         source,
     })?;
+    if !meta.is_file() {
+        return Err(SecretError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(SecretError::LoosePermissions {
@@ -76,5 +83,19 @@ mod tests {
         assert!(err.to_string().contains("chmod 600"), "{err}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_file(&p).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_directory_is_not_a_secret_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o700, 0o755] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = check_secret_file(dir.path()).unwrap_err().to_string();
+            assert!(err.contains("regular file"), "{err}");
+            assert!(
+                !err.contains("chmod"),
+                "no chmod advice for a directory: {err}"
+            );
+        }
     }
 }

@@ -86,8 +86,8 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
             .with_context(|| format!("metrics listen {}", m.listen))?;
         tokio::spawn(crate::metrics::serve(l, metrics.clone()));
     }
-    let pidfile = spool.dir().join("sealgate.pid");
-    std::fs::write(&pidfile, format!("{}\n", std::process::id()))
+    let pidfile = spool.dir().join(crate::spool::PIDFILE);
+    let pid_lock = crate::spool::claim_pidfile(spool.dir())
         .with_context(|| format!("{}", pidfile.display()))?;
     let workers = rt.config.upstream.connections;
     let drain = rt.config.server.data_timeout;
@@ -121,6 +121,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }
         let _ = std::fs::remove_file(&pidfile);
+        drop(pid_lock);
         audit.record("stopped", json!({}));
     });
     Ok(Running {

@@ -168,6 +168,55 @@ fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
         .map_err(io_err(dir))
 }
 
+/// The server's pid file in a spool directory, locked (`flock`) for as long as it runs,
+/// so that `queue retry` signals only a live server and never whatever process later
+/// got the pid of a crashed one.
+pub const PIDFILE: &str = "sealgate.pid";
+
+/// Writes our pid to `<dir>/sealgate.pid` and holds an exclusive lock on it for as long
+/// as the returned file is open. Fails when another live server holds it.
+pub fn claim_pidfile(dir: &Path) -> io::Result<File> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join(PIDFILE);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)?;
+    // SAFETY: flock(2) on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            let mut other = String::new();
+            let _ = f.read_to_string(&mut other);
+            return Err(io::Error::other(format!(
+                "another sealgate serve (pid {}) is already using this spool",
+                other.trim()
+            )));
+        }
+        return Err(e);
+    }
+    f.set_len(0)?;
+    f.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(f)
+}
+
+/// The pid of the live server that holds `<dir>/sealgate.pid`, if any. A pid file left
+/// behind by a server that died is not locked, and its pid is not returned.
+pub fn running_server(dir: &Path) -> Option<i32> {
+    use std::os::unix::io::AsRawFd;
+    let mut f = File::open(dir.join(PIDFILE)).ok()?;
+    // SAFETY: flock(2) on a file descriptor we own; closing it releases the lock.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+        return None;
+    }
+    let mut s = String::new();
+    f.read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
+}
+
 impl Spool {
     /// Opens (and creates, mode 0700) the spool at `dir`.
     pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
@@ -491,6 +540,25 @@ fn parse_header(id: &str, data: &[u8]) -> Result<(Envelope, usize), SpoolError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stale_pidfile_names_no_running_server() {
+        let dir = tempfile::tempdir().unwrap();
+        // A server that died left its pid behind (here: a pid that is surely ours, so
+        // signalling it would hit a live, unrelated process).
+        fs::write(
+            dir.path().join(PIDFILE),
+            format!("{}\n", std::process::id()),
+        )
+        .unwrap();
+        assert_eq!(running_server(dir.path()), None);
+        let held = claim_pidfile(dir.path()).unwrap();
+        assert_eq!(running_server(dir.path()), Some(std::process::id() as i32));
+        let second = claim_pidfile(dir.path()).unwrap_err().to_string();
+        assert!(second.contains("already using this spool"), "{second}");
+        drop(held);
+        assert_eq!(running_server(dir.path()), None);
+    }
 
     fn env(id: &str) -> Envelope {
         Envelope {

@@ -370,3 +370,89 @@ fn queue_list_show_retry_delete() {
     let missing = run(&["queue", "show", &id, "-c", "sealgate.toml"], &dir);
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
 }
+
+#[test]
+fn operator_tools_survive_common_mistakes() {
+    let (_tmp, dir) = demo_dir();
+    std::fs::write(
+        dir.join("m.eml"),
+        "From: payroll@example.com\nTo: alice@bank.example\nSubject: pay\n\nhello\n",
+    )
+    .unwrap();
+
+    // The documented form, message file after the --to addresses, works.
+    let out = run(
+        &[
+            "explain",
+            "-c",
+            "sealgate.toml",
+            "--from",
+            "payroll@example.com",
+            "--to",
+            "alice@bank.example",
+            "m.eml",
+        ],
+        &dir,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("recipient <alice@bank.example>"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("recipient <m.eml>"), "{}", text(&out));
+
+    // A stale pid file (server died) must not make `queue retry` signal whatever
+    // process has that pid now: SIGUSR1 would kill it.
+    let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::create_dir_all(dir.join("spool")).unwrap();
+    std::fs::write(dir.join("spool/sealgate.pid"), format!("{}\n", victim.id())).unwrap();
+    let retry = run(&["queue", "retry", "-c", "sealgate.toml"], &dir);
+    assert!(retry.status.success(), "{}", text(&retry));
+    assert!(
+        text(&retry).contains("no running server"),
+        "{}",
+        text(&retry)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "queue retry killed an unrelated process"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+
+    // A directory where the password file should be: an error, without chmod advice.
+    let cfg = dir.join("sealgate.toml");
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::create_dir(dir.join("pwdir")).unwrap();
+    std::fs::set_permissions(dir.join("pwdir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        &cfg,
+        original.replace(
+            "[upstream]\n",
+            "[upstream]\nusername = \"u\"\npassword_file = \"pwdir\"\n",
+        ),
+    )
+    .unwrap();
+    let check = run(&["check", "-c", "sealgate.toml"], &dir);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(text(&check).contains("regular file"), "{}", text(&check));
+    // serve says it once, not three times.
+    let serve = run(&["serve", "-c", "sealgate.toml"], &dir);
+    assert_eq!(serve.status.code(), Some(2), "{}", text(&serve));
+    assert_eq!(
+        text(&serve).matches("regular file").count(),
+        1,
+        "{}",
+        text(&serve)
+    );
+    std::fs::write(&cfg, &original).unwrap();
+
+    // A policy error that makes the set's warnings appear too: warnings are not problems.
+    let rcpts = dir.join("policies/00-recipients.toml");
+    std::fs::write(&rcpts, "[recipients]\nallow = []\n").unwrap();
+    let check = run(&["check", "-c", "sealgate.toml"], &dir);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(text(&check).contains(": 1 problem(s)"), "{}", text(&check));
+}
