@@ -31,7 +31,8 @@ pub fn run(cfg: &Config) -> CheckReport {
             r.warnings
                 .extend(p.warnings().iter().map(|d| d.to_string()));
             let known: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
-            for d in p.check_clients(&known) {
+            let smime = p.check_smime(cfg.smime.is_some());
+            for d in p.check_clients(&known).into_iter().chain(smime) {
                 match d.severity {
                     crate::policy::Severity::Error => r.errors.push(d.to_string()),
                     crate::policy::Severity::Warning => r.warnings.push(d.to_string()),
@@ -72,6 +73,13 @@ pub fn run(cfg: &Config) -> CheckReport {
         match crate::runtime::server_tls(c, k) {
             Ok(_) => check_cert_expiry(c, &mut r),
             Err(e) => r.errors.push(format!("{cfg_name}: [server] STARTTLS: {e}")),
+        }
+    }
+    if cfg.server.tls_cert.is_none() {
+        if let Some(a) = cfg.server.listen.iter().find(|a| !a.ip().is_loopback()) {
+            r.warnings.push(format!(
+                "{cfg_name}: [server] listens on {a} without tls_cert: clients there cannot use STARTTLS, and AUTH is offered to them only inside TLS, so none can authenticate"
+            ));
         }
     }
     for c in &cfg.clients {

@@ -19,9 +19,12 @@ pub fn init_logging() {
     let filter = EnvFilter::try_from_env("SEALGATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colour only for a person at a terminal: journald and log files get plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -163,6 +166,16 @@ pub fn explain(
 
 fn open_spool(config: &Path) -> Result<Spool, ExitCode> {
     let cfg = load_config(config)?;
+    // The queue tools look at a spool; they never create one (a mistyped `dir` would
+    // otherwise report an empty queue).
+    if !cfg.spool.dir.join("queue").is_dir() {
+        eprintln!(
+            "sealgate: {}: no spool here (not created until `sealgate serve` starts; check [spool] dir in {})",
+            cfg.spool.dir.display(),
+            config.display()
+        );
+        return Err(ExitCode::from(USAGE));
+    }
     Spool::open(&cfg.spool.dir).map_err(|e| {
         eprintln!("sealgate: {e}");
         ExitCode::from(USAGE)
@@ -527,10 +540,15 @@ pub fn demo(dir: &Path, port: u16, once: bool) -> ExitCode {
 pub fn hash_password() -> ExitCode {
     use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
     let mut pw = String::new();
-    if std::io::stdin().read_line(&mut pw).is_err() {
+    if let Err(e) = std::io::stdin().read_line(&mut pw) {
+        eprintln!("sealgate hash-password: cannot read the password from standard input: {e}");
         return ExitCode::from(USAGE);
     }
     let pw = pw.trim_end_matches(['\r', '\n']);
+    if pw.is_empty() {
+        eprintln!("sealgate hash-password: empty password (type it on standard input)");
+        return ExitCode::from(USAGE);
+    }
     let salt = SaltString::generate(&mut OsRng);
     match argon2::Argon2::default().hash_password(pw.as_bytes(), &salt) {
         Ok(h) => {

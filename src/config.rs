@@ -270,12 +270,20 @@ fn default_hostname() -> String {
     if rc == 0 {
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         if let Ok(s) = std::str::from_utf8(&buf[..end]) {
-            if !s.is_empty() {
+            if valid_hostname(s) {
                 return s.to_string();
             }
         }
     }
     "localhost".to_string()
+}
+
+/// A name fit for the greeting, Received fields and DSNs, where it goes verbatim.
+fn valid_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 fn default_max_size() -> u64 {
     Config::DEFAULT_MAX_MESSAGE_SIZE
@@ -551,8 +559,76 @@ impl Config {
                 ),
             ));
         }
+        if cfg.server.listen.is_empty() {
+            let (l, c) = locate_key(text, "server", "listen");
+            return Err(invalid(
+                l,
+                c,
+                "listen is empty: sealgate would accept no mail".into(),
+            ));
+        }
+        // The host name goes into the greeting, Received fields and DSNs verbatim.
+        let hostname = &cfg.server.hostname;
+        if !valid_hostname(hostname) {
+            let (l, c) = locate_key(text, "server", "hostname");
+            return Err(invalid(
+                l,
+                c,
+                format!("hostname {hostname:?} is not a host name (letters, digits, '.', '-')"),
+            ));
+        }
+        let host = &cfg.upstream.host;
+        if host.is_empty() || host.contains(|c: char| c == ':' || c == '/' || c.is_whitespace()) {
+            let (l, c) = locate_key(text, "upstream", "host");
+            return Err(invalid(
+                l,
+                c,
+                format!("host {host:?} must be a bare host name; the port goes in port = ..."),
+            ));
+        }
+        if cfg.upstream.port == Some(0) {
+            let (l, c) = locate_key(text, "upstream", "port");
+            return Err(invalid(l, c, "port 0 is not a port".into()));
+        }
+        for (section, key, value) in [
+            ("server", "command_timeout", cfg.server.command_timeout),
+            ("server", "data_timeout", cfg.server.data_timeout),
+            ("upstream", "timeout", cfg.upstream.timeout),
+        ] {
+            if value.is_zero() {
+                let (l, c) = locate_key(text, section, key);
+                return Err(invalid(l, c, format!("{key} must be more than 0s")));
+            }
+        }
         for (i, client) in cfg.clients.iter().enumerate() {
-            if !client.password_hash.starts_with("$argon2") {
+            let earlier = cfg.clients.get(..i).unwrap_or_default();
+            for (key, value, same) in [
+                (
+                    "name",
+                    &client.name,
+                    earlier.iter().any(|e| e.name == client.name),
+                ),
+                (
+                    "username",
+                    &client.username,
+                    earlier.iter().any(|e| e.username == client.username),
+                ),
+            ] {
+                if same {
+                    let (l, c) = nth_key(text, "client", key, i);
+                    return Err(invalid(
+                        l,
+                        c,
+                        format!(
+                            "[[client]] {key} {value:?} is already used by an earlier [[client]]"
+                        ),
+                    ));
+                }
+            }
+            let parsed = argon2::PasswordHash::new(&client.password_hash).ok();
+            if !client.password_hash.starts_with("$argon2")
+                || !parsed.is_some_and(|h| h.salt.is_some() && h.hash.is_some())
+            {
                 let (l, c) = nth_key(text, "client", "password_hash", i);
                 return Err(invalid(
                     l,
@@ -732,6 +808,74 @@ mod tests {
             assert!(err.starts_with(&format!("s.toml:{line}:1:")), "{err}");
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn unusable_values_are_refused_with_their_position() {
+        let cases = [
+            ("[server]\nlisten = []\n", "listen is empty"),
+            (
+                "[server]\nhostname = \"mx\\r\\nX-Evil: 1\"\n",
+                "is not a host name",
+            ),
+            (
+                "[server]\ndata_timeout = \"0s\"\n",
+                "data_timeout must be more",
+            ),
+        ];
+        for (head, want) in cases {
+            let text = format!("{head}{MINIMAL}");
+            let err = Config::parse(&text, Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("s.toml:2:1:"), "{err}");
+            assert!(err.contains(want), "{err}");
+        }
+        for (from, to, want) in [
+            (
+                "smtp.example.net\"",
+                "smtp.example.net:587\"",
+                "bare host name",
+            ),
+            ("tls = ", "port = 0\ntls = ", "port 0"),
+            ("tls = ", "timeout = \"0s\"\ntls = ", "timeout must be more"),
+        ] {
+            let err = Config::parse(&MINIMAL.replace(from, to), Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("s.toml:4:1:") || err.starts_with("s.toml:5:1:"),
+                "{err}"
+            );
+            assert!(err.contains(want), "{err}");
+        }
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$Zm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFyZm9vYmFy";
+        let client = |name: &str, user: &str, hash: &str| {
+            format!("[[client]]\nname = \"{name}\"\nusername = \"{user}\"\npassword_hash = \"{hash}\"\n")
+        };
+        for (clients, want) in [
+            (
+                client("a", "u1", hash) + &client("a", "u2", hash),
+                "name \"a\" is already used",
+            ),
+            (
+                client("a", "u1", hash) + &client("b", "u1", hash),
+                "username \"u1\" is already used",
+            ),
+            (client("a", "u1", "$argon2id$garbage"), "argon2 PHC string"),
+        ] {
+            let err = Config::parse(&format!("{MINIMAL}{clients}"), Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        // The same clients, well formed, load.
+        let ok = format!(
+            "{MINIMAL}{}{}",
+            client("a", "u1", hash),
+            client("b", "u2", hash)
+        );
+        assert!(Config::parse(&ok, Path::new("s.toml")).is_ok());
     }
 
     #[test]

@@ -19,6 +19,22 @@ pub struct ExplainReport {
     pub json: serde_json::Value,
 }
 
+/// Writes an outgoing copy readable by its owner only (mode 0600, replacing what was
+/// there): a zip's password message sits beside the zip, and plaintext beside nothing
+/// at all must stay as private as the spool.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .with_context(|| format!("{}", path.display()))
+}
+
 /// Runs the dry run.
 pub fn run(
     cfg: &Config,
@@ -84,7 +100,12 @@ pub fn run(
         refused_json.push(json!({"rcpt": r, "stage": "data", "reason": why}));
     }
     if let Some(dir) = write {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("{}", dir.display()))?;
     }
     if !any_reject && refused.is_empty() {
         for (n, plan) in plans.iter().enumerate() {
@@ -150,13 +171,12 @@ pub fn run(
                     if let Some(dir) = write {
                         let signed = rt.dkim.sign(&out.message)?;
                         let p = dir.join(format!("copy-{}.eml", n + 1));
-                        std::fs::write(&p, &signed).with_context(|| format!("{}", p.display()))?;
+                        write_private(&p, &signed)?;
                         let _ = writeln!(text, "    written: {}", p.display());
                         file = Some(p.display().to_string());
                         for (k, extra) in out.extra.iter().enumerate() {
                             let p = dir.join(format!("copy-{}-extra-{}.eml", n + 1, k + 1));
-                            std::fs::write(&p, &extra.message)
-                                .with_context(|| format!("{}", p.display()))?;
+                            write_private(&p, &extra.message)?;
                             let _ = writeln!(
                                 text,
                                 "    written: {} (to {})",

@@ -114,6 +114,10 @@ fn explain_shows_rules_evidence_and_writes_copies() {
     );
     assert!(t.contains("refused at RCPT"), "{t}");
     assert!(t.contains("alice@bank.example.pem"), "{t}");
+    // Written copies are as private as the spool (a zip's password message lands beside it).
+    let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("out"), 0o700);
+    assert_eq!(mode("out/copy-1.eml"), 0o600);
     let copy = std::fs::read_to_string(dir.join("out/copy-1.eml")).unwrap();
     assert!(
         copy.contains("application/pkcs7-mime"),
@@ -455,4 +459,25 @@ fn operator_tools_survive_common_mistakes() {
     let check = run(&["check", "-c", "sealgate.toml"], &dir);
     assert_eq!(check.status.code(), Some(1), "{}", text(&check));
     assert!(text(&check).contains(": 1 problem(s)"), "{}", text(&check));
+
+    // A mistyped spool dir: the queue tools say so instead of creating an empty queue.
+    std::fs::write(
+        &cfg,
+        original.replace("dir = \"spool\"", "dir = \"spoool\""),
+    )
+    .unwrap();
+    let list = run(&["queue", "list", "-c", "sealgate.toml"], &dir);
+    assert_eq!(list.status.code(), Some(2), "{}", text(&list));
+    assert!(text(&list).contains("no spool here"), "{}", text(&list));
+    assert!(!dir.join("spoool").exists(), "queue list created a spool");
+    std::fs::write(&cfg, &original).unwrap();
+
+    // An empty password is not hashed.
+    let empty = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(empty.status.code(), Some(2), "{}", text(&empty));
+    assert!(text(&empty).contains("empty password"), "{}", text(&empty));
 }

@@ -351,6 +351,33 @@ impl PolicySet {
         out
     }
 
+    /// Warnings for rules that sign or encrypt while the configuration has no `[smime]`:
+    /// every message such a rule matches is refused (or, for `encrypt` with a fallback,
+    /// only has its attachments zipped or stripped). For `sealgate check`.
+    pub fn check_smime(&self, smime_configured: bool) -> Vec<Diagnostic> {
+        if smime_configured {
+            return Vec::new();
+        }
+        self.rules
+            .iter()
+            .filter(|r| r.actions.sign || r.actions.encrypt)
+            .map(|rule| {
+                let (line, col) = rule.pos;
+                let what = if rule.actions.sign { "sign" } else { "encrypt" };
+                Diagnostic {
+                    file: rule.id.file.clone(),
+                    line,
+                    col,
+                    message: format!(
+                        "rule \"{}\" says {what} but the configuration has no [smime] section: the messages it matches cannot be {what}ed",
+                        rule.id.rule
+                    ),
+                    severity: Severity::Warning,
+                }
+            })
+            .collect()
+    }
+
     /// `[recipients]`: denied, approved or not approved, with the deciding entry.
     fn approval(&self, addr: &NormalAddress) -> Approval {
         let shown = |file: usize| self.files.get(file).cloned();

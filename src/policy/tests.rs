@@ -391,6 +391,18 @@ actions = ["zip-attachments"]
         diags[0]
     );
     assert!(s.check_clients(&["billing"]).is_empty());
+    // That rule signs: without [smime] in the configuration, check warns and names it.
+    let smime = s.check_smime(false);
+    assert_eq!(smime.len(), 1);
+    assert!(
+        smime[0].to_string().contains(
+            "rule \"billing app\" says sign but the configuration has no [smime] section"
+        ),
+        "{}",
+        smime[0]
+    );
+    assert_eq!(smime[0].severity, Severity::Warning);
+    assert!(s.check_smime(true).is_empty());
 }
 
 #[test]
