@@ -351,9 +351,16 @@ pub fn queue_delete(config: &Path, id: &str) -> ExitCode {
         Ok(s) => s,
         Err(c) => return c,
     };
-    match spool.remove(id) {
-        Ok(()) => {
-            println!("{id}: deleted");
+    let removed = match spool.remove(id) {
+        // A damaged entry (listed by `queue list` as moved to corrupt/) is deleted too.
+        Err(sealgate::spool::SpoolError::NotFound(_)) => spool
+            .remove_corrupt(id)
+            .map(|()| format!("{id}: deleted from corrupt/")),
+        other => other.map(|()| format!("{id}: deleted")),
+    };
+    match removed {
+        Ok(what) => {
+            println!("{what}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -430,6 +430,28 @@ impl Spool {
         Ok(())
     }
 
+    /// Deletes a quarantined entry (its message, state and `.why` in `corrupt/`): only
+    /// ever on an operator's explicit `queue delete ID`. `NotFound` when there is none.
+    pub fn remove_corrupt(&self, id: &str) -> Result<(), SpoolError> {
+        if !valid_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let mut found = false;
+        for ext in ["msg", "state", "why"] {
+            let p = self.dir.join("corrupt").join(format!("{id}.{ext}"));
+            match fs::remove_file(&p) {
+                Ok(()) => found = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(SpoolError::NotFound(id.to_string()))
+        }
+    }
+
     /// Moves an unreadable entry to `corrupt/` with a `.why` file; never deletes it.
     pub fn quarantine(&self, id: &str, why: &str) -> Result<(), SpoolError> {
         let corrupt = self.dir.join("corrupt");
@@ -605,6 +627,18 @@ mod tests {
         assert_eq!(bad[0].0, "BROKEN");
         assert!(d.path().join("corrupt/BROKEN.msg").exists());
         assert_eq!(s.corrupt_ids(), vec!["BROKEN".to_string()]);
+        // Only an explicit delete removes it, with its reason.
+        s.remove_corrupt("BROKEN").unwrap();
+        assert!(s.corrupt_ids().is_empty());
+        assert!(!d.path().join("corrupt/BROKEN.why").exists());
+        assert!(matches!(
+            s.remove_corrupt("BROKEN"),
+            Err(SpoolError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.remove_corrupt("../queue/x"),
+            Err(SpoolError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -385,6 +385,12 @@ impl FileCompiler<'_, '_> {
                 .error(at, format!("{what}: invalid regex \"{pattern}\": {e}"));
             return None;
         }
+        if super::patterns::matches_everything(pattern) {
+            self.sink.warning(
+                at,
+                format!("{what}: pattern \"{pattern}\" matches an empty text, so it matches every message"),
+            );
+        }
         let (line, col) = self.sink.pos(at);
         let origin = PatternOrigin {
             file: self.sink.file.clone(),

@@ -123,6 +123,17 @@ pub struct PolicySet {
     warnings: Vec<Diagnostic>,
 }
 
+/// An error about a whole file (reading it, its name), shown at 1:1.
+fn file_error(file: String, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        file,
+        line: 1,
+        col: 1,
+        message: message.into(),
+        severity: Severity::Error,
+    }
+}
+
 impl PolicySet {
     /// Reads `dir/*.toml` in name order; file names are shown as `<dir name>/<file>`
     /// (e.g. `policies/10-bank.toml`). Hidden files (`.name.toml`) are skipped.
@@ -144,13 +155,7 @@ impl PolicySet {
             }
         };
         let fail = |file: String, message: String| PolicyError {
-            diagnostics: vec![Diagnostic {
-                file,
-                line: 1,
-                col: 1,
-                message,
-                severity: Severity::Error,
-            }],
+            diagnostics: vec![file_error(file, message)],
         };
         let entries = std::fs::read_dir(dir).map_err(|e| {
             fail(
@@ -171,18 +176,29 @@ impl PolicySet {
                 }
             };
             let name = entry.file_name();
+            let policy_like = |n: &[u8]| n.ends_with(b".toml") && !n.starts_with(b".");
             let Some(name) = name.to_str() else {
-                diagnostics.push(Diagnostic {
-                    file: show(&name.to_string_lossy()),
-                    line: 1,
-                    col: 1,
-                    message: "file name is not UTF-8; rename it".into(),
-                    severity: Severity::Error,
-                });
+                // Only a would-be policy file matters; `café.bak` in Latin-1 beside them does not.
+                if policy_like(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str())) {
+                    diagnostics.push(file_error(
+                        show(&name.to_string_lossy()),
+                        "file name is not UTF-8; rename it",
+                    ));
+                }
                 continue;
             };
-            if name.ends_with(".toml") && !name.starts_with('.') && entry.path().is_file() {
-                names.push(name.to_owned());
+            if !policy_like(name.as_bytes()) {
+                continue;
+            }
+            // A policy file that cannot be read (a dangling symlink, a directory) is an
+            // error: skipping it would drop its rules without a word.
+            match std::fs::metadata(entry.path()) {
+                Ok(m) if m.is_file() => names.push(name.to_owned()),
+                Ok(_) => diagnostics.push(file_error(show(name), "not a regular file")),
+                Err(e) => diagnostics.push(file_error(
+                    show(name),
+                    format!("cannot read (a dangling symlink?): {e}"),
+                )),
             }
         }
         names.sort();
@@ -197,25 +213,27 @@ impl PolicySet {
                     hasher.update([0]);
                     match String::from_utf8(bytes) {
                         Ok(text) => files.push((show(name), text)),
-                        Err(e) => diagnostics.push(Diagnostic {
-                            file: show(name),
-                            line: 1,
-                            col: 1,
-                            message: format!(
-                                "not UTF-8 (byte {}): TOML files must be UTF-8",
-                                e.utf8_error().valid_up_to()
-                            ),
-                            severity: Severity::Error,
-                        }),
+                        Err(e) => {
+                            // Where the first bad byte is, as line:col.
+                            let good = e.as_bytes().get(..e.utf8_error().valid_up_to());
+                            let good = good.unwrap_or_default();
+                            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+                            let line_start =
+                                good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                            let col = good.len() - line_start + 1;
+                            diagnostics.push(Diagnostic {
+                                file: show(name),
+                                line,
+                                col,
+                                message:
+                                    "not UTF-8: TOML files must be UTF-8 (save the file as UTF-8)"
+                                        .into(),
+                                severity: Severity::Error,
+                            })
+                        }
                     }
                 }
-                Err(e) => diagnostics.push(Diagnostic {
-                    file: show(name),
-                    line: 1,
-                    col: 1,
-                    message: format!("cannot read: {e}"),
-                    severity: Severity::Error,
-                }),
+                Err(e) => diagnostics.push(file_error(show(name), format!("cannot read: {e}"))),
             }
         }
         if names.is_empty() {

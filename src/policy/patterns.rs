@@ -75,6 +75,15 @@ pub(crate) fn check_syntax(pattern: &str) -> Result<(), String> {
     })
 }
 
+/// True when `pattern` matches every text, the empty one included (`""`, `.*`, `a?`):
+/// it can match nothing at all and asserts nothing (no anchors or word boundaries).
+pub(crate) fn matches_everything(pattern: &str) -> bool {
+    syntax::parse(pattern).is_ok_and(|hir| {
+        let p = hir.properties();
+        p.minimum_len() == Some(0) && p.look_set().is_empty()
+    })
+}
+
 fn config(size_limit: usize) -> meta::Config {
     meta::Config::new()
         .match_kind(MatchKind::All)

@@ -240,6 +240,37 @@ actions = ["zip-attachments"]
 }
 
 #[test]
+fn patterns_that_match_every_message_are_warned_about() {
+    let rules = r#"
+[[rule]]
+name = "oops"
+body = ["", "(?i)secret"]
+subject = [".*"]
+actions = ["encrypt"]
+
+[[rule]]
+name = "fine"
+subject = ["^$", "\\bx*\\b"]
+actions = ["sign"]
+"#;
+    let s = ok(&[("00.toml", RCPTS), ("50.toml", rules)]);
+    let w: Vec<String> = s.warnings().iter().map(|d| d.to_string()).collect();
+    let joined = w.join(
+        "
+",
+    );
+    assert!(
+        joined.contains(r#"policies/50.toml:4:9: warning: rule "oops": body: pattern "" matches an empty text, so it matches every message"#),
+        "{joined}"
+    );
+    assert!(
+        joined.contains(r#"subject: pattern ".*" matches"#),
+        "{joined}"
+    );
+    assert_eq!(w.len(), 2, "{joined}");
+}
+
+#[test]
 fn recipients_allow_deny_and_rcpt_time_rules() {
     let rules = r#"[[rule]]
 name = "no mail from the test account"
@@ -471,6 +502,7 @@ fn version_changes_with_content() {
 
 #[test]
 fn load_reads_directory_in_name_order() {
+    use std::os::unix::ffi::OsStrExt;
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("policies");
     std::fs::create_dir(&p).unwrap();
@@ -488,6 +520,21 @@ fn load_reads_directory_in_name_order() {
         ["policies/00-recipients.toml", "policies/50-rules.toml"]
     );
     assert_eq!(s.rule_count(), 1);
+    // A Latin-1 file name that is no policy file is none of our business.
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.bak");
+    std::fs::write(p.join(latin1), "x").unwrap();
+    assert!(PolicySet::load(&p).is_ok());
+    // A policy file that cannot be read is an error, not silently skipped.
+    std::os::unix::fs::symlink(p.join("gone.toml"), p.join("70-x.toml")).unwrap();
+    let e = PolicySet::load(&p).unwrap_err().to_string();
+    assert!(e.contains("policies/70-x.toml:1:1: cannot read"), "{e}");
+    std::fs::remove_file(p.join("70-x.toml")).unwrap();
+    // Bytes that are not UTF-8: their line and column.
+    std::fs::write(p.join("60-bad.toml"), b"# ok\n# caf\xe9\n").unwrap();
+    let e = PolicySet::load(&p).unwrap_err().to_string();
+    assert!(e.contains("policies/60-bad.toml:2:6: not UTF-8"), "{e}");
+    std::fs::remove_file(p.join("60-bad.toml")).unwrap();
+
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let e = PolicySet::load(&empty).unwrap_err();
