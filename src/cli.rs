@@ -105,7 +105,12 @@ pub fn check(config: &Path) -> ExitCode {
     };
     let report = sealgate::check::run(&cfg);
     for w in &report.warnings {
-        println!("warning: {w}");
+        // Policy diagnostics already say `file:line:col: warning: ...`.
+        if w.contains(": warning: ") {
+            println!("{w}");
+        } else {
+            println!("warning: {w}");
+        }
     }
     for e in &report.errors {
         println!("{e}");
@@ -138,6 +143,16 @@ pub fn explain(
         Ok(c) => c,
         Err(code) => return code,
     };
+    if client != "local" && !cfg.clients.iter().any(|c| c.name == client) {
+        let mut known: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
+        known.push("local");
+        eprintln!(
+            "sealgate explain: --client {client} is not a [[client]] in {} (known: {})",
+            config.display(),
+            known.join(", ")
+        );
+        return ExitCode::from(USAGE);
+    }
     let bytes = match std::fs::read(message) {
         Ok(b) => sealgate::submit::to_crlf(&b),
         Err(e) => {

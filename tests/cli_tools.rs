@@ -406,6 +406,29 @@ fn operator_tools_survive_common_mistakes() {
     );
     assert!(!text(&out).contains("recipient <m.eml>"), "{}", text(&out));
 
+    // An unknown --client is named, not silently judged as nobody.
+    let out = run(
+        &[
+            "explain",
+            "-c",
+            "sealgate.toml",
+            "--client",
+            "biling",
+            "--from",
+            "payroll@example.com",
+            "--to",
+            "alice@bank.example",
+            "m.eml",
+        ],
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--client biling is not a [[client]]"),
+        "{}",
+        text(&out)
+    );
+
     // A stale pid file (server died) must not make `queue retry` signal whatever
     // process has that pid now: SIGUSR1 would kill it.
     let mut victim = Command::new("sleep").arg("30").spawn().unwrap();
