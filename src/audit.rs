@@ -20,6 +20,9 @@ pub struct Audit {
     file: Option<Mutex<File>>,
     /// Where `file` lives, so SIGHUP can reopen it after logrotate moved it.
     path: Option<std::path::PathBuf>,
+    /// The last write failed and may have left a partial line (a full disk): the next
+    /// record starts on a new line so that it does not merge with the fragment.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 fn open_append(p: &Path) -> std::io::Result<File> {
@@ -45,6 +48,7 @@ impl Audit {
         Ok(Audit {
             file,
             path: path.map(Path::to_path_buf),
+            broken: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -74,9 +78,17 @@ impl Audit {
         line.push('\n');
         if let Some(f) = &self.file {
             // A poisoned lock only means another writer panicked mid-record; keep auditing.
+            use std::sync::atomic::Ordering;
             let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = f.write_all(line.as_bytes()) {
-                tracing::error!("audit log write failed: {e}");
+            if self.broken.load(Ordering::Relaxed) {
+                line.insert(0, '\n');
+            }
+            match f.write_all(line.as_bytes()) {
+                Ok(()) => self.broken.store(false, Ordering::Relaxed),
+                Err(e) => {
+                    self.broken.store(true, Ordering::Relaxed);
+                    tracing::error!("audit log write failed: {e}");
+                }
             }
         }
     }

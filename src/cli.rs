@@ -179,7 +179,7 @@ pub fn explain(
     }
 }
 
-fn open_spool(config: &Path) -> Result<Spool, ExitCode> {
+fn open_spool(config: &Path) -> Result<(Spool, Config), ExitCode> {
     let cfg = load_config(config)?;
     // The queue tools look at a spool; they never create one (a mistyped `dir` would
     // otherwise report an empty queue).
@@ -191,14 +191,28 @@ fn open_spool(config: &Path) -> Result<Spool, ExitCode> {
         );
         return Err(ExitCode::from(USAGE));
     }
-    Spool::open(&cfg.spool.dir).map_err(|e| {
-        eprintln!("sealgate: {e}");
-        ExitCode::from(USAGE)
-    })
+    match Spool::open(&cfg.spool.dir) {
+        Ok(s) => Ok((s, cfg)),
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            Err(ExitCode::from(USAGE))
+        }
+    }
+}
+
+/// The entries `id` names (itself, or the copies of the message the client was told
+/// `queued as id`); prints why and returns `Err` when there are none.
+fn entries_named(spool: &Spool, id: &str) -> Result<Vec<String>, ExitCode> {
+    let ids = spool.ids_of(id);
+    if ids.is_empty() {
+        eprintln!("sealgate: no spool entry {id} (sealgate queue list shows what is queued)");
+        return Err(ExitCode::from(PROBLEMS));
+    }
+    Ok(ids)
 }
 
 pub fn queue_list(config: &Path) -> ExitCode {
-    let spool = match open_spool(config) {
+    let (spool, _) = match open_spool(config) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -255,10 +269,27 @@ pub fn queue_list(config: &Path) -> ExitCode {
 }
 
 pub fn queue_show(config: &Path, id: &str) -> ExitCode {
-    let spool = match open_spool(config) {
+    let (spool, _) = match open_spool(config) {
         Ok(s) => s,
         Err(c) => return c,
     };
+    let ids = match entries_named(&spool, id) {
+        Ok(ids) => ids,
+        Err(c) => return c,
+    };
+    let mut code = ExitCode::SUCCESS;
+    for (n, id) in ids.iter().enumerate() {
+        if n > 0 {
+            println!();
+        }
+        if let Err(c) = show_entry(&spool, id) {
+            code = c;
+        }
+    }
+    code
+}
+
+fn show_entry(spool: &Spool, id: &str) -> Result<(), ExitCode> {
     match spool.load(id) {
         Ok((e, m)) => {
             println!("id:        {}", e.envelope.id);
@@ -294,11 +325,11 @@ pub fn queue_show(config: &Path, id: &str) -> ExitCode {
                 "{}",
                 String::from_utf8_lossy(sealgate::dsn::original_headers(&m))
             );
-            ExitCode::SUCCESS
+            Ok(())
         }
         Err(e) => {
             eprintln!("sealgate: {e}");
-            ExitCode::from(PROBLEMS)
+            Err(ExitCode::from(PROBLEMS))
         }
     }
 }
@@ -314,12 +345,15 @@ fn signal_server(spool: &Spool, sig: i32) -> bool {
 }
 
 pub fn queue_retry(config: &Path, id: Option<&str>) -> ExitCode {
-    let spool = match open_spool(config) {
+    let (spool, _) = match open_spool(config) {
         Ok(s) => s,
         Err(c) => return c,
     };
     let ids: Vec<String> = match id {
-        Some(i) => vec![i.to_string()],
+        Some(i) => match entries_named(&spool, i) {
+            Ok(ids) => ids,
+            Err(c) => return c,
+        },
         None => match spool.scan() {
             Ok((e, _)) => e.into_iter().map(|e| e.envelope.id).collect(),
             Err(e) => {
@@ -362,27 +396,43 @@ pub fn queue_retry(config: &Path, id: Option<&str>) -> ExitCode {
 }
 
 pub fn queue_delete(config: &Path, id: &str) -> ExitCode {
-    let spool = match open_spool(config) {
+    let (spool, cfg) = match open_spool(config) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let removed = match spool.remove(id) {
+    // The audit log records who removed an acknowledged message; an audit log that
+    // cannot be opened does not stop the operator.
+    let audit = sealgate::audit::Audit::open(cfg.audit.path.as_deref()).ok();
+    let mut ids = spool.ids_of(id);
+    if ids.is_empty() {
         // A damaged entry (listed by `queue list` as moved to corrupt/) is deleted too.
-        Err(sealgate::spool::SpoolError::NotFound(_)) => spool
-            .remove_corrupt(id)
-            .map(|()| format!("{id}: deleted from corrupt/")),
-        other => other.map(|()| format!("{id}: deleted")),
-    };
-    match removed {
-        Ok(what) => {
-            println!("{what}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("sealgate: {e}");
-            ExitCode::from(PROBLEMS)
+        ids.push(id.to_string());
+    }
+    let mut code = ExitCode::SUCCESS;
+    for id in &ids {
+        let removed = match spool.remove(id) {
+            Err(sealgate::spool::SpoolError::NotFound(_)) => spool
+                .remove_corrupt(id)
+                .map(|()| format!("{id}: deleted from corrupt/")),
+            other => other.map(|()| format!("{id}: deleted")),
+        };
+        match removed {
+            Ok(what) => {
+                println!("{what}");
+                if let Some(a) = &audit {
+                    a.record(
+                        "deleted",
+                        serde_json::json!({"queue_id": id, "by": "sealgate queue delete"}),
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("sealgate: {e}");
+                code = ExitCode::from(PROBLEMS);
+            }
         }
     }
+    code
 }
 
 /// sendmail exit codes (sysexits.h).

@@ -87,8 +87,22 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         tokio::spawn(crate::metrics::serve(l, metrics.clone()));
     }
     let pidfile = spool.dir().join(crate::spool::PIDFILE);
-    let pid_lock = crate::spool::claim_pidfile(spool.dir())
-        .with_context(|| format!("{}", pidfile.display()))?;
+    let pid_lock = match crate::spool::claim_pidfile(spool.dir()) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Err(e).with_context(|| format!("{}", pidfile.display()));
+        }
+        // A full spool disk must not keep the server from starting: delivering the
+        // queue is what frees the space. Without the pid file `queue retry` cannot
+        // signal this server (it finds no lock and says so).
+        Err(e) => {
+            tracing::error!(
+                "cannot write {}: {e}; `sealgate queue retry` will not reach this server",
+                pidfile.display()
+            );
+            None
+        }
+    };
     let workers = rt.config.upstream.connections;
     let drain = rt.config.server.data_timeout;
     audit.record("started", json!({"listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "config": config_path.display().to_string(), "queued": queued}));

@@ -11,7 +11,7 @@
 //! fsynced, so a `250` sent after it survives a crash or power loss.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +85,17 @@ pub struct Envelope {
     /// Addresses need SMTPUTF8 upstream.
     #[serde(default)]
     pub smtputf8: bool,
+}
+
+/// What the first spool line holds: the envelope plus the length of the message that
+/// follows it, so that a truncated or extended file is recognised as damaged.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    #[serde(flatten)]
+    envelope: Envelope,
+    /// Length of the message bytes after the header line (absent in older spool files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    body_len: Option<u64>,
 }
 
 /// Delivery progress of one entry.
@@ -174,7 +185,8 @@ fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
 pub const PIDFILE: &str = "sealgate.pid";
 
 /// Writes our pid to `<dir>/sealgate.pid` and holds an exclusive lock on it for as long
-/// as the returned file is open. Fails when another live server holds it.
+/// as the returned file is open. Fails with `WouldBlock` when another live server holds
+/// it, with other errors when the file cannot be written (a full disk).
 pub fn claim_pidfile(dir: &Path) -> io::Result<File> {
     use std::os::unix::io::AsRawFd;
     let path = dir.join(PIDFILE);
@@ -191,10 +203,13 @@ pub fn claim_pidfile(dir: &Path) -> io::Result<File> {
         if e.kind() == io::ErrorKind::WouldBlock {
             let mut other = String::new();
             let _ = f.read_to_string(&mut other);
-            return Err(io::Error::other(format!(
-                "another sealgate serve (pid {}) is already using this spool",
-                other.trim()
-            )));
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another sealgate serve (pid {}) is already using this spool",
+                    other.trim()
+                ),
+            ));
         }
         return Err(e);
     }
@@ -269,7 +284,11 @@ impl Spool {
                     .create_new(true)
                     .mode(0o600)
                     .open(&tmp)?;
-                let header = serde_json::to_vec(env).map_err(io::Error::other)?;
+                let header = serde_json::to_vec(&Header {
+                    envelope: env.clone(),
+                    body_len: Some(message.len() as u64),
+                })
+                .map_err(io::Error::other)?;
                 let mut head = Vec::with_capacity(MAGIC.len() + header.len() + 1);
                 head.extend_from_slice(MAGIC);
                 head.extend_from_slice(&header);
@@ -320,20 +339,15 @@ impl Spool {
             Err(e) => return Err(io_err(&path)(e)),
         };
         let size = f.metadata().map_err(io_err(&path))?.len();
-        // The header is small; read a bounded prefix.
-        let mut head = vec![0u8; 64 * 1024];
-        let mut n = 0;
-        loop {
-            let k = f.read(&mut head[n..]).map_err(io_err(&path))?;
-            if k == 0 {
-                break;
-            }
-            n += k;
-            if n == head.len() {
-                break;
-            }
+        // Read the header line only, however long it is (a long Message-ID or many
+        // recipients), never the message.
+        // Two lines: the magic line, then the envelope.
+        let mut head = Vec::with_capacity(4096);
+        let mut r = io::BufReader::new(&mut f);
+        for _ in 0..2 {
+            r.read_until(b'\n', &mut head).map_err(io_err(&path))?;
         }
-        let (envelope, body_offset) = parse_header(id, &head[..n])?;
+        let (envelope, body_offset) = parse_header(id, &head, size)?;
         let state = self.read_state(id)?;
         Ok(SpoolEntry {
             envelope,
@@ -355,7 +369,7 @@ impl Spool {
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
-        let (envelope, off) = parse_header(id, &data)?;
+        let (envelope, off) = parse_header(id, &data, data.len() as u64)?;
         data.drain(..off);
         let state = self.read_state(id)?;
         let entry = SpoolEntry {
@@ -406,8 +420,15 @@ impl Spool {
             f.write_all(&bytes)?;
             f.sync_all()
         })()
-        .map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        .map_err(|e| {
+            // Do not leave one empty file per failed attempt behind (a full disk).
+            let _ = fs::remove_file(&tmp);
+            io_err(&tmp)(e)
+        })?;
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&dest)(e));
+        }
         fsync_dir(&self.queue_dir())
     }
 
@@ -428,6 +449,31 @@ impl Spool {
         // No directory fsync: if a crash undoes this unlink, the entry is delivered again
         // (at least once, as SMTP promises); nothing can be lost.
         Ok(())
+    }
+
+    /// The queued entries of message `id`: the entry itself, or, when `id` is the one
+    /// the client was told (`250 queued as ID`), its copies `ID-1`, `ID-2`, `ID-p1`...
+    pub fn ids_of(&self, id: &str) -> Vec<String> {
+        if !valid_id(id) {
+            return Vec::new();
+        }
+        if self.msg_path(id).exists() {
+            return vec![id.to_string()];
+        }
+        let prefix = format!("{id}-");
+        let mut ids: Vec<String> = fs::read_dir(self.queue_dir())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_str()?.to_string();
+                        let copy = name.strip_suffix(".msg")?;
+                        copy.starts_with(&prefix).then(|| copy.to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
     }
 
     /// Deletes a quarantined entry (its message, state and `.why` in `corrupt/`): only
@@ -511,7 +557,17 @@ impl Spool {
                     bad.push((id, why));
                 }
                 Err(SpoolError::NotFound(_)) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // One unreadable entry (a directory named *.msg, EACCES, EIO) must not
+                    // stop the whole queue: move it aside and report it like a damaged one.
+                    let why = format!("unreadable: {e}");
+                    match self.quarantine(&id, &why) {
+                        Ok(()) => bad.push((id, why)),
+                        Err(q) => tracing::error!(
+                            "spool entry {id} is unreadable ({e}) and could not be moved to corrupt/: {q}"
+                        ),
+                    }
+                }
             }
         }
         Ok((good, bad))
@@ -536,7 +592,8 @@ impl Spool {
     }
 }
 
-fn parse_header(id: &str, data: &[u8]) -> Result<(Envelope, usize), SpoolError> {
+/// Parses the header at the start of `data`; `file_len` is the whole file's length.
+fn parse_header(id: &str, data: &[u8], file_len: u64) -> Result<(Envelope, usize), SpoolError> {
     let corrupt = |why: &str| SpoolError::Corrupt {
         id: id.to_string(),
         why: why.to_string(),
@@ -548,15 +605,27 @@ fn parse_header(id: &str, data: &[u8]) -> Result<(Envelope, usize), SpoolError> 
         .iter()
         .position(|&b| b == b'\n')
         .ok_or_else(|| corrupt("truncated envelope"))?;
-    let env: Envelope = serde_json::from_slice(&rest[..nl])
+    let Header {
+        envelope: env,
+        body_len,
+    } = serde_json::from_slice(&rest[..nl])
         .map_err(|e| corrupt(&format!("envelope is not valid: {e}")))?;
+    let off = MAGIC.len() + nl + 1;
+    if let Some(want) = body_len {
+        let have = file_len.saturating_sub(off as u64);
+        if have != want {
+            return Err(corrupt(&format!(
+                "message is {have} bytes, the header says {want} (truncated or damaged)"
+            )));
+        }
+    }
     if env.id != id {
         return Err(corrupt("envelope id does not match file name"));
     }
     if env.rcpts.is_empty() {
         return Err(corrupt("envelope has no recipients"));
     }
-    Ok((env, MAGIC.len() + nl + 1))
+    Ok((env, off))
 }
 
 #[cfg(test)]
@@ -627,6 +696,15 @@ mod tests {
         assert_eq!(bad[0].0, "BROKEN");
         assert!(d.path().join("corrupt/BROKEN.msg").exists());
         assert_eq!(s.corrupt_ids(), vec!["BROKEN".to_string()]);
+        // The id a client was told finds the copies stored under it.
+        for copy in ["M1-1", "M1-2", "M1-p2", "M10-1"] {
+            s.store(&[(env(copy), b"Subject: x\r\n\r\nhi\r\n")])
+                .unwrap();
+        }
+        assert_eq!(s.ids_of("M1"), ["M1-1", "M1-2", "M1-p2"]);
+        assert_eq!(s.ids_of("M1-2"), ["M1-2"]);
+        assert!(s.ids_of("M2").is_empty());
+        assert!(s.ids_of("../M1").is_empty());
         // Only an explicit delete removes it, with its reason.
         s.remove_corrupt("BROKEN").unwrap();
         assert!(s.corrupt_ids().is_empty());
@@ -639,6 +717,68 @@ mod tests {
             s.remove_corrupt("../queue/x"),
             Err(SpoolError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn truncated_message_is_quarantined_not_sent() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let id = new_id();
+        s.store(&[(env(&id), b"Subject: x\r\n\r\nline one\r\nline two\r\n")])
+            .unwrap();
+        let path = d.path().join(format!("queue/{id}.msg"));
+        let len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        assert!(matches!(s.load(&id), Err(SpoolError::Corrupt { .. })));
+        let (good, bad) = s.scan().unwrap();
+        assert!(good.is_empty());
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].1.contains("truncated"), "{}", bad[0].1);
+        assert!(d.path().join(format!("corrupt/{id}.msg")).exists());
+    }
+
+    #[test]
+    fn a_long_envelope_is_read_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let id = new_id();
+        let mut e = env(&id);
+        e.message_id = Some(format!("<{}@example.com>", "a".repeat(70_000)));
+        s.store(&[(e, b"Subject: x\r\n\r\nhi\r\n")]).unwrap();
+        let (good, bad) = s.scan().unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].size, 18);
+    }
+
+    #[test]
+    fn one_unreadable_entry_does_not_stop_the_scan() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let id = new_id();
+        s.store(&[(env(&id), b"Subject: x\r\n\r\nhi\r\n")]).unwrap();
+        fs::create_dir(d.path().join("queue/STRAY.msg")).unwrap();
+        let (good, bad) = s.scan().unwrap();
+        assert_eq!(good.len(), 1);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, "STRAY");
+        assert!(d.path().join("corrupt/STRAY.why").exists());
+    }
+
+    #[test]
+    fn spool_files_without_a_length_still_read() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(&serde_json::to_vec(&env("OLD")).unwrap());
+        data.extend_from_slice(b"\nSubject: x\r\n\r\nhi\r\n");
+        fs::write(d.path().join("queue/OLD.msg"), data).unwrap();
+        assert_eq!(s.message("OLD").unwrap(), b"Subject: x\r\n\r\nhi\r\n");
     }
 
     #[test]

@@ -336,7 +336,9 @@ fn queue_list_show_retry_delete() {
     let (_tmp, dir) = demo_dir();
     let srv = serve(&dir);
     let (_, fin) = send(srv.port, "billing@example.com", "accounts@example.com");
-    let id = format!("{}-1", fin.trim().rsplit(' ').next().unwrap());
+    // The id the client was told; its one copy is stored as `<told>-1`.
+    let told = fin.trim().rsplit(' ').next().unwrap().to_string();
+    let id = format!("{told}-1");
     drop(srv);
     let list = run(&["queue", "list", "-c", "sealgate.toml"], &dir);
     assert!(
@@ -349,8 +351,13 @@ fn queue_list_show_retry_delete() {
         "{}",
         text(&list)
     );
-    let show = run(&["queue", "show", &id, "-c", "sealgate.toml"], &dir);
+    let show = run(&["queue", "show", &told, "-c", "sealgate.toml"], &dir);
     assert!(show.status.success(), "{}", text(&show));
+    assert!(
+        text(&show).contains(&format!("id:        {id}")),
+        "{}",
+        text(&show)
+    );
     assert!(
         text(&show).contains("Subject: reload"),
         "headers shown: {}",
@@ -367,8 +374,14 @@ fn queue_list_show_retry_delete() {
         "{}",
         text(&retry)
     );
-    let del = run(&["queue", "delete", &id, "-c", "sealgate.toml"], &dir);
+    let del = run(&["queue", "delete", &told, "-c", "sealgate.toml"], &dir);
     assert!(del.status.success(), "{}", text(&del));
+    assert!(
+        text(&del).contains(&format!("{id}: deleted")),
+        "{}",
+        text(&del)
+    );
+    assert_eq!(audit_has(&dir, "deleted"), 1, "the deletion is audited");
     let list = run(&["queue", "list", "-c", "sealgate.toml"], &dir);
     assert!(!text(&list).contains(&id), "{}", text(&list));
     let missing = run(&["queue", "show", &id, "-c", "sealgate.toml"], &dir);
