@@ -388,10 +388,21 @@ impl Spool {
     fn read_state(&self, id: &str) -> Result<DeliveryState, SpoolError> {
         let path = self.state_path(id);
         match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| SpoolError::Corrupt {
-                id: id.to_string(),
-                why: format!("state file: {e}"),
-            }),
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(state) => Ok(state),
+                Err(e) => {
+                    // The state only records progress: a damaged one is set aside (for
+                    // whoever investigates) and the message is delivered afresh. A
+                    // recipient already served may get it twice; nothing is lost.
+                    let aside = self.dir.join("corrupt").join(format!("{id}.state-damaged"));
+                    let _ = fs::rename(&path, &aside);
+                    tracing::warn!(
+                        "spool entry {id}: state file damaged ({e}), moved to {}; delivering to all recipients again",
+                        aside.display()
+                    );
+                    Ok(DeliveryState::default())
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(DeliveryState::default()),
             Err(e) => Err(io_err(&path)(e)),
         }
@@ -779,6 +790,27 @@ mod tests {
         data.extend_from_slice(b"\nSubject: x\r\n\r\nhi\r\n");
         fs::write(d.path().join("queue/OLD.msg"), data).unwrap();
         assert_eq!(s.message("OLD").unwrap(), b"Subject: x\r\n\r\nhi\r\n");
+    }
+
+    #[test]
+    fn a_damaged_state_is_set_aside_and_the_message_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spool::open(d.path()).unwrap();
+        let id = new_id();
+        s.store(&[(env(&id), b"Subject: x\r\n\r\nhi\r\n")]).unwrap();
+        fs::write(d.path().join(format!("queue/{id}.state")), b"{garbage").unwrap();
+        let (good, bad) = s.scan().unwrap();
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].state, DeliveryState::default());
+        assert!(d
+            .path()
+            .join(format!("corrupt/{id}.state-damaged"))
+            .exists());
+        assert!(
+            s.corrupt_ids().is_empty(),
+            "the message itself is not damaged"
+        );
     }
 
     #[test]
