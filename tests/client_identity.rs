@@ -147,6 +147,36 @@ fn authenticated_client_may_use_only_its_senders() {
         "{t}"
     );
 
+    // A second From field (RFC 5322 allows one) does not slip the forged one past the
+    // check: every From field is checked, not only the last one.
+    let two_froms = env.dir.join("two-froms.eml");
+    std::fs::write(
+        &two_froms,
+        "From: CEO <ceo@example.com>\r\nFrom: billing@example.com\r\nTo: accounts@example.com\r\nSubject: pay\r\n\r\nhi\r\n",
+    )
+    .unwrap();
+    let data = two_froms.to_str().unwrap();
+    let (ok, t) = swaks(
+        env.port,
+        &[
+            &auth[..],
+            &[
+                "--from",
+                "billing@example.com",
+                "--to",
+                "accounts@example.com",
+                "--data",
+                data,
+            ],
+        ]
+        .concat(),
+        &env.dir,
+    );
+    assert!(
+        !ok && t.contains("550 5.7.1 header From <ceo@example.com> not allowed for client billing"),
+        "{t}"
+    );
+
     let (ok, t) = swaks(
         env.port,
         &[

@@ -276,6 +276,27 @@ fn eight_bit_body_verifies() {
 }
 
 #[test]
+fn whitespace_only_lines_at_the_end_of_the_body_verify() {
+    let s = setup(&["example.com"]);
+    let head = "From: a@example.com\r\nTo: b@example.org\r\nSubject: ws\r\n\r\n";
+    for body in [
+        "a\r\n \r\n",
+        "a\r\n\t\r\n\r\n",
+        "a  \t b\r\n  \r\nc\t\r\n \r\n",
+        "a\r\n \r\n \r\n",
+        "  \r\n",
+    ] {
+        let message = format!("{head}{body}");
+        let signed = s.signer.sign(message.as_bytes()).unwrap();
+        assert!(
+            signed.ends_with(message.as_bytes()),
+            "the relayed bytes are the original"
+        );
+        assert_all_pass(&s, &signed, 2);
+    }
+}
+
+#[test]
 fn smime_encrypted_message_verifies() {
     let s = setup(&["example.com"]);
     let signed = s.signer.sign(&fixture("smime-encrypted.eml")).unwrap();

@@ -361,9 +361,13 @@ impl DkimSigner {
         if keys.is_empty() {
             return Ok(message.to_vec());
         }
+        // mail-auth 0.13 hashes whitespace-only lines at the end of the body as empty
+        // lines instead of dropping them (RFC 6376 §3.4.4), so it signs over a copy whose
+        // trailing lines have the same relaxed canonical form; the original is relayed.
+        let to_sign = without_trailing_whitespace_lines(message);
         let mut headers = Vec::with_capacity(600 * keys.len());
         for key in keys {
-            let signature = key.signer.sign(message).map_err(|err| DkimError::Sign {
+            let signature = key.signer.sign(&to_sign).map_err(|err| DkimError::Sign {
                 domain: key.info.domain.clone(),
                 selector: key.info.selector.clone(),
                 reason: err.to_string(),
@@ -574,6 +578,39 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(_) => Err(format!("{text:?} is out of range")),
         None => Err(format!("{text:?} is not a duration like \"7d\"")),
     }
+}
+
+/// The message with the whitespace (SP, HTAB) removed from the lines that follow the
+/// body's last non-blank line, keeping their line breaks: the same relaxed body
+/// canonicalization, in a form mail-auth hashes correctly. Unchanged (borrowed) when
+/// those lines hold no whitespace.
+fn without_trailing_whitespace_lines(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    let body_start = match message.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(p) => p + 4,
+        None if message.starts_with(b"\r\n") => 2,
+        None => return Cow::Borrowed(message),
+    };
+    let body = &message[body_start..];
+    let is_blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let tail_start = match body.iter().rposition(|b| !is_blank(b)) {
+        // Everything after the end of the last line with content.
+        Some(last) => match body[last..].iter().position(|&b| b == b'\n') {
+            Some(nl) => last + nl + 1,
+            None => return Cow::Borrowed(message),
+        },
+        None => 0,
+    };
+    let tail = &body[tail_start..];
+    if !tail.iter().any(|&b| b == b' ' || b == b'\t') {
+        return Cow::Borrowed(message);
+    }
+    let mut out = Vec::with_capacity(message.len());
+    out.extend_from_slice(&message[..body_start + tail_start]);
+    for _ in tail.iter().filter(|&&b| b == b'\n') {
+        out.extend_from_slice(b"\r\n");
+    }
+    Cow::Owned(out)
 }
 
 /// The domain of the header `From`, if every address in every `From` field shares it.
@@ -861,6 +898,29 @@ mod tests {
         assert_eq!(header_from_domain(b"Subject: none\r\n\r\n"), None);
         assert_eq!(header_from_domain(b""), None);
         assert_eq!(header_from_domain(b"From: \xff\xfe@\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn trailing_whitespace_lines_are_emptied_for_hashing_only() {
+        let h = b"From: a@example.com\r\n\r\n";
+        let with = |body: &[u8]| [h.as_slice(), body].concat();
+        for (body, want) in [
+            (&b"a\r\n \r\n"[..], &b"a\r\n\r\n"[..]),
+            (b"a\r\n\t\r\n \r\n", b"a\r\n\r\n\r\n"),
+            (b"  \r\n", b"\r\n"),
+            (b"a\r\n \t", b"a\r\n"),
+        ] {
+            assert_eq!(
+                without_trailing_whitespace_lines(&with(body)).as_ref(),
+                with(want).as_slice()
+            );
+        }
+        for body in [&b"a \r\n"[..], b"a\r\n \r\nb\r\n", b"a\r\n\r\n", b""] {
+            assert!(matches!(
+                without_trailing_whitespace_lines(&with(body)),
+                std::borrow::Cow::Borrowed(_)
+            ));
+        }
     }
 
     #[test]
