@@ -314,16 +314,51 @@ fn dns_error(check: &str, name: &str, err: String) -> Finding {
 // ---------------------------------------------------------------------------------------
 // DKIM
 
-/// Tag-value list of a DKIM key record (RFC 6376 §3.6.1); whitespace inside values dropped.
+/// Tag-value list of a DKIM key record (RFC 6376 §3.6.1); whitespace inside values
+/// dropped. Tag names are case-sensitive (§3.2): `P=` is not `p=`, as verifiers read it.
 fn dkim_tags(record: &str) -> Vec<(String, String)> {
     record
         .split(';')
         .filter_map(|part| {
             let (k, v) = part.split_once('=')?;
             let v: String = v.chars().filter(|c| !c.is_whitespace()).collect();
-            Some((k.trim().to_ascii_lowercase(), v))
+            Some((k.trim().to_string(), v))
         })
         .collect()
+}
+
+/// What in a key record makes verifiers ignore it or refuse our signatures, if anything:
+/// `v=` that is not first or not `DKIM1`, `h=` without sha256 (we sign rsa-sha256 and
+/// ed25519-sha256), `s=` without `email` or `*` (RFC 6376 §3.6.1).
+fn dkim_record_problem(tags: &[(String, String)]) -> Option<String> {
+    if let Some(v) = tag(tags, "v") {
+        if v != "DKIM1" {
+            return Some(format!(
+                "v={v}: only v=DKIM1 is defined, verifiers ignore the record"
+            ));
+        }
+        if tags.first().is_some_and(|(k, _)| k != "v") {
+            return Some("v=DKIM1 must be the first tag, verifiers ignore the record".into());
+        }
+    }
+    if let Some(h) = tag(tags, "h") {
+        if !h.split(':').any(|a| a.eq_ignore_ascii_case("sha256")) {
+            return Some(format!(
+                "h={h} excludes sha256, the hash sealgate signs with"
+            ));
+        }
+    }
+    if let Some(st) = tag(tags, "s") {
+        if !st
+            .split(':')
+            .any(|t| t == "*" || t.eq_ignore_ascii_case("email"))
+        {
+            return Some(format!(
+                "s={st} does not include email (or *): the key is not for mail"
+            ));
+        }
+    }
+    None
 }
 
 fn tag<'a>(tags: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -405,6 +440,15 @@ async fn check_dkim_entry(
     let p = tag(tags, "p").unwrap_or_default();
     if p.is_empty() {
         out.push(Finding::new("dkim", name, Verdict::Fail, format!("the published key is revoked (empty p=) but {key_file} still signs with it ({fix}, or remove the [[dkim]] entry)")));
+        return;
+    }
+    if let Some(problem) = dkim_record_problem(tags) {
+        out.push(Finding::new(
+            "dkim",
+            name,
+            Verdict::Fail,
+            format!("{problem} ({fix})"),
+        ));
         return;
     }
     let k = tag(tags, "k").unwrap_or("rsa").to_ascii_lowercase();
@@ -796,6 +840,30 @@ mod tests {
         let t = dkim_tags("v=DKIM1; k=rsa; p=MIIB IjAN\tBgkq");
         assert_eq!(tag(&t, "p"), Some("MIIBIjANBgkq"));
         assert_eq!(tag(&t, "k"), Some("rsa"));
+    }
+
+    #[test]
+    fn key_records_that_verifiers_ignore_are_named() {
+        let problem = |r: &str| dkim_record_problem(&dkim_tags(r));
+        for good in [
+            "v=DKIM1; k=rsa; p=AB",
+            "k=rsa; p=AB",
+            "v=DKIM1; h=sha1:sha256; s=email; p=AB",
+            "v=DKIM1; s=*; p=AB",
+        ] {
+            assert_eq!(problem(good), None, "{good}");
+        }
+        for (bad, says) in [
+            ("v=DKIM2; p=AB", "v=DKIM2"),
+            ("k=rsa; v=DKIM1; p=AB", "first tag"),
+            ("v=DKIM1; h=sha1; p=AB", "h=sha1"),
+            ("v=DKIM1; s=other; p=AB", "s=other"),
+        ] {
+            let p = problem(bad).unwrap_or_default();
+            assert!(p.contains(says), "{bad}: {p}");
+        }
+        // Tag names are case-sensitive: `P=` is no key.
+        assert_eq!(tag(&dkim_tags("K=RSA; P=AB"), "p"), None);
     }
 
     #[test]
