@@ -180,7 +180,11 @@ impl MessageView {
                     self.texts
                         .push((TextSource(format!("{prefix}attachment name")), n.clone()));
                 }
-                let name_lower = name.as_deref().map(str::to_lowercase);
+                // Windows drops trailing dots and spaces when it saves a file: `x.exe.`
+                // and `x.exe ` are `x.exe` to the recipient, so to the rules too.
+                let name_lower = name
+                    .as_deref()
+                    .map(|n| n.trim_end_matches(['.', ' ']).to_lowercase());
                 self.attachments.push(AttachmentInfo {
                     name,
                     name_lower,

@@ -584,3 +584,20 @@ actions = ["sign"]
     ]);
     assert!(with_body.needs_parse);
 }
+
+/// Windows saves `x.exe.` and `x.exe ` as `x.exe`: an `attachment_name` rule sees them so.
+#[test]
+fn attachment_names_are_matched_as_windows_saves_them() {
+    let rules = r#"
+[[rule]]
+name = "no executables"
+attachment_name = ["*.exe"]
+actions = ["strip-attachments"]
+"#;
+    let s = ok(&[("00.toml", RCPTS), ("50.toml", rules)]);
+    for name in ["x.exe", "x.exe.", "x.exe ", "X.EXE. . "] {
+        let m = format!("From: payroll@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\r\nMZ\r\n--b--\r\n");
+        let v = verdict(&s, "a@bank.example", m.as_bytes());
+        assert!(accepted(&v).strip_attachments, "{name:?}");
+    }
+}
