@@ -248,12 +248,22 @@ pub fn zip(message: &[u8], password_to: &str) -> Result<Zipped, AttachmentError>
         v.extend_from_slice(&mime::encode_base64_lines(&archive));
         v
     };
+    // Where notice and archive go: in a top-level multipart/mixed they must be parts of
+    // it, or a client showing one alternative (text or HTML) of a nested
+    // multipart/alternative or /related never shows them. So: in place of the first
+    // attachment that is a part of the top level, or else after its last part. In any
+    // other structure, in place of the first attachment.
+    let root_boundary = match (&tree.kind, tree.info.content_type.as_str()) {
+        (Kind::Multipart { .. }, "multipart/mixed") => tree.info.boundary.clone(),
+        _ => None,
+    };
     let mut placed = false;
     let out = mime::rewrite(&tree, &mut |e: &Entity<'_>, parent: Option<&str>| {
         if !is_attachment(e) {
             return Edit::Keep;
         }
-        if placed {
+        let nested = root_boundary.is_some() && parent != root_boundary.as_deref();
+        if placed || nested {
             return Edit::Remove;
         }
         placed = true;
@@ -280,8 +290,22 @@ pub fn zip(message: &[u8], password_to: &str) -> Result<Zipped, AttachmentError>
             }
         }
     });
+    let mut message = out.map_or_else(|| message.to_vec(), Cow::into_owned);
+    if let (false, Some(b)) = (placed, &root_boundary) {
+        // Every attachment was nested: notice and archive become the top level's last parts.
+        let close = format!("\r\n--{b}--");
+        let at = memchr::memmem::rfind(&message, close.as_bytes()).unwrap_or(message.len());
+        let mut parts = format!("\r\n--{b}\r\n").into_bytes();
+        parts.extend_from_slice(&notice);
+        parts.extend_from_slice(format!("\r\n--{b}\r\n").as_bytes());
+        parts.extend_from_slice(&zip_part);
+        if at == message.len() {
+            parts.extend_from_slice(format!("{close}\r\n").as_bytes());
+        }
+        message.splice(at..at, parts);
+    }
     Ok(Zipped {
-        message: out.map_or_else(|| message.to_vec(), Cow::into_owned),
+        message,
         zipped: found.into_iter().map(|(s, _)| s).collect(),
         password: Some(password),
     })
@@ -513,6 +537,42 @@ mod tests {
             "{got:?}"
         );
         assert_eq!(got[3..], ["Ä.txt", "ä (2).txt"]);
+    }
+
+    /// The content types of the top-level parts of `m`.
+    fn top_level_types(m: &[u8]) -> Vec<String> {
+        let tree = mime::parse(m);
+        let Kind::Multipart { parts, .. } = &tree.kind else {
+            return vec![tree.info.content_type.clone()];
+        };
+        parts
+            .iter()
+            .map(|(_, p)| p.info.content_type.clone())
+            .collect()
+    }
+
+    const HTML_WITH_IMAGE: &str = "--a\r\nContent-Type: text/plain\r\n\r\nsee the logo\r\n--a\r\nContent-Type: multipart/related; boundary=\"r\"\r\n\r\n--r\r\nContent-Type: text/html\r\n\r\n<img src=\"cid:logo\">\r\n--r\r\nContent-Type: image/png\r\nContent-ID: <logo>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--r--\r\n--a--\r\n";
+
+    #[test]
+    fn notice_and_archive_are_parts_of_the_top_level_mixed() {
+        // An inline image comes first, nested in alternative > related; the PDF is a
+        // top-level part: notice and zip take the PDF's place, not the image's.
+        let with_pdf = format!("From: a@b\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: multipart/alternative; boundary=\"a\"\r\n\r\n{HTML_WITH_IMAGE}--m\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--m--\r\n");
+        let z = zip(with_pdf.as_bytes(), "pw@b").unwrap();
+        assert_eq!(z.zipped.len(), 2);
+        assert_eq!(
+            top_level_types(&z.message),
+            ["multipart/alternative", "text/plain", "application/zip"]
+        );
+        // Only nested attachments: notice and zip are appended to the top level.
+        let nested_only = format!("From: a@b\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: multipart/alternative; boundary=\"a\"\r\n\r\n{HTML_WITH_IMAGE}--m--\r\n");
+        let z = zip(nested_only.as_bytes(), "pw@b").unwrap();
+        assert_eq!(z.zipped.len(), 1);
+        assert_eq!(
+            top_level_types(&z.message),
+            ["multipart/alternative", "text/plain", "application/zip"]
+        );
+        assert!(String::from_utf8_lossy(&z.message).ends_with("--m--\r\n"));
     }
 
     #[test]
