@@ -536,8 +536,16 @@ fn first_error(stack: &openssl::error::ErrorStack) -> String {
 }
 
 /// Lower case, without a trailing dot.
+/// A domain as DNS and `d=` spell it: lower case, no trailing dot, internationalized
+/// labels as A-labels (`exämple.com` → `xn--exmple-cua.com`), so that an SMTPUTF8 From
+/// and a `[[dkim]]` entry written either way meet. Left as it is (lower-cased) when it
+/// is not a domain IDNA can convert.
 fn normalize_domain(domain: &str) -> String {
-    domain.trim().trim_end_matches('.').to_ascii_lowercase()
+    let d = domain.trim().trim_end_matches('.');
+    if d.is_ascii() {
+        return d.to_ascii_lowercase();
+    }
+    idna::domain_to_ascii(d).unwrap_or_else(|_| d.to_lowercase())
 }
 
 /// Domains and selectors: ASCII letters, digits, `-`, `_` and dots between non-empty labels.
@@ -898,6 +906,16 @@ mod tests {
         assert_eq!(header_from_domain(b"Subject: none\r\n\r\n"), None);
         assert_eq!(header_from_domain(b""), None);
         assert_eq!(header_from_domain(b"From: \xff\xfe@\r\n\r\n"), None);
+        // An SMTPUTF8 From in U-labels meets its A-label `[[dkim]]` domain.
+        assert_eq!(
+            header_from_domain("From: billing@Exämple.com\r\n\r\n".as_bytes()).as_deref(),
+            Some("xn--exmple-cua.com")
+        );
+        assert_eq!(
+            normalize_domain("xn--exmple-cua.com."),
+            "xn--exmple-cua.com"
+        );
+        assert_eq!(normalize_domain("EXÄMPLE.com"), "xn--exmple-cua.com");
     }
 
     #[test]
