@@ -19,20 +19,10 @@ pub struct ExplainReport {
     pub json: serde_json::Value,
 }
 
-/// Writes an outgoing copy readable by its owner only (mode 0600, replacing what was
-/// there): a zip's password message sits beside the zip, and plaintext beside nothing
-/// at all must stay as private as the spool.
+/// Writes an outgoing copy readable by its owner only: a zip's password message sits
+/// beside the zip, and plaintext must stay as private as the spool.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .with_context(|| format!("{}", path.display()))
+    crate::secret::write_private(path, bytes).with_context(|| format!("{}", path.display()))
 }
 
 /// Runs the dry run.

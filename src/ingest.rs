@@ -87,54 +87,25 @@ pub fn check_recipient(rt: &Runtime, client: &str, sender: &str, rcpt: &str) -> 
         .map_err(|r| named::policy_reject(format!("<{rcpt}>: {} ({})", r.reason, r.by)))
 }
 
-/// The addresses of every `From:` field of a message (mail-parser's `from()` gives
-/// only the last one, and a second field must not slip past the check); `None` for a
-/// field that holds no address at all.
-fn header_from(message: &[u8]) -> Vec<Option<String>> {
-    use mail_parser::{HeaderName, HeaderValue};
-    let Some(m) = mail_parser::MessageParser::new().parse_headers(message) else {
-        return Vec::new();
-    };
-    let Some(root) = m.parts.first() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for h in root.headers.iter().filter(|h| h.name == HeaderName::From) {
-        let addrs: Vec<String> = match &h.value {
-            HeaderValue::Address(a) => a
-                .iter()
-                .filter_map(|x| x.address().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        };
-        if addrs.is_empty() {
-            out.push(None);
-        }
-        out.extend(addrs.into_iter().map(Some));
-    }
-    out
-}
-
-/// A client with `allowed_senders` may only use them in the header From too.
+/// A client with `allowed_senders` may only use them in the header From too, in every
+/// From field; a field without an address is refused for such a client.
 fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> Result<(), Reply> {
     let Some(globs) = allowed_senders(rt, client) else {
         return Ok(());
     };
-    for addr in header_from(message) {
-        let Some(addr) = addr else {
-            return Err(Reply::new(
-                crate::reply::Class::Permanent,
-                50,
-                (7, 1),
-                format!("header From without an address: client {client} may only send as its allowed_senders"),
+    let refuse = |why: String| Err(Reply::new(crate::reply::Class::Permanent, 50, (7, 1), why));
+    for field in crate::transform::header_from_fields(message) {
+        if field.is_empty() {
+            return refuse(format!(
+                "header From without an address: client {client} may only send as its allowed_senders"
             ));
-        };
-        if !globs.iter().any(|g| glob_match(g, &addr)) {
-            return Err(Reply::new(
-                crate::reply::Class::Permanent,
-                50,
-                (7, 1),
-                format!("header From <{addr}> not allowed for client {client} (allowed_senders)"),
+        }
+        if let Some(addr) = field
+            .iter()
+            .find(|a| !globs.iter().any(|g| glob_match(g, a)))
+        {
+            return refuse(format!(
+                "header From <{addr}> not allowed for client {client} (allowed_senders)"
             ));
         }
     }

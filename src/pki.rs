@@ -4,8 +4,6 @@
 //! Nothing here is meant for production keys; it writes private keys with mode 0600
 //! all the same, because sealgate refuses anything looser.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use openssl::asn1::{Asn1Integer, Asn1Time};
@@ -174,11 +172,5 @@ pub fn write_key(path: &Path, key: &PKey<Private>) -> std::io::Result<()> {
     let pem = key
         .private_key_to_pem_pkcs8()
         .map_err(std::io::Error::other)?;
-    let _ = std::fs::remove_file(path);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(&pem)
+    crate::secret::write_private(path, &pem)
 }

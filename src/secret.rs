@@ -6,6 +6,20 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+/// Writes `bytes` to `path` readable by its owner only (mode 0600), replacing what was
+/// there: created anew, so an old file's looser mode never carries over.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
+}
+
 /// Why a secret could not be read. Messages name the file or variable, never the value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {

@@ -333,7 +333,7 @@ fn keep_other_fields(e: &Entity<'_>, replacement: &[u8], keep: bool) -> Vec<u8> 
 fn text_part(text: &str) -> Vec<u8> {
     let mut v =
         b"Content-Type: text/plain; charset=utf-8\r\nContent-Disposition: inline\r\n".to_vec();
-    if text.is_ascii() && text.split("\r\n").all(|l| l.len() <= 998) {
+    if text.is_ascii() && !mime::has_long_line(text.as_bytes()) {
         v.extend_from_slice(b"Content-Transfer-Encoding: 7bit\r\n\r\n");
         v.extend_from_slice(text.as_bytes());
     } else {

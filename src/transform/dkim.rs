@@ -594,12 +594,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// those lines hold no whitespace.
 fn without_trailing_whitespace_lines(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
-    let body_start = match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(p) => p + 4,
-        None if message.starts_with(b"\r\n") => 2,
-        None => return Cow::Borrowed(message),
-    };
-    let body = &message[body_start..];
+    let body_start = super::mime::header_end(message);
+    let body = message.get(body_start..).unwrap_or_default();
     let is_blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
     let tail_start = match body.iter().rposition(|b| !is_blank(b)) {
         // Everything after the end of the last line with content.
@@ -623,35 +619,17 @@ fn without_trailing_whitespace_lines(message: &[u8]) -> std::borrow::Cow<'_, [u8
 
 /// The domain of the header `From`, if every address in every `From` field shares it.
 fn header_from_domain(message: &[u8]) -> Option<String> {
-    use mail_parser::{Address, HeaderName, HeaderValue, MessageParser};
-    let parsed = MessageParser::new().parse_headers(message)?;
     let mut domain: Option<String> = None;
-    for header in parsed.root_part().headers() {
-        if header.name != HeaderName::From {
-            continue;
+    for address in super::header_from_fields(message).iter().flatten() {
+        let (_, d) = address.rsplit_once('@')?;
+        let d = normalize_domain(d);
+        if d.is_empty() {
+            return None;
         }
-        let addresses: Vec<&str> = match &header.value {
-            HeaderValue::Address(Address::List(list)) => {
-                list.iter().filter_map(|a| a.address.as_deref()).collect()
-            }
-            HeaderValue::Address(Address::Group(groups)) => groups
-                .iter()
-                .flat_map(|g| g.addresses.iter())
-                .filter_map(|a| a.address.as_deref())
-                .collect(),
-            _ => Vec::new(),
-        };
-        for address in addresses {
-            let (_, d) = address.rsplit_once('@')?;
-            let d = normalize_domain(d);
-            if d.is_empty() {
-                return None;
-            }
-            match &domain {
-                Some(seen) if *seen != d => return None,
-                Some(_) => {}
-                None => domain = Some(d),
-            }
+        match &domain {
+            Some(seen) if *seen != d => return None,
+            Some(_) => {}
+            None => domain = Some(d),
         }
     }
     domain

@@ -328,6 +328,19 @@ pub fn header_end(raw: &[u8]) -> usize {
     }
 }
 
+/// True when a line of `text` (CRLF or bare LF ended) has more than 998 octets.
+pub fn has_long_line(text: &[u8]) -> bool {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len())) {
+        let line = text.get(start..end).unwrap_or_default();
+        if line.strip_suffix(b"\r").unwrap_or(line).len() > 998 {
+            return true;
+        }
+        start = end + 1;
+    }
+    false
+}
+
 /// Splits a multipart body at its delimiter lines; `None` when no delimiter is found.
 fn split_multipart<'a>(
     body: &'a [u8],

@@ -192,6 +192,28 @@ pub fn separate_hidden_recipients(plans: Vec<Plan>, message: &[u8]) -> Vec<Plan>
     out
 }
 
+/// The addresses of each top-level `From` field, field by field (mail-parser's `from()`
+/// gives only the last field, and a second one must neither slip past a sender check nor
+/// escape DKIM alignment); an empty list for a field that holds no address.
+pub fn header_from_fields(message: &[u8]) -> Vec<Vec<String>> {
+    use mail_parser::{HeaderName, HeaderValue};
+    let Some(m) = mail_parser::MessageParser::new().parse_headers(message) else {
+        return Vec::new();
+    };
+    m.root_part()
+        .headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::From)
+        .map(|h| match &h.value {
+            HeaderValue::Address(a) => a
+                .iter()
+                .filter_map(|x| x.address().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
 /// The addresses in the top-level To and Cc fields, lower case.
 fn header_recipients(message: &[u8]) -> std::collections::HashSet<String> {
     let mut named = std::collections::HashSet::new();

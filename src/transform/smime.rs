@@ -1304,7 +1304,7 @@ fn protect_headers(content: &[u8], fields: &[mime::Field<'_>], encrypting: bool)
 /// survives relays that downgrade 8BITMIME or fold long lines (RFC 8551 §3.1.3 asks for
 /// exactly this before signing). Parts already 7-bit with short lines stay byte-identical.
 pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
-    if entity.iter().all(|c| *c < 0x80) && !has_long_line(&entity) {
+    if entity.iter().all(|c| *c < 0x80) && !mime::has_long_line(&entity) {
         return entity;
     }
     let tree = mime::parse(&entity);
@@ -1314,7 +1314,7 @@ pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
                 e.info.transfer_encoding.as_str(),
                 "7bit" | "8bit" | "binary"
             )
-            && (e.body.iter().any(|c| *c >= 0x80) || has_long_line(e.body));
+            && (e.body.iter().any(|c| *c >= 0x80) || mime::has_long_line(e.body));
         if !needs {
             return mime::Edit::Keep;
         }
@@ -1334,19 +1334,6 @@ pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
     };
     drop(tree);
     changed.unwrap_or(entity)
-}
-
-/// True when a line of `text` (CRLF or bare LF ended) has more than 998 octets.
-fn has_long_line(text: &[u8]) -> bool {
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len())) {
-        let line = text.get(start..end).unwrap_or_default();
-        if line.strip_suffix(b"\r").unwrap_or(line).len() > 998 {
-            return true;
-        }
-        start = end + 1;
-    }
-    false
 }
 
 /// RSA-OAEP key transport, which `CMS_encrypt` cannot select: the EnvelopedData is
@@ -1666,7 +1653,7 @@ mod tests {
         let ok = "y".repeat(998);
         let e = format!("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/csv\r\n\r\n{long}\r\n--b\r\nContent-Type: text/plain\r\n\r\n{ok}\r\n--b--\r\n");
         let out = String::from_utf8(to_7bit(e.clone().into_bytes())).unwrap();
-        assert!(!has_long_line(out.as_bytes()));
+        assert!(!mime::has_long_line(out.as_bytes()));
         assert!(
             out.contains("Content-Type: text/csv\r\nContent-Transfer-Encoding: base64\r\n\r\neHh4")
         );
