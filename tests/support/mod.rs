@@ -48,6 +48,7 @@ struct Pki {
     good: pki::Issued,
     other_host: pki::Issued,
     untrusted: pki::Issued,
+    expired: pki::Issued,
 }
 
 fn shared_pki() -> &'static Pki {
@@ -58,11 +59,14 @@ fn shared_pki() -> &'static Pki {
         let other_host = pki::server(&ca, &["other.example"], &[]).expect("other cert");
         let rogue = pki::ca("untrusted rogue CA").expect("rogue CA");
         let untrusted = pki::server(&rogue, &["localhost"], &["127.0.0.1"]).expect("rogue cert");
+        let expired =
+            pki::server_valid(&ca, &["localhost"], &["127.0.0.1"], -30, -1).expect("expired cert");
         Pki {
             ca,
             good,
             other_host,
             untrusted,
+            expired,
         }
     })
 }
@@ -76,6 +80,8 @@ pub enum UpstreamCert {
     OtherHost,
     /// For `localhost`, from a CA sealgate does not trust.
     Untrusted,
+    /// For `localhost`, from the trusted CA, expired yesterday.
+    Expired,
 }
 
 impl UpstreamCert {
@@ -84,6 +90,7 @@ impl UpstreamCert {
             UpstreamCert::Good => "good",
             UpstreamCert::OtherHost => "other-host",
             UpstreamCert::Untrusted => "untrusted",
+            UpstreamCert::Expired => "expired",
         }
     }
 }
@@ -517,6 +524,7 @@ impl TestEnv {
             ("good", &p.good),
             ("other-host", &p.other_host),
             ("untrusted", &p.untrusted),
+            ("expired", &p.expired),
         ] {
             pki::write_cert(&certs.join(format!("{stem}.pem")), &issued.cert).unwrap();
             pki::write_key(&certs.join(format!("{stem}.key")), &issued.key).unwrap();
