@@ -20,16 +20,6 @@ fn sample(subject: &str) -> Vec<u8> {
     message(subject, "A line of text.\nAnd another one.")
 }
 
-/// Audit records of `event` for the entry `id` (copies are `ID-1`, `ID-2`, ...).
-fn events_for(env: &TestEnv, event: &str, id: &str) -> Vec<serde_json::Value> {
-    env.audit_events()
-        .into_iter()
-        .filter(|e| {
-            e["event"] == event && e["queue_id"].as_str().is_some_and(|q| q.starts_with(id))
-        })
-        .collect()
-}
-
 fn is_for(id: &str) -> impl Fn(&serde_json::Value) -> bool + '_ {
     move |e| e["queue_id"].as_str().is_some_and(|q| q.starts_with(id))
 }
@@ -67,7 +57,7 @@ fn a_421_greeting_defers_and_the_next_connection_delivers() {
     let got = env.wait_for_messages(&up, 1);
     assert_eq!(got.len(), 1, "delivered exactly once");
     assert!(got[0].text().contains("after a 421 greeting"));
-    assert!(events_for(&env, "bounced", &id).is_empty());
+    assert!(env.events_for("bounced", &id).is_empty());
     wait_for_empty_queue(&env);
 }
 
@@ -117,10 +107,10 @@ fn a_452_for_one_of_three_recipients_is_retried_for_that_recipient_only() {
         .expect("the 452'd recipient alone in a later transaction");
     assert_eq!(later.from, "app@example.com");
     assert!(
-        events_for(&env, "bounced", &id).is_empty(),
+        env.events_for("bounced", &id).is_empty(),
         "a 452 never bounces"
     );
-    let deferred = events_for(&env, "deferred", &id);
+    let deferred = env.events_for("deferred", &id);
     assert!(
         deferred.iter().any(|e| e.to_string().contains("452 4.5.3")),
         "{deferred:?}"
@@ -157,9 +147,9 @@ fn a_552_after_data_bounces_exactly_once() {
         got_after.iter().all(|m| !m.from.eq("app@example.com")),
         "the 552'd message never counts as delivered"
     );
-    assert_eq!(events_for(&env, "bounced", &id).len(), 1);
+    assert_eq!(env.events_for("bounced", &id).len(), 1);
     // The DSN's own queue id is derived from the entry's: only the DSN was relayed.
-    let relayed = events_for(&env, "relayed", &id);
+    let relayed = env.events_for("relayed", &id);
     assert!(
         relayed.iter().all(|e| e["from"] == ""),
         "the refused message was audited as relayed: {relayed:?}"
@@ -189,7 +179,7 @@ fn a_connection_dropped_during_data_defers_then_delivers_once() {
         "{}",
         got[0].text()
     );
-    assert!(events_for(&env, "bounced", &id).is_empty());
+    assert!(env.events_for("bounced", &id).is_empty());
     wait_for_empty_queue(&env);
 }
 

@@ -751,6 +751,16 @@ impl TestEnv {
         audit_events(&self.audit)
     }
 
+    /// Audit records of `event` for the entry `id` and its copies (`ID-1`, `ID-2`, ...).
+    pub fn events_for(&self, event: &str, id: &str) -> Vec<Value> {
+        self.audit_events()
+            .into_iter()
+            .filter(|e| {
+                e["event"] == event && e["queue_id"].as_str().is_some_and(|q| q.starts_with(id))
+            })
+            .collect()
+    }
+
     /// Waits for an audit record with `event` for which `pred` holds.
     pub fn wait_for_event(&self, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
         wait_until(
