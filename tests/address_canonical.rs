@@ -69,21 +69,56 @@ fn nothing_reached_denied_or_unapproved(pf: &Postfix) {
 fn routing_spellings_and_subaddresses_never_reach_a_denied_mailbox_or_an_unapproved_domain() {
     let (env, pf) = setup("");
     let refused = [
-        ("user%other.test@approved.test", "550 5.1.3", "routing character '%'"),
-        ("other.test!user@approved.test", "550 5.1.3", "routing character '!'"),
+        (
+            "user%other.test@approved.test",
+            "550 5.1.3",
+            "routing character '%'",
+        ),
+        (
+            "other.test!user@approved.test",
+            "550 5.1.3",
+            "routing character '!'",
+        ),
         ("ceo(x)@approved.test", "550 5.1.3", "comments"),
-        ("user@other.test@approved.test", "550 5.1.3", "more than one '@'"),
-        ("\"user@other.test\"@approved.test", "550 5.1.3", "routing character '@'"),
-        ("\"ceo%x\"@approved.test", "550 5.1.3", "routing character '%'"),
+        (
+            "user@other.test@approved.test",
+            "550 5.1.3",
+            "more than one '@'",
+        ),
+        (
+            "\"user@other.test\"@approved.test",
+            "550 5.1.3",
+            "routing character '@'",
+        ),
+        (
+            "\"ceo%x\"@approved.test",
+            "550 5.1.3",
+            "routing character '%'",
+        ),
         ("@relay.test:user@other.test", "550 5.1.3", "source routes"),
-        ("ceo+x@approved.test", "550 5.7.1", "denied by \"ceo@approved.test\""),
-        ("CEO+Board@Approved.Test.", "550 5.7.1", "denied by \"ceo@approved.test\""),
-        ("\"ceo\"@approved.test", "550 5.7.1", "denied by \"ceo@approved.test\""),
+        (
+            "ceo+x@approved.test",
+            "550 5.7.1",
+            "denied by \"ceo@approved.test\"",
+        ),
+        (
+            "CEO+Board@Approved.Test.",
+            "550 5.7.1",
+            "denied by \"ceo@approved.test\"",
+        ),
+        (
+            "\"ceo\"@approved.test",
+            "550 5.7.1",
+            "denied by \"ceo@approved.test\"",
+        ),
         ("user@other.test", "550 5.7.1", "not approved"),
     ];
     for (n, (rcpt, code, why)) in refused.iter().enumerate() {
         let (r, fin) = try_rcpt(env.port, "app@approved.test", rcpt, &format!("refused-{n}"));
-        assert!(r.starts_with(code), "<{rcpt}>: expected {code}, got {r:?} then {fin:?}");
+        assert!(
+            r.starts_with(code),
+            "<{rcpt}>: expected {code}, got {r:?} then {fin:?}"
+        );
         assert!(r.contains(why), "<{rcpt}>: {r}");
     }
     // The sender is read the same way.
@@ -119,7 +154,10 @@ fn routing_spellings_and_subaddresses_never_reach_a_denied_mailbox_or_an_unappro
         assert!(log.contains(to), "{to}:\n{log}");
     }
     assert!(!log.contains("orig_to="), "Postfix rewrote nothing:\n{log}");
-    assert!(log.contains("TLS connection established from localhost[127.0.0.1]"), "{log}");
+    assert!(
+        log.contains("TLS connection established from localhost[127.0.0.1]"),
+        "{log}"
+    );
     nothing_reached_denied_or_unapproved(&pf);
     assert!(
         !log.contains("to=<ceo"),
