@@ -192,3 +192,51 @@ fn with_routing_characters_allowed_postfix_reroutes_the_percent_hack() {
     assert!(r.starts_with("550 5.1.3"), "{r}");
     assert!(pf.messages("ceo@approved.test").is_empty());
 }
+
+/// `sealgate explain` (a real process) shows the canonical form it judged, the
+/// subaddress base, and refuses a routing spelling before the lists.
+#[test]
+fn explain_shows_the_canonical_form_it_judged() {
+    let env = TestEnv::new(EnvOptions::default());
+    std::fs::write(env.path().join("policies/00-recipients.toml"), POLICY).unwrap();
+    let msg = env.path().join("m.eml");
+    std::fs::write(
+        &msg,
+        crlf(b"From: app@approved.test\nSubject: x\n\nhello\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(SEALGATE)
+        .arg("explain")
+        .arg("-c")
+        .arg(&env.config)
+        .args(["--from", "App@Approved.Test"])
+        .args(["--to", "\"CEO+Board\"@Approved.Test."])
+        .args(["--to", "user%other.test@approved.test"])
+        .args(["--to", "alice@approved.test"])
+        .arg(&msg)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    let r = &v["explanation"]["recipients"];
+    assert_eq!(r[0]["judged_as"], "ceo+board@approved.test", "{v:#}");
+    assert_eq!(r[0]["subaddress_of"], "ceo@approved.test", "{v:#}");
+    assert_eq!(r[0]["approval"]["outcome"], "denied", "{v:#}");
+    assert!(r[1]["judged_as"].is_null(), "{v:#}");
+    let refused = v["refused"].as_array().unwrap();
+    assert!(
+        refused
+            .iter()
+            .any(|x| x["rcpt"] == "user%other.test@approved.test"
+                && x["stage"] == "rcpt"
+                && x["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("routing character '%'")),
+        "{v:#}"
+    );
+    assert_eq!(r[2]["approval"]["outcome"], "approved", "{v:#}");
+    assert_eq!(v["explanation"]["from"], "app@approved.test", "{v:#}");
+}
