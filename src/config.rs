@@ -98,6 +98,58 @@ pub struct ServerConfig {
     /// What to do with a bare LF or CR inside DATA: "reject" (default) or "normalize" (to CRLF).
     #[serde(default)]
     pub bare_line_endings: BareLineEndings,
+    /// Accept `%`, `!` and a quoted `@` in local parts (`user%other@ours`), which the
+    /// upstream may route to another domain (percent hack, bang path). Default false:
+    /// refused at RCPT/MAIL with `550 5.1.3`/`550 5.1.7`.
+    #[serde(default)]
+    pub allow_routing_characters: bool,
+    /// Subaddress delimiters, as the upstream's `recipient_delimiter`: `"+"` (default, as
+    /// Debian configures Postfix), `"+-"` or `["+", "-"]` (each character is one), `""`
+    /// for none. A list entry for `ceo@x` also covers `ceo+anything@x`.
+    #[serde(default)]
+    pub recipient_delimiter: RecipientDelimiter,
+}
+
+/// `[server] recipient_delimiter`: one string (each character a delimiter) or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RecipientDelimiter {
+    /// `"+"` or `"+-"`.
+    One(String),
+    /// `["+", "-"]`.
+    Many(Vec<String>),
+}
+
+impl Default for RecipientDelimiter {
+    fn default() -> Self {
+        RecipientDelimiter::One("+".into())
+    }
+}
+
+impl RecipientDelimiter {
+    /// Every delimiter character, in order, without repeats.
+    pub fn chars(&self) -> Vec<char> {
+        let all: Vec<char> = match self {
+            RecipientDelimiter::One(s) => s.chars().collect(),
+            RecipientDelimiter::Many(v) => v.iter().flat_map(|s| s.chars()).collect(),
+        };
+        let mut out = Vec::new();
+        for c in all {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+impl ServerConfig {
+    /// How the session and the policy read addresses.
+    pub fn address_rules(&self) -> crate::address::AddressRules {
+        crate::address::AddressRules {
+            allow_routing_characters: self.allow_routing_characters,
+        }
+    }
 }
 
 /// Handling of bare LF / bare CR in DATA (SMTP smuggling defence).
@@ -256,6 +308,8 @@ impl Default for ServerConfig {
             command_timeout: default_command_timeout(),
             data_timeout: default_data_timeout(),
             bare_line_endings: BareLineEndings::Reject,
+            allow_routing_characters: false,
+            recipient_delimiter: RecipientDelimiter::default(),
         }
     }
 }
@@ -533,6 +587,25 @@ impl Config {
                     cfg.server.max_connections,
                     Config::MAX_CONNECTIONS
                 ),
+            ));
+        }
+        if let Some(bad) = cfg
+            .server
+            .recipient_delimiter
+            .chars()
+            .into_iter()
+            .find(|c| {
+                c.is_alphanumeric()
+                    || c.is_whitespace()
+                    || c.is_control()
+                    || "@\"\\.<>()[]".contains(*c)
+            })
+        {
+            let (l, c) = locate_key(text, "server", "recipient_delimiter");
+            return Err(invalid(
+                l,
+                c,
+                format!("recipient_delimiter {bad:?} cannot delimit a subaddress: use characters such as \"+\" or \"-\""),
             ));
         }
         if cfg.server.max_message_size == 0 {

@@ -10,6 +10,7 @@
 //!
 //! Each module owns one step of that picture; see its top comment.
 
+pub mod address;
 pub mod audit;
 pub mod capture;
 pub mod check;

@@ -310,6 +310,7 @@ async fn handle(
         tls_available: rt.tls_acceptor.is_some(),
         auth_available: !rt.config.clients.is_empty(),
         peer_is_loopback: peer.ip().is_loopback(),
+        address_rules: cfg.address_rules(),
     };
     let normalize = cfg.bare_line_endings == BareLineEndings::Normalize;
     // A client that stops reading our replies would hold its connection slot forever:

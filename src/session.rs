@@ -13,7 +13,6 @@
 //!   handshake (CVE-2011-0411).
 
 use base64::Engine;
-use std::borrow::Cow;
 
 use crate::reply::{named, Reply};
 
@@ -35,6 +34,8 @@ pub struct SessionLimits {
     pub auth_available: bool,
     /// The peer connected over loopback (plaintext AUTH allowed there).
     pub peer_is_loopback: bool,
+    /// How MAIL/RCPT addresses are read into their canonical form (`crate::address`).
+    pub address_rules: crate::address::AddressRules,
 }
 
 /// Decisions the session delegates: credentials and policy.
@@ -294,8 +295,20 @@ impl Session {
         if path.eq_ignore_ascii_case("postmaster") {
             return self.error(named::syntax("address must be local-part@domain"));
         }
+        if !path.is_ascii() && !params_request_smtputf8(params) {
+            return self.error(named::smtputf8_required());
+        }
+        // The one spelling every later step (sender check, signer, DKIM, relay) sees.
+        let from = if path.is_empty() {
+            String::new()
+        } else {
+            match crate::address::canonical(path, self.limits.address_rules) {
+                Ok(c) => c.into_string(),
+                Err(e) => return self.error(bad_address(path, e, (1, 7))),
+            }
+        };
         let mut tx = Transaction {
-            from: path.to_string(),
+            from,
             ..Transaction::default()
         };
         for p in params.split_ascii_whitespace() {
@@ -319,10 +332,7 @@ impl Session {
                 _ => return self.error(named::param_not_supported(p)),
             }
         }
-        if !tx.smtputf8 && !path.is_ascii() {
-            return self.error(named::smtputf8_required());
-        }
-        if let Err(r) = hooks.check_sender(self.client(), &path) {
+        if let Err(r) = hooks.check_sender(self.client(), &tx.from) {
             return self.error(r);
         }
         self.tx = tx;
@@ -351,6 +361,11 @@ impl Session {
         if !self.tx.smtputf8 && !path.is_ascii() {
             return self.error(named::smtputf8_required());
         }
+        // The one spelling the policy, certificates and the relay see.
+        let path = match crate::address::canonical(path, self.limits.address_rules) {
+            Ok(c) => c.into_string(),
+            Err(e) => return self.error(bad_address(path, e, (1, 3))),
+        };
         if self.tx.rcpts.len() >= self.limits.max_recipients {
             return Step::Reply(named::too_many_recipients(self.limits.max_recipients));
         }
@@ -360,7 +375,7 @@ impl Session {
             return self.error(r);
         }
         if !self.tx.rcpts.iter().any(|r| r.eq_ignore_ascii_case(&path)) {
-            self.tx.rcpts.push(path.to_string());
+            self.tx.rcpts.push(path);
         }
         Step::Reply(named::recipient_ok())
     }
@@ -502,44 +517,26 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-/// `"ceo"@example.com` and `"c\eo"@example.com` are `ceo@example.com` (RFC 5321 4.1.2:
-/// a quoted string that needs no quoting means the same mailbox): the unquoted form,
-/// so that allow/deny lists and certificates see one spelling. A local part that does
-/// need its quotes (`"john smith"@x`) is kept as written.
-fn unquote_local_part(path: &str) -> Cow<'_, str> {
-    let Some((local, domain)) = path.rsplit_once('@') else {
-        return Cow::Borrowed(path);
-    };
-    let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
-        return Cow::Borrowed(path);
-    };
-    let mut plain = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some(n) => plain.push(n),
-                None => return Cow::Borrowed(path),
-            },
-            c => plain.push(c),
-        }
-    }
-    let atext =
-        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
-    let dot_atom = !plain.is_empty()
-        && !plain.starts_with('.')
-        && !plain.ends_with('.')
-        && !plain.contains("..")
-        && plain.chars().all(|c| c == '.' || atext(c));
-    if dot_atom {
-        Cow::Owned(format!("{plain}@{domain}"))
-    } else {
-        Cow::Borrowed(path)
-    }
+/// `550 5.1.3` (recipient) or `550 5.1.7` (sender): the address has no canonical form.
+fn bad_address(path: &str, e: crate::address::AddressError, detail: (u16, u16)) -> Reply {
+    Reply::new(
+        crate::reply::Class::Permanent,
+        50,
+        detail,
+        format!("<{path}>: {e}"),
+    )
 }
 
-/// Splits `<path> params` and validates the path (source routes are dropped, RFC 5321 §4.1.2).
-fn parse_path(s: &str) -> Result<(Cow<'_, str>, &str), &'static str> {
+/// True when the MAIL parameters hold SMTPUTF8 (checked before the address is read).
+fn params_request_smtputf8(params: &str) -> bool {
+    params
+        .split_ascii_whitespace()
+        .any(|p| p.eq_ignore_ascii_case("SMTPUTF8"))
+}
+
+/// Splits `<path> params` and checks the path's bytes; its syntax (quotes, source
+/// routes, routing characters) is `crate::address::canonical`'s to judge.
+fn parse_path(s: &str) -> Result<(&str, &str), &'static str> {
     let s = s.trim_start();
     let Some(rest) = s.strip_prefix('<') else {
         return Err("address must be enclosed in <>");
@@ -547,28 +544,15 @@ fn parse_path(s: &str) -> Result<(Cow<'_, str>, &str), &'static str> {
     let Some(end) = rest.find('>') else {
         return Err("missing closing >");
     };
-    let mut path = &rest[..end];
+    let path = &rest[..end];
     let params = &rest[end + 1..];
-    if let Some(colon) = path.find(':') {
-        if path.starts_with('@') {
-            path = &path[colon + 1..];
-        }
-    }
     if path.len() > 256 {
         return Err("path too long (RFC 5321 §4.5.3.1.3)");
     }
     if path.chars().any(|c| c.is_control() || c == ' ' || c == '<') {
         return Err("invalid character in address");
     }
-    // RFC 5321 §4.5.1: "postmaster" without a domain must be accepted as a recipient;
-    // the policy then decides about it like any other address.
-    if !path.is_empty() && !path.eq_ignore_ascii_case("postmaster") {
-        match path.rsplit_once('@') {
-            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
-            _ => return Err("address must be local-part@domain"),
-        }
-    }
-    Ok((unquote_local_part(path), params))
+    Ok((path, params))
 }
 
 /// Turns the DATA byte stream into the message: dot-unstuffing, `CRLF.CRLF` detection,
@@ -775,6 +759,7 @@ mod tests {
             tls_available: false,
             auth_available: true,
             peer_is_loopback: true,
+            address_rules: crate::address::AddressRules::default(),
         }
     }
 
@@ -818,16 +803,6 @@ mod tests {
 
     #[test]
     fn needlessly_quoted_local_parts_are_unquoted() {
-        assert_eq!(unquote_local_part("\"ceo\"@example.com"), "ceo@example.com");
-        assert_eq!(
-            unquote_local_part("\"c\\eo\"@example.com"),
-            "ceo@example.com"
-        );
-        assert_eq!(unquote_local_part("\"a.b\"@x"), "a.b@x");
-        assert_eq!(unquote_local_part("\"john smith\"@x"), "\"john smith\"@x");
-        assert_eq!(unquote_local_part("\".a\"@x"), "\".a\"@x");
-        assert_eq!(unquote_local_part("\"\"@x"), "\"\"@x");
-        assert_eq!(unquote_local_part("plain@x"), "plain@x");
         // Through a session: the policy sees the unquoted spelling (evil.example is refused).
         let mut s = Session::new(limits());
         let h = AllowAll;
@@ -838,6 +813,71 @@ mod tests {
         let tx = s.take_transaction();
         assert_eq!(tx.from, "a@b.c");
         assert_eq!(tx.rcpts, ["x@y.z"]);
+    }
+
+    fn reply_text(step: &Step) -> String {
+        match step {
+            Step::Reply(r) | Step::Close(r) | Step::StartTls(r) | Step::Data(r) => {
+                String::from_utf8_lossy(&r.to_wire()).into_owned()
+            }
+        }
+    }
+
+    #[test]
+    fn routing_spellings_are_refused_with_550_5_1_3_before_the_policy() {
+        let h = AllowAll;
+        let mut s = Session::new(limits());
+        s.command(b"EHLO c", &h);
+        s.command(b"MAIL FROM:<a@b.c>", &h);
+        for (rcpt, why) in [
+            ("user%evil.example@y.z", "routing character '%'"),
+            ("evil.example!user@y.z", "routing character '!'"),
+            ("\"user@evil.example\"@y.z", "routing character '@'"),
+            ("user@evil.example@y.z", "more than one '@'"),
+            ("ceo(x)@y.z", "comments"),
+            ("@a.example,@b.example:user@y.z", "source routes"),
+        ] {
+            let step = s.command(format!("RCPT TO:<{rcpt}>").as_bytes(), &h);
+            let text = reply_text(&step);
+            assert!(text.starts_with("550 5.1.3 "), "{rcpt}: {text}");
+            assert!(text.contains(why), "{rcpt}: {text}");
+            assert!(text.contains(&format!("<{rcpt}>")), "{rcpt}: {text}");
+        }
+        let step = s.command(b"RCPT TO:<x%y@y.z>", &h);
+        assert!(
+            reply_text(&step).contains("allow_routing_characters"),
+            "the reply names the setting"
+        );
+        assert!(s.take_transaction().rcpts.is_empty());
+    }
+
+    #[test]
+    fn sender_with_routing_characters_is_refused_with_550_5_1_7() {
+        let h = AllowAll;
+        let mut s = Session::new(limits());
+        s.command(b"EHLO c", &h);
+        let step = s.command(b"MAIL FROM:<billing%evil.example@b.c>", &h);
+        assert!(reply_text(&step).starts_with("550 5.1.7 "), "{step:?}");
+        assert_eq!(code(&s.command(b"MAIL FROM:<Billing@B.C.>", &h)), 250);
+        s.command(b"RCPT TO:<X@Y.Z.>", &h);
+        let tx = s.take_transaction();
+        assert_eq!(tx.from, "Billing@b.c");
+        assert_eq!(tx.rcpts, ["X@y.z"]);
+    }
+
+    #[test]
+    fn the_setting_lets_routing_characters_through_as_written() {
+        let h = AllowAll;
+        let mut l = limits();
+        l.address_rules.allow_routing_characters = true;
+        let mut s = Session::new(l);
+        s.command(b"EHLO c", &h);
+        s.command(b"MAIL FROM:<a@b.c>", &h);
+        assert_eq!(code(&s.command(b"RCPT TO:<u%v@Y.z>", &h)), 250);
+        // Comments and source routes stay refused.
+        assert_eq!(code(&s.command(b"RCPT TO:<u(c)@y.z>", &h)), 550);
+        assert_eq!(code(&s.command(b"RCPT TO:<@a:u@y.z>", &h)), 550);
+        assert_eq!(s.take_transaction().rcpts, ["u%v@y.z"]);
     }
 
     #[test]
@@ -925,7 +965,7 @@ mod tests {
         assert_eq!(code(&s.command(b"MAIL FROM:<postmaster>", &h)), 501);
         assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c>", &h)), 250);
         assert_eq!(code(&s.command(b"RCPT TO:<Postmaster>", &h)), 250);
-        assert_eq!(code(&s.command(b"RCPT TO:<nobody>", &h)), 501);
+        assert_eq!(code(&s.command(b"RCPT TO:<nobody>", &h)), 550);
     }
 
     #[test]

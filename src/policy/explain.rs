@@ -118,6 +118,12 @@ pub struct RuleMatch {
 pub struct RecipientExplanation {
     /// The recipient as given.
     pub recipient: String,
+    /// The canonical, lower-cased form the lists and rules judged (none when the
+    /// address has no canonical form and was refused for it).
+    pub judged_as: Option<String>,
+    /// The address without its subaddress (`ceo+x@d` → `ceo@d`), judged too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subaddress_of: Option<String>,
     /// What `[recipients]` said.
     pub approval: Approval,
     /// Rules that matched, in policy order (empty when the recipient is not approved).
@@ -163,6 +169,11 @@ impl fmt::Display for Explanation {
 impl fmt::Display for RecipientExplanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "recipient <{}>", self.recipient)?;
+        match (&self.judged_as, &self.subaddress_of) {
+            (Some(j), Some(b)) => writeln!(f, "  judged as <{j}>, a subaddress of <{b}>")?,
+            (Some(j), None) => writeln!(f, "  judged as <{j}>")?,
+            (None, _) => writeln!(f, "  no canonical form: refused before the lists")?,
+        }
         let a = &self.approval;
         let file = a.file.as_deref().unwrap_or("policy");
         match (&a.outcome, &a.entry) {
