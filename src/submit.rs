@@ -156,6 +156,9 @@ pub fn submit(
     Ok(text)
 }
 
+/// Each recipient with `Ok` or the server's refusal.
+pub type Verdicts = Vec<(String, Result<(), String>)>;
+
 /// `sendmail -bv`: MAIL FROM and RCPT TO for each recipient, then RSET; nothing is
 /// sent. Returns each recipient with `Ok` or the server's refusal.
 pub fn verify(
@@ -163,7 +166,7 @@ pub fn verify(
     from: &str,
     rcpts: &[String],
     auth: Option<(&str, &str)>,
-) -> Result<Vec<(String, Result<(), String>)>, SubmitError> {
+) -> Result<Verdicts, SubmitError> {
     let mut c = Client::connect(addr, auth)?;
     let refused = c.envelope(from, rcpts, false)?;
     let _ = c.cmd("RSET", 250);

@@ -536,3 +536,67 @@ fn sendmail_sender_from_config_and_header() {
     assert_eq!(by_subject("one"), "billing@example.com");
     assert_eq!(by_subject("two"), "bounces@example.com");
 }
+
+/// `sealgate hash-password` for a `[[client]]`.
+fn hash_password(pw: &str) -> String {
+    let mut c = Command::new(SEALGATE)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{pw}\n").as_bytes())
+        .unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Issue 8: `sender_from_header` uses the header From only when the client sendmail
+/// AUTHs as may use it (`allowed_senders`); otherwise `[sendmail] sender`, which the
+/// server then holds to the same `allowed_senders` (refused: exit 69, nothing sent).
+#[test]
+fn sender_from_header_respects_the_auth_clients_allowed_senders() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    let mut cfg = std::fs::read_to_string(&env.config).unwrap();
+    cfg = cfg.replace(
+        "[spool]",
+        &format!(
+            "[[client]]\nname = \"billing\"\nusername = \"billing\"\npassword_hash = \"{}\"\n\
+             allowed_senders = [\"billing@example.com\"]\n\n[spool]",
+            hash_password("s3cret pass")
+        ),
+    );
+    cfg.push_str("\n[sendmail]\nsender = \"bounces@example.com\"\nsender_from_header = true\n");
+    std::fs::write(&env.config, cfg).unwrap();
+    let up = env.start_good_capture();
+    env.start_serve();
+    let auth = [
+        ("SEALGATE_USER", "billing"),
+        ("SEALGATE_PASSWORD", "s3cret pass"),
+    ];
+    let r = sendmail_run(
+        &["-t", "-i"],
+        &env.config,
+        &auth,
+        b"From: Billing <billing@example.com>\nTo: u@example.net\nSubject: allowed\n\nb\n",
+        false,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let got = env.wait_for_messages(&up, 1);
+    assert_eq!(got[0].from, "billing@example.com");
+    let r = sendmail_run(
+        &["-t", "-i"],
+        &env.config,
+        &auth,
+        b"From: Other <other@example.com>\nTo: u@example.net\nSubject: not allowed\n\nb\n",
+        false,
+    );
+    assert_eq!(r.code, Some(69), "{}", r.stderr);
+    assert!(r.stderr.contains("bounces@example.com"), "{}", r.stderr);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(received(&up.dir).len(), 1);
+}

@@ -325,11 +325,9 @@ fn maildrop_keeps_mail_while_serve_is_down_and_serve_delivers_it() {
         got[0].text()
     );
     assert!(got[0].text().ends_with("\r\n\r\nkept\r\n"));
-    wait_until(
-        "the maildrop file removed",
-        || String::new(),
-        || maildrop_files(&env).is_empty().then_some(()),
-    );
+    wait_until("the maildrop file removed", String::new, || {
+        maildrop_files(&env).is_empty().then_some(())
+    });
     env.wait_for_event("relayed", |e| e["message_id"] == "<down@test>");
 }
 
@@ -376,7 +374,7 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     let got = wait_until_within(
         Duration::from_secs(20),
         "the maildrop message delivered after SIGUSR1",
-        || String::new(),
+        String::new,
         || {
             let g = received(&up.dir);
             (!g.is_empty()).then_some(g)
@@ -386,11 +384,9 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     assert_eq!(got[0].rcpts, vec!["ok@example.net"]);
     let refusal = env.wait_for_event("rejected", |e| e["stage"] == "rcpt" && e["uid"] == 65534);
     assert_eq!(refusal["rcpts"][0], "ceo@example.com");
-    wait_until(
-        "both maildrop files removed",
-        || String::new(),
-        || maildrop_files(&env).is_empty().then_some(()),
-    );
+    wait_until("both maildrop files removed", String::new, || {
+        maildrop_files(&env).is_empty().then_some(())
+    });
 }
 
 /// While `serve` is down and the spool has no maildrop (serve never ran, or a caller
