@@ -217,7 +217,11 @@ pub async fn collect_once(dir: &Path, shared: &Shared, ingest: &Arc<Ingest>) -> 
             }
             continue;
         }
-        if !name.ends_with(".mail") {
+        if !well_formed(&name) {
+            // Not sendmail's: whatever a caller put here is not kept (its name is
+            // escaped in the log: it may hold control characters).
+            tracing::warn!("maildrop: removing {name:?}: not a maildrop file name");
+            let _ = fs::remove_file(&path);
             continue;
         }
         let rt = shared.get();
@@ -277,11 +281,11 @@ fn parse(bytes: &[u8]) -> Result<(DropEnvelope, &[u8]), String> {
     Ok((env, &rest[nl + 1..]))
 }
 
-/// The listener's policy hooks, auditing refusals with the file owner's uid.
+/// The listener's policy hooks. Refusals are audited once, by [`take`], with the
+/// stage and the file owner's uid.
 struct DropHooks<'a> {
     rt: &'a Runtime,
     ingest: &'a Ingest,
-    uid: u32,
 }
 
 impl Hooks for DropHooks<'_> {
@@ -289,50 +293,49 @@ impl Hooks for DropHooks<'_> {
         None
     }
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
-        crate::ingest::check_sender(self.rt, client, sender).inspect_err(|r| {
-            self.ingest.audit.record(
-                "rejected",
-                json!({"stage": "mail", "from": sender, "client": client,
-                       "peer": "maildrop", "uid": self.uid, "reply": r.to_string()}),
-            );
-        })
+        crate::ingest::check_sender(self.rt, client, sender)
     }
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
-        crate::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|r| {
+        crate::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|_| {
             self.ingest
                 .metrics
                 .recipients_rejected
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.ingest.audit.record(
-                "rejected",
-                json!({"stage": "rcpt", "from": sender, "rcpts": [rcpt], "client": client,
-                       "peer": "maildrop", "uid": self.uid, "reply": r.to_string(),
-                       "policy_version": self.rt.policy.version()}),
-            );
         })
     }
+}
+
+/// A maildrop file name as sendmail makes them: letters and digits, then `.mail`.
+fn well_formed(name: &str) -> bool {
+    name.strip_suffix(".mail").is_some_and(|stem| {
+        !stem.is_empty() && stem.len() <= 64 && stem.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 /// Submits one maildrop file through a session and the ingest pipeline.
 async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) -> Outcome {
     let cfg = &rt.config.server;
-    let refuse = |uid: Option<u32>, why: String, env: Option<&DropEnvelope>| {
-        tracing::error!("maildrop: {name} (uid {uid:?}) refused: {why}");
-        ingest.audit.record(
-            "rejected",
-            json!({"stage": "maildrop", "file": name, "uid": uid,
-                   "from": env.map(|e| &e.from), "rcpts": env.map(|e| &e.rcpts),
-                   "reply": why}),
-        );
+    // One audit record per refusal: `accept` records its own (`rejected` at DATA).
+    let refuse = |uid: Option<u32>, stage: &str, why: String, env: Option<&DropEnvelope>| {
+        tracing::error!("maildrop: {name} (uid {uid:?}) refused at {stage}: {why}");
+        if stage != "data" {
+            ingest.audit.record(
+                "rejected",
+                json!({"stage": stage, "peer": "maildrop", "file": name, "uid": uid,
+                       "client": "local", "from": env.map(|e| &e.from),
+                       "rcpts": env.map(|e| &e.rcpts), "reply": why,
+                       "policy_version": rt.policy.version()}),
+            );
+        }
         Outcome::Refused
     };
     let (uid, bytes) = match read_file(path, cfg.max_message_size) {
         Ok(x) => x,
-        Err(why) => return refuse(None, why, None),
+        Err(why) => return refuse(None, "maildrop", why, None),
     };
     let (env, message) = match parse(&bytes) {
         Ok(x) => x,
-        Err(why) => return refuse(Some(uid), why, None),
+        Err(why) => return refuse(Some(uid), "maildrop", why, None),
     };
     let limits = SessionLimits {
         hostname: cfg.hostname.clone(),
@@ -343,7 +346,7 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         auth_available: false,
         peer_is_loopback: true,
     };
-    let hooks = DropHooks { rt, ingest, uid };
+    let hooks = DropHooks { rt, ingest };
     let helo = format!("maildrop uid {uid}");
     let mut session = Session::new(limits);
     // A refusal at MAIL or RCPT is final: the policy does not change its mind on retry,
@@ -368,17 +371,31 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         ""
     };
     let mut commands = vec![
-        (format!("EHLO {helo}"), 250),
-        (format!("MAIL FROM:<{}>{eight}{utf8}", env.from), 250),
+        ("ehlo", format!("EHLO {helo}"), 250),
+        (
+            "mail",
+            format!("MAIL FROM:<{}>{eight}{utf8}", env.from),
+            250,
+        ),
     ];
-    commands.extend(env.rcpts.iter().map(|r| (format!("RCPT TO:<{r}>"), 250)));
-    commands.push(("DATA".to_string(), 354));
+    commands.extend(
+        env.rcpts
+            .iter()
+            .map(|r| ("rcpt", format!("RCPT TO:<{r}>"), 250)),
+    );
+    commands.push(("data", "DATA".to_string(), 354));
     if env.rcpts.is_empty() {
-        return refuse(Some(uid), "no recipients".into(), Some(&env));
+        return refuse(Some(uid), "rcpt", "no recipients".into(), Some(&env));
     }
-    for (line, want) in commands {
+    for (stage, line, want) in commands {
         if let Err(why) = say(line, want) {
-            return refuse(Some(uid), why, Some(&env));
+            // DATA refused before any content: not `accept`'s refusal, so audit it here.
+            let stage = if stage == "data" {
+                "data-command"
+            } else {
+                stage
+            };
+            return refuse(Some(uid), stage, why, Some(&env));
         }
     }
     let normalize = cfg.bare_line_endings == crate::config::BareLineEndings::Normalize;
@@ -389,11 +406,11 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         DataOutcome::Message(m) => m,
         DataOutcome::TooBig => {
             let r = crate::reply::named::too_big(cfg.max_message_size);
-            return refuse(Some(uid), r.to_string(), Some(&env));
+            return refuse(Some(uid), "message", r.to_string(), Some(&env));
         }
         DataOutcome::BareLineEnding => {
             let r = crate::reply::named::bare_line_ending();
-            return refuse(Some(uid), r.to_string(), Some(&env));
+            return refuse(Some(uid), "message", r.to_string(), Some(&env));
         }
     };
     let info = SessionInfo {
@@ -407,8 +424,8 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         tracing::info!("maildrop: {name} (uid {uid}) {reply}");
         Outcome::Spooled
     } else if reply.is_permanent() {
-        // `accept` audited the refusal (`rejected`); say where it came from.
-        refuse(Some(uid), reply.to_string(), Some(&env))
+        // `accept` audited the refusal (`rejected`); the log says where it came from.
+        refuse(Some(uid), "data", reply.to_string(), Some(&env))
     } else {
         tracing::warn!("maildrop: {name} (uid {uid}) deferred: {reply}; trying again later");
         Outcome::Later
@@ -445,6 +462,21 @@ mod tests {
         std::os::unix::fs::symlink(d.path().join("x"), &sym).unwrap();
         assert!(read_file(&sym, 1000).is_err());
         assert!(parse(b"From: x\r\n").is_err());
+    }
+
+    #[test]
+    fn only_sendmails_names_are_taken() {
+        assert!(well_formed("0005F1A2B3C4D0001ABCD0123456789abcdef.mail"));
+        for bad in [
+            "x.mail.tmp",
+            ".tmp-x",
+            "a b.mail",
+            "../x.mail",
+            ".mail",
+            "x\u{1b}[2J.mail",
+        ] {
+            assert!(!well_formed(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -123,7 +123,8 @@ usage: sendmail [options] [recipient ...]     (sealgate's sendmail-compatible en
   -q            deliver the queue now; -qINTERVAL is ignored
   -h N          hop count (ignored); -h alone or --help prints this
   ignored as Postfix's sendmail ignores them: -c -G -U -m -n -v -x -Am -Ac -B TYPE
-  -C FILE -e X -F NAME -L LABEL -N DSN -O OPT=VAL -o X -p PROTO -R RET -V ENVID -X FILE
+  -C FILE -e X -F NAME -L LABEL -M XVAL -N DSN -O OPT=VAL -o X -p PROTO -R RET -V ENVID
+  -X FILE
 The configuration comes from SEALGATE_CONFIG (default /etc/sealgate/sealgate.toml);
 AUTH from SEALGATE_USER and SEALGATE_PASSWORD.
 Exit: 0 sent or kept in the maildrop, 64 usage, 65 unreadable input, 67 recipient
@@ -131,7 +132,7 @@ refused, 69 message refused, 75 try again later, 78 configuration unusable.
 ";
 
 /// Options that take an argument, attached (`-fADDR`) or as the next word (`-f ADDR`).
-const WITH_ARGUMENT: &[u8] = b"ABCFLNORVXbefopr";
+const WITH_ARGUMENT: &[u8] = b"ABCFLMNORVXbefopr";
 /// Options without an argument that change nothing here.
 const IGNORED_FLAGS: &[u8] = b"cGUmnvx";
 
