@@ -399,3 +399,110 @@ fn without_a_maildrop_sendmail_exits_75() {
     assert_eq!(r.code, Some(75), "{}", r.stderr);
     assert!(r.stderr.contains("maildrop cannot take it"), "{}", r.stderr);
 }
+
+/// A `sendmail` symlink to the binary under test, as installed at /usr/sbin/sendmail.
+fn sendmail_link(env: &TestEnv) -> PathBuf {
+    let link = env.path().join("bin").join("sendmail");
+    if !link.exists() {
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(SEALGATE, &link).unwrap();
+    }
+    link
+}
+
+fn run_caller(mut cmd: Command, env: &TestEnv, input: &[u8]) -> String {
+    cmd.env("SEALGATE_CONFIG", &env.config)
+        .env("HOME", env.path())
+        .env("USER", "appuser")
+        .current_dir(env.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn the caller");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?}: {text}");
+    text
+}
+
+/// Real callers of /usr/sbin/sendmail (issue 8): PHP's mail() with
+/// `sendmail_path = "sendmail -t -i"`, s-nail and mutt, each with the arguments it
+/// passes by itself; each message arrives with the envelope the caller meant.
+#[test]
+fn php_s_nail_and_mutt_send_through_the_sendmail_link() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    let up = env.start_good_capture();
+    env.start_serve();
+    let link = sendmail_link(&env);
+
+    let mut php = Command::new("php");
+    php.arg("-n")
+        .arg("-d")
+        .arg(format!("sendmail_path={} -t -i", link.display()))
+        .arg("-r")
+        .arg(
+            "exit(mail('php-to@example.net', 'from php', \"line 1\\n.\\nline 3\", \
+             \"From: App <app@example.com>\\r\\nCc: php-cc@example.net\\r\\nBcc: php-bcc@example.net\") ? 0 : 1);",
+        );
+    run_caller(php, &env, b"");
+
+    let mut snail = Command::new("s-nail");
+    snail
+        .args(["-n", "-#", "-S", "sendwait", "-S"])
+        .arg(format!("mta={}", link.display()))
+        .args([
+            "-r",
+            "snail@example.com",
+            "-s",
+            "from s-nail",
+            "snail-to@example.net",
+        ]);
+    run_caller(snail, &env, b"s-nail body\n");
+
+    let mut mutt = Command::new("mutt");
+    mutt.args(["-n", "-F", "/dev/null", "-e"])
+        .arg(format!("set sendmail=\"{} -oem -oi\"", link.display()))
+        .args([
+            "-e",
+            "set from=mutt@example.com",
+            "-e",
+            "set use_envelope_from=yes",
+        ])
+        .args(["-s", "from mutt", "--", "mutt-to@example.net"]);
+    run_caller(mutt, &env, b"mutt body\n");
+
+    let got = env.wait_for_messages(&up, 3);
+    let find = |s: &str| {
+        got.iter()
+            .find(|m| m.header("Subject").as_deref() == Some(s))
+            .unwrap_or_else(|| panic!("no message {s:?} in {got:?}"))
+    };
+    let php = find("from php");
+    let mut rcpts = php.rcpts.clone();
+    rcpts.sort();
+    assert_eq!(
+        rcpts,
+        vec![
+            "php-bcc@example.net",
+            "php-cc@example.net",
+            "php-to@example.net"
+        ]
+    );
+    assert!(!php.text().contains("php-bcc"), "{}", php.text());
+    assert!(
+        php.text().contains("\r\nline 1\r\n.\r\nline 3"),
+        "{}",
+        php.text()
+    );
+    let snail = find("from s-nail");
+    assert_eq!(snail.from, "snail@example.com");
+    assert_eq!(snail.rcpts, vec!["snail-to@example.net"]);
+    let mutt = find("from mutt");
+    assert_eq!(mutt.from, "mutt@example.com");
+    assert_eq!(mutt.rcpts, vec!["mutt-to@example.net"]);
+}
