@@ -506,7 +506,17 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
             }
         },
         Mode::Verify => {
-            let from = inv.from.clone().unwrap_or_else(|| {
+            let host = &cfg.server.hostname;
+            let rcpts: Vec<String> = inv
+                .recipients
+                .iter()
+                .map(|r| sealgate::sendmail::qualify(r, host))
+                .collect();
+            let from = inv
+                .from
+                .as_deref()
+                .map(|f| sealgate::sendmail::qualify(f, host));
+            let from = from.unwrap_or_else(|| {
                 cfg.sendmail
                     .sender
                     .clone()
@@ -516,7 +526,7 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
                 eprintln!("sendmail: -bv: no recipients to verify");
                 return ExitCode::from(exit::USAGE);
             }
-            match sealgate::submit::verify(addr, &from, &inv.recipients, auth_ref) {
+            match sealgate::submit::verify(addr, &from, &rcpts, auth_ref) {
                 Ok(results) => {
                     let mut code = ExitCode::SUCCESS;
                     for (r, res) in results {
@@ -614,8 +624,13 @@ fn sendmail_deliver(
         eprintln!("sendmail: no recipients (give them as arguments or use -t)");
         return ExitCode::from(exit::USAGE);
     }
+    let host = &cfg.server.hostname;
+    let rcpts: Vec<String> = rcpts
+        .iter()
+        .map(|r| sealgate::sendmail::qualify(r, host))
+        .collect();
     let from = match inv.from {
-        Some(f) => f,
+        Some(f) => sealgate::sendmail::qualify(&f, host),
         None => {
             // The client sealgate AUTHs as: its allowed_senders decide whether the
             // header From may be the envelope sender (the server checks again).

@@ -453,6 +453,16 @@ fn lenient_addresses(value: &str) -> Vec<String> {
     out
 }
 
+/// A bare local part (`root`, as cron passes it) gets `@hostname`, as Postfix's
+/// sendmail appends `@$myorigin`; the null sender and full addresses stay as they are.
+pub fn qualify(addr: &str, hostname: &str) -> String {
+    if addr.is_empty() || addr.contains('@') {
+        addr.to_string()
+    } else {
+        format!("{addr}@{hostname}")
+    }
+}
+
 /// The address of the message's only From field when it names exactly one address.
 pub fn header_from_address(message: &[u8]) -> Option<String> {
     let fields = crate::transform::header_from_fields(message);
@@ -708,6 +718,13 @@ mod tests {
                 ignored: vec![],
             }
         );
+    }
+
+    #[test]
+    fn bare_local_parts_are_qualified() {
+        assert_eq!(qualify("root", "gw.test"), "root@gw.test");
+        assert_eq!(qualify("a@b", "gw.test"), "a@b");
+        assert_eq!(qualify("", "gw.test"), "");
     }
 
     #[test]

@@ -506,3 +506,23 @@ fn php_s_nail_and_mutt_send_through_the_sendmail_link() {
     assert_eq!(mutt.from, "mutt@example.com");
     assert_eq!(mutt.rcpts, vec!["mutt-to@example.net"]);
 }
+
+/// cron's own invocation (`-FCronDaemon -i -B8BITMIME -oem root`): the options are
+/// accepted and the bare `root` becomes `root@hostname`, as Postfix appends
+/// `@$myorigin`; the sender without `-f` is USER@hostname.
+#[test]
+fn cron_style_invocation_qualifies_a_bare_recipient() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    let up = env.start_good_capture();
+    env.start_serve();
+    let r = sendmail_run(
+        &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
+        &env.config,
+        b"From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> run-parts\n\noutput\n",
+        false,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let got = env.wait_for_messages(&up, 1);
+    assert_eq!(got[0].rcpts, vec!["root@gw.test"]);
+    assert_eq!(got[0].from, "appuser@gw.test");
+}
