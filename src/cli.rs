@@ -651,7 +651,7 @@ fn sendmail_deliver(
                 &cfg.server.hostname,
             );
             if cfg.sendmail.sender_from_header && source != SenderSource::HeaderFrom {
-                tracing::info!(
+                tracing::debug!(
                     "sendmail: the header From is not a single address this client may use; envelope sender {from}"
                 );
             }
