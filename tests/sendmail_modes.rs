@@ -314,7 +314,7 @@ fn maildrop_keeps_mail_while_serve_is_down_and_serve_delivers_it() {
         .unwrap();
     assert!(!ls.status.success(), "nobody listed the maildrop");
 
-    let up = env.start_good_capture();
+    let up = env.start_sink(SinkOptions::default());
     env.start_serve();
     let got = env.wait_for_messages(&up, 1);
     assert_eq!(got[0].from, "appuser@gw.test");
@@ -348,7 +348,7 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     )
     .unwrap();
     open_for_callers(&env);
-    let up = env.start_good_capture();
+    let up = env.start_sink(SinkOptions::default());
     env.start_serve();
     // The same installation, as seen by a sendmail whose listener is down.
     let dead = env.path().join("dead-listener.toml");
