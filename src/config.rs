@@ -58,6 +58,9 @@ pub struct Config {
     /// Prometheus metrics endpoint; absent means none.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// How `sealgate sendmail` submits: envelope sender, maildrop.
+    #[serde(default)]
+    pub sendmail: crate::sendmail::SendmailConfig,
     /// The file this was read from (not a key in the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -720,6 +723,10 @@ impl Config {
                     "client name \"local\" is reserved for unauthenticated loopback clients".into(),
                 ));
             }
+        }
+        if let Err(e) = crate::sendmail::validate(&cfg.sendmail) {
+            let (l, c) = locate_key(text, "sendmail", "sender");
+            return Err(invalid(l, c, e));
         }
         if let Some(m) = &cfg.metrics {
             if !m.listen.ip().is_loopback() {

@@ -22,6 +22,7 @@ pub mod dsn;
 pub mod explain;
 pub mod ingest;
 pub mod listener;
+pub mod maildrop;
 pub mod metrics;
 pub mod pki;
 pub mod policy;

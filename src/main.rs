@@ -63,7 +63,8 @@ enum Command {
     /// sendmail-compatible entry point: message on stdin.
     #[command(disable_help_flag = true)]
     Sendmail {
-        /// sendmail arguments: [-t] [-i] [-f ADDR] [RCPT...]
+        /// sendmail's options and recipients, parsed by hand as sendmail's getopt
+        /// syntax needs (see `sealgate sendmail --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

@@ -2,7 +2,8 @@
 //!
 //! Startup delivers whatever the spool already holds. SIGHUP reloads the configuration
 //! (a broken one keeps the running set and logs why); SIGUSR1 makes every queued entry
-//! due now (`sealgate queue retry`); SIGTERM/SIGINT stop accepting, drain sessions and exit.
+//! due now (`sealgate queue retry`) and collects the maildrop ([`crate::maildrop`]);
+//! SIGTERM/SIGINT stop accepting, drain sessions and exit.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -115,6 +116,14 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         audit: audit.clone(),
         metrics,
     });
+    if shared.get().config.sendmail.maildrop {
+        tokio::spawn(crate::maildrop::collect(
+            ingest.spool.dir().to_path_buf(),
+            shared.clone(),
+            ingest.clone(),
+            rx.clone(),
+        ));
+    }
     tokio::spawn(signals(
         config_path.to_path_buf(),
         shared.clone(),
