@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use sealgate::config::Config;
+use sealgate::escape::{for_terminal, lines_for_terminal};
 use sealgate::spool::Spool;
 
 /// Exit code 1: the job found problems.
@@ -168,7 +169,7 @@ pub fn explain(
                     serde_json::to_string_pretty(&report.json).unwrap_or_default()
                 );
             } else {
-                print!("{}", report.text);
+                print!("{}", lines_for_terminal(&report.text));
             }
             ExitCode::SUCCESS
         }
@@ -236,19 +237,20 @@ pub fn queue_list(config: &Path) -> ExitCode {
         } else {
             "queued".to_string()
         };
+        // Addresses and the upstream's reply are others' text: escaped for the terminal.
         println!(
             "{:<28} {:>9} {:>4} {:<20} <{}> -> {}  {}",
             e.envelope.id,
             e.size,
             e.state.attempts,
             format!("{}s", age),
-            e.envelope.from,
-            e.pending().join(", "),
-            status
+            for_terminal(&e.envelope.from),
+            for_terminal(&e.pending().join(", ")),
+            for_terminal(&status)
         );
     }
     for (id, why) in bad {
-        println!("{id}: damaged, moved to corrupt/: {why}");
+        println!("{id}: damaged, moved to corrupt/: {}", for_terminal(&why));
     }
     let corrupt = spool.corrupt_ids();
     if !corrupt.is_empty() {
@@ -292,23 +294,24 @@ pub fn queue_show(config: &Path, id: &str) -> ExitCode {
 fn show_entry(spool: &Spool, id: &str) -> Result<(), ExitCode> {
     match spool.load(id) {
         Ok((e, m)) => {
+            // Everything but the id and the numbers came from clients or the upstream.
             println!("id:        {}", e.envelope.id);
-            println!("from:      <{}>", e.envelope.from);
-            println!("to:        {}", e.envelope.rcpts.join(", "));
-            println!("pending:   {}", e.pending().join(", "));
-            println!("client:    {}", e.envelope.client);
+            println!("from:      <{}>", for_terminal(&e.envelope.from));
+            println!("to:        {}", for_terminal(&e.envelope.rcpts.join(", ")));
+            println!("pending:   {}", for_terminal(&e.pending().join(", ")));
+            println!("client:    {}", for_terminal(&e.envelope.client));
             println!("kind:      {:?}", e.envelope.kind);
             println!(
                 "message-id:{}",
                 e.envelope
                     .message_id
                     .as_deref()
-                    .map(|m| format!(" {m}"))
+                    .map(|m| format!(" {}", for_terminal(m)))
                     .unwrap_or_default()
             );
             println!(
                 "policy:    {}",
-                e.envelope.policy_version.as_deref().unwrap_or("-")
+                for_terminal(e.envelope.policy_version.as_deref().unwrap_or("-"))
             );
             println!("attempts:  {}", e.state.attempts);
             println!(
@@ -316,14 +319,16 @@ fn show_entry(spool: &Spool, id: &str) -> Result<(), ExitCode> {
                 e.state
                     .last_error
                     .as_deref()
-                    .map(|m| format!(" {m}"))
+                    .map(|m| format!(" {}", for_terminal(m)))
                     .unwrap_or_default()
             );
             println!("size:      {} bytes", e.size);
             println!("--- headers ---");
             print!(
                 "{}",
-                String::from_utf8_lossy(sealgate::dsn::original_headers(&m))
+                lines_for_terminal(&String::from_utf8_lossy(sealgate::dsn::original_headers(
+                    &m
+                )))
             );
             Ok(())
         }

@@ -111,6 +111,14 @@ pub struct ServerConfig {
     /// for none. A list entry for `ceo@x` also covers `ceo+anything@x`.
     #[serde(default)]
     pub recipient_delimiter: RecipientDelimiter,
+    /// Where a bounce goes when the envelope sender is not an approved recipient; without
+    /// it such a sender is refused at MAIL (`550 5.7.1`) and an older entry's DSN is dropped.
+    #[serde(default)]
+    pub postmaster: Option<String>,
+    /// Commands outside a mail transaction (NOOP, RSET, VRFY, HELP, EHLO ...) a session may
+    /// send before it is closed with `421 4.7.0`; 1 while the listener is under stress.
+    #[serde(default = "default_junk_command_limit")]
+    pub junk_command_limit: u32,
 }
 
 /// `[server] recipient_delimiter`: one string (each character a delimiter) or a list.
@@ -313,6 +321,8 @@ impl Default for ServerConfig {
             bare_line_endings: BareLineEndings::Reject,
             allow_routing_characters: false,
             recipient_delimiter: RecipientDelimiter::default(),
+            postmaster: None,
+            junk_command_limit: default_junk_command_limit(),
         }
     }
 }
@@ -346,6 +356,9 @@ fn default_max_size() -> u64 {
     Config::DEFAULT_MAX_MESSAGE_SIZE
 }
 fn default_max_connections() -> usize {
+    100
+}
+fn default_junk_command_limit() -> u32 {
     100
 }
 fn default_max_recipients() -> usize {
@@ -609,6 +622,33 @@ impl Config {
                 l,
                 c,
                 format!("recipient_delimiter {bad:?} cannot delimit a subaddress: use characters such as \"+\" or \"-\""),
+            ));
+        }
+        if let Some(pm) = &cfg.server.postmaster {
+            let ok = pm
+                .rsplit_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && valid_hostname(d) && d.contains('.'))
+                && pm.len() <= 254
+                && !pm
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || "<>\"".contains(c));
+            if !ok {
+                let (l, c) = locate_key(text, "server", "postmaster");
+                return Err(invalid(
+                    l,
+                    c,
+                    format!(
+                        "postmaster = {pm:?} is not an address like \"postmaster@example.com\""
+                    ),
+                ));
+            }
+        }
+        if cfg.server.junk_command_limit == 0 {
+            let (l, c) = locate_key(text, "server", "junk_command_limit");
+            return Err(invalid(
+                l,
+                c,
+                "junk_command_limit must be at least 1".into(),
             ));
         }
         if cfg.server.max_message_size == 0 {

@@ -65,12 +65,26 @@ fn allowed_senders<'a>(rt: &'a Runtime, client: &str) -> Option<&'a [String]> {
         .filter(|s| !s.is_empty())
 }
 
-/// May `client` use `sender`? Clients with `allowed_senders` are held to them.
+/// May `client` use `sender`? Clients with `allowed_senders` are held to them; and a
+/// sender whose bounces could go nowhere (not an approved recipient, no `[server]
+/// postmaster`) is refused now rather than found out when a DSN is due.
 pub fn check_sender(rt: &Runtime, client: &str, sender: &str) -> Result<(), Reply> {
     match allowed_senders(rt, client) {
         Some(globs) if !globs.iter().any(|g| glob_match(g, sender)) => {
-            Err(named::sender_not_allowed(sender, client))
+            return Err(named::sender_not_allowed(sender, client))
         }
+        _ => {}
+    }
+    if sender.is_empty() {
+        return Ok(());
+    }
+    match crate::dsn::route(rt, client, sender) {
+        crate::dsn::Route::Nowhere { why } => Err(Reply::new(
+            crate::reply::Class::Permanent,
+            50,
+            (7, 1),
+            format!("<{sender}>: sender not approved as a bounce recipient: {why}"),
+        )),
         _ => Ok(()),
     }
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod dsn;
+pub mod escape;
 pub mod explain;
 pub mod ingest;
 pub mod listener;

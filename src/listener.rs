@@ -119,6 +119,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     max: usize,
 ) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -126,10 +127,12 @@ async fn accept_loop(
         };
         let (sock, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff.reset();
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    backoff.wait("SMTP", &e).await;
                     continue;
                 }
             },
@@ -161,6 +164,39 @@ async fn accept_loop(
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             drop(permit);
         });
+    }
+}
+
+/// The pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS): 100 ms, doubling up to
+/// 1 s while failures repeat, back to nothing after a success. A listener out of
+/// descriptors is woken again at once by the connection still waiting; without the
+/// pause its loop spins on the CPU.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    /// The next pause; zero until the first failure.
+    next: Duration,
+}
+
+impl AcceptBackoff {
+    /// First pause after a failure.
+    const FIRST: Duration = Duration::from_millis(100);
+    /// Longest pause.
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// Logs the failure (once per streak, so a full descriptor table does not flood the
+    /// log) and sleeps.
+    pub async fn wait(&mut self, listener: &str, e: &std::io::Error) {
+        if self.next.is_zero() {
+            tracing::warn!("{listener} listener: accept failed: {e}; backing off");
+            self.next = Self::FIRST;
+        }
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Self::MAX);
+    }
+
+    /// An accept succeeded: the next failure starts over at 100 ms.
+    pub fn reset(&mut self) {
+        self.next = Duration::ZERO;
     }
 }
 
@@ -284,6 +320,16 @@ struct Load {
 const STRESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Load {
+    /// Under stress a client gets one command outside a transaction, not the configured
+    /// number (Postfix: `smtpd_junk_command_limit = ${stress?{1}:{100}}`).
+    fn junk_limit(&self, configured: u32) -> u32 {
+        if self.slots.available_permits() * 5 < self.max {
+            1
+        } else {
+            configured
+        }
+    }
+
     fn limit(&self, configured: Duration) -> Duration {
         if self.slots.available_permits() * 5 < self.max {
             configured.min(STRESS_TIMEOUT)
@@ -399,6 +445,7 @@ async fn handle(
                 }
             }
         };
+        session.set_junk_command_limit(load.junk_limit(cfg.junk_command_limit));
         match session.command(&line, &hooks) {
             Step::Reply(r) => out.extend_from_slice(&r.to_wire()),
             Step::Close(r) => {

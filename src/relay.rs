@@ -74,6 +74,9 @@ pub struct Relay {
     settings: RwLock<(u64, Arc<RelaySettings>)>,
     schedule: Mutex<Schedule>,
     wake: Notify,
+    /// The running configuration, whose recipient policy decides where a DSN may go
+    /// ([`dsn::route`]); unset only in unit tests, where DSNs go to the sender.
+    bounce_policy: std::sync::OnceLock<crate::runtime::Shared>,
 }
 
 impl Relay {
@@ -91,7 +94,13 @@ impl Relay {
             settings: RwLock::new((0, Arc::new(settings))),
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
+            bounce_policy: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Routes DSNs by the recipient policy of `shared` (the server calls this once).
+    pub fn route_bounces_with(&self, shared: crate::runtime::Shared) {
+        let _ = self.bounce_policy.set(shared);
     }
 
     /// Swaps in new settings (reload) under a new generation: a transaction in progress
@@ -335,6 +344,9 @@ impl Relay {
         let (mut generation, mut settings);
         let env = &entry.envelope;
         let mut attempt = 0;
+        // The TLS session the last attempt ran over, kept for the audit record even when
+        // the attempt failed and its connection was dropped.
+        let mut used_tls: Option<(String, String)> = None;
         let result = loop {
             attempt += 1;
             self.close_if_outdated(conn).await;
@@ -366,6 +378,7 @@ impl Relay {
             let Some(Pooled { conn: c, .. }) = conn.as_mut() else {
                 continue;
             };
+            used_tls = Some((c.tls_version.clone(), c.cipher.clone()));
             match c
                 .send(&env.from, &pending, &message, env.body_8bit, env.smtputf8)
                 .await
@@ -389,10 +402,7 @@ impl Relay {
                 }
             }
         };
-        let (tls_version, cipher) = conn
-            .as_ref()
-            .map(|c| (c.conn.tls_version.clone(), c.conn.cipher.clone()))
-            .unwrap_or_default();
+        let (tls_version, cipher) = used_tls.unwrap_or_default();
         let outcomes: Vec<(String, RcptOutcome)> = match result {
             Ok(r) => r,
             Err(e) => {
@@ -473,7 +483,7 @@ impl Relay {
             for (rcpt, why) in deferred.drain(..) {
                 failures.push(Failure {
                     rcpt: rcpt.clone(),
-                    status: "4.4.7".into(),
+                    status: "5.4.7".into(),
                     diagnostic: format!(
                         "gave up after {} (give_up_after); last error: {why}",
                         humanize(settings.give_up_after)
@@ -516,7 +526,9 @@ impl Relay {
                 "rcpts": deferred.iter().map(|(r, _)| r).collect::<Vec<_>>(),
                 "reason": state.last_error, "attempts": state.attempts,
                 "retry_in_seconds": backoff.as_secs().max(1),
-                "tls_version": tls_version, "cipher": cipher,
+                // null when no TLS session was up (the connection itself failed).
+                "tls_version": Some(tls_version).filter(|v| !v.is_empty()),
+                "cipher": Some(cipher).filter(|v| !v.is_empty()),
             }),
         );
         self.schedule(&env.id, now_ms() + backoff.as_millis() as u64);
@@ -548,17 +560,37 @@ impl Relay {
             count_bounced();
             return Ok(());
         }
+        // A bounce is mail: its recipient passes the recipient policy like any other.
+        let route = match self.bounce_policy.get() {
+            Some(shared) => dsn::route(&shared.get(), &env.client, &env.from),
+            None => dsn::Route::Sender(env.from.clone()),
+        };
+        let (dsn_to, route_note) = match route {
+            dsn::Route::Sender(to) => (to, None),
+            dsn::Route::Postmaster { address, why } => (address, Some(why)),
+            dsn::Route::Nowhere { why } => {
+                self.audit.record(
+                    "bounced",
+                    json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
+                           "rcpts": rcpts, "reasons": reasons, "dsn": null, "dsn_to": null,
+                           "note": format!("no DSN is sent: {why}")}),
+                );
+                count_bounced();
+                return Ok(());
+            }
+        };
         let bytes = dsn::build(
             &settings.hostname,
             &settings.upstream.host,
             env,
             message,
             failures,
+            &dsn_to,
         );
         let dsn_env = Envelope {
             id: dsn_id(&env.id, failures),
             from: String::new(),
-            rcpts: vec![env.from.clone()],
+            rcpts: vec![dsn_to.clone()],
             created: spool::now(),
             client: "sealgate".into(),
             message_id: Some(format!("<{}.dsn@{}>", env.id, settings.hostname)),
@@ -584,7 +616,8 @@ impl Relay {
         self.audit.record(
             "bounced",
             json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
-                   "rcpts": rcpts, "reasons": reasons, "dsn": dsn_id}),
+                   "rcpts": rcpts, "reasons": reasons, "dsn": dsn_id, "dsn_to": dsn_to,
+                   "note": route_note.map(|why| format!("DSN sent to the postmaster: {why}"))}),
         );
         Ok(())
     }

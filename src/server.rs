@@ -50,6 +50,25 @@ pub struct Running {
 pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
     let rt = Runtime::load(config_path)?;
     let spool = Spool::open(&rt.config.spool.dir).context("opening the spool")?;
+    // The lock comes first: a second server on this spool must stop before it touches
+    // anything (emptying tmp/ under a running server would lose messages in flight).
+    let pidfile = spool.dir().join(crate::spool::PIDFILE);
+    let pid_lock = match crate::spool::claim_pidfile(spool.dir()) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Err(e).with_context(|| format!("{}", pidfile.display()));
+        }
+        // A full spool disk must not keep the server from starting: delivering the
+        // queue is what frees the space. Without the pid file `queue retry` cannot
+        // signal this server (it finds no lock and says so).
+        Err(e) => {
+            tracing::error!(
+                "cannot write {}: {e}; `sealgate queue retry` will not reach this server",
+                pidfile.display()
+            );
+            None
+        }
+    };
     // Before anything is accepted: what a crashed predecessor left in tmp/ was never acknowledged.
     spool.remove_unacknowledged();
     let audit = Arc::new(
@@ -87,27 +106,11 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
             .with_context(|| format!("metrics listen {}", m.listen))?;
         tokio::spawn(crate::metrics::serve(l, metrics.clone()));
     }
-    let pidfile = spool.dir().join(crate::spool::PIDFILE);
-    let pid_lock = match crate::spool::claim_pidfile(spool.dir()) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            return Err(e).with_context(|| format!("{}", pidfile.display()));
-        }
-        // A full spool disk must not keep the server from starting: delivering the
-        // queue is what frees the space. Without the pid file `queue retry` cannot
-        // signal this server (it finds no lock and says so).
-        Err(e) => {
-            tracing::error!(
-                "cannot write {}: {e}; `sealgate queue retry` will not reach this server",
-                pidfile.display()
-            );
-            None
-        }
-    };
     let workers = rt.config.upstream.connections;
     let drain = rt.config.server.data_timeout;
     audit.record("started", json!({"listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "config": config_path.display().to_string(), "queued": queued}));
     let shared = Shared::new(rt);
+    relay.route_bounces_with(shared.clone());
     let (tx, rx) = watch::channel(false);
     let relay_tasks = relay.start(workers, rx.clone());
     let ingest = Arc::new(Ingest {

@@ -114,7 +114,16 @@ pub struct Session {
     auth: AuthProgress,
     tx: Transaction,
     errors: u32,
+    /// Commands outside a transaction (NOOP, RSET, VRFY, EXPN, HELP) since the session
+    /// began or its last message: a client that only keeps its slot busy is closed.
+    junk: u32,
+    /// How many such commands are allowed ([`Session::set_junk_command_limit`]).
+    junk_limit: u32,
 }
+
+/// Junk commands allowed when the driver sets no limit (Postfix's
+/// `smtpd_junk_command_limit`).
+pub const DEFAULT_JUNK_COMMAND_LIMIT: u32 = 100;
 
 impl Session {
     /// A new session; the driver sends [`Session::greeting`] first.
@@ -128,6 +137,30 @@ impl Session {
             auth: AuthProgress::None,
             tx: Transaction::default(),
             errors: 0,
+            junk: 0,
+            junk_limit: DEFAULT_JUNK_COMMAND_LIMIT,
+        }
+    }
+
+    /// Sets how many commands outside a transaction are allowed; the driver lowers it
+    /// while the listener is short of connection slots (as Postfix does under stress).
+    pub fn set_junk_command_limit(&mut self, limit: u32) {
+        self.junk_limit = limit.max(1);
+    }
+
+    /// Counts a command that does not move a transaction forward: past the limit the
+    /// session is closed with `421 4.7.0`, which frees its slot for another client.
+    fn junk(&mut self, reply: Reply) -> Step {
+        self.junk += 1;
+        if self.junk > self.junk_limit {
+            Step::Close(Reply::new(
+                crate::reply::Class::Transient,
+                21,
+                (7, 0),
+                "too many commands without a transaction (junk_command_limit); closing",
+            ))
+        } else {
+            Step::Reply(reply)
         }
     }
 
@@ -169,6 +202,7 @@ impl Session {
     /// The transaction; the driver takes it when DATA ends.
     pub fn take_transaction(&mut self) -> Transaction {
         self.state = State::Ready;
+        self.junk = 0;
         std::mem::take(&mut self.tx)
     }
 
@@ -215,12 +249,12 @@ impl Session {
                 if self.state == State::HaveMail {
                     self.state = State::Ready;
                 }
-                Step::Reply(named::reset())
+                self.junk(named::reset())
             }
-            "NOOP" => Step::Reply(named::ok()),
+            "NOOP" => self.junk(named::ok()),
             "QUIT" => Step::Close(named::bye(&self.limits.hostname)),
-            "VRFY" | "EXPN" => Step::Reply(named::vrfy()),
-            "HELP" => Step::Reply(named::help()),
+            "VRFY" | "EXPN" => self.junk(named::vrfy()),
+            "HELP" => self.junk(named::help()),
             "STARTTLS" => self.starttls(arg),
             "AUTH" => self.auth_start(arg, hooks),
             "BDAT" => self.error(Reply::new(
@@ -1106,5 +1140,20 @@ mod tests {
         }
         assert!(d.is_done());
         assert_eq!(d.finish(), DataOutcome::Message(b"hello\r\n".to_vec()));
+    }
+
+    #[test]
+    fn junk_commands_past_the_limit_close_the_session() {
+        let mut s = Session::new(limits());
+        s.set_junk_command_limit(3);
+        let h = AllowAll;
+        assert!(matches!(s.command(b"EHLO x\r\n", &h), Step::Reply(_)));
+        for _ in 0..3 {
+            assert!(matches!(s.command(b"NOOP\r\n", &h), Step::Reply(_)));
+        }
+        match s.command(b"RSET\r\n", &h) {
+            Step::Close(r) => assert!(r.to_string().starts_with("421 4.7.0"), "{r}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
