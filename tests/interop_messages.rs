@@ -392,3 +392,109 @@ fn refusals_at_data_name_the_reason_and_are_audited() {
     assert_eq!(e["rules"]["detail"], "bare_line_endings");
     assert!(it.up.proc.log_text().is_empty() || !it.up.dir.join("refused.log").exists());
 }
+
+mod smime_support;
+
+/// A real message whose folded header lines lost their leading white space (Received and
+/// DKIM-Signature continuations in column 1, some without a colon): every one of those
+/// lines must come out of every transform. The signed+encrypted copy used to drop the
+/// lines without a colon (mime::fields gave them no name; S/MIME skipped nameless
+/// fields) while the plain copy kept them.
+#[test]
+fn header_lines_that_lost_their_folding_survive_every_transform() {
+    use sealgate::transform::{apply, Plan};
+    use sealgate::verdict::Actions;
+    use smime_support::{p, pki, run};
+
+    let raw = crlf(&std::fs::read(format!("{FIXTURES}/interop/lost-folding.eml")).unwrap());
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let header_lines: Vec<String> = String::from_utf8_lossy(&raw[..head_end])
+        .split("\r\n")
+        .map(str::to_string)
+        .collect();
+    assert!(header_lines
+        .iter()
+        .any(|l| l.starts_with("b=") && !l.contains(':')));
+
+    let pki = pki();
+    let smime = pki.load(&pki.config());
+    let cases = [
+        (
+            "sign+encrypt",
+            Actions {
+                sign: true,
+                encrypt: true,
+                ..Actions::default()
+            },
+        ),
+        (
+            "sign",
+            Actions {
+                sign: true,
+                ..Actions::default()
+            },
+        ),
+        (
+            "encrypt",
+            Actions {
+                encrypt: true,
+                ..Actions::default()
+            },
+        ),
+        (
+            "strip",
+            Actions {
+                strip_attachments: true,
+                ..Actions::default()
+            },
+        ),
+        (
+            "zip",
+            Actions {
+                zip_attachments: true,
+                ..Actions::default()
+            },
+        ),
+        ("plain", Actions::default()),
+    ];
+    for (what, actions) in cases {
+        let plan = Plan {
+            actions: actions.clone(),
+            recipients: vec!["alice@bank.example".into()],
+            notes: Vec::new(),
+        };
+        let out = apply(&plan, "payroll@example.com", &raw, Some(&smime))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut seen = String::from_utf8_lossy(&out.message).into_owned();
+        if actions.encrypt {
+            let f = pki.path("lost-folding.p7m.eml");
+            std::fs::write(&f, &out.message).unwrap();
+            let dec = pki.path("lost-folding.dec");
+            run(
+                "openssl",
+                &[
+                    "cms",
+                    "-decrypt",
+                    "-in",
+                    p(&f),
+                    "-recip",
+                    p(&pki.alice.cert_path),
+                    "-inkey",
+                    p(&pki.alice.key_path),
+                    "-binary",
+                    "-out",
+                    p(&dec),
+                ],
+                None,
+                true,
+            );
+            seen.push_str(&String::from_utf8_lossy(&std::fs::read(&dec).unwrap()));
+        }
+        for line in &header_lines {
+            assert!(
+                seen.contains(line.as_str()),
+                "{what}: header line {line:?} was lost\n{seen}"
+            );
+        }
+    }
+}
