@@ -98,7 +98,8 @@ pub struct ServerConfig {
     /// Timeout waiting for each chunk of DATA (RFC 5321 §4.5.3.2.5: 3 minutes).
     #[serde(default = "default_data_timeout", deserialize_with = "de_duration")]
     pub data_timeout: Duration,
-    /// What to do with a bare LF or CR inside DATA: "reject" (default) or "normalize" (to CRLF).
+    /// What to do with a bare LF or CR inside DATA: "auto" (default: normalise for
+    /// loopback and authenticated clients, refuse for others), "reject" or "normalize".
     #[serde(default)]
     pub bare_line_endings: BareLineEndings,
     /// Accept `%`, `!` and a quoted `@` in local parts (`user%other@ours`), which the
@@ -167,11 +168,25 @@ impl ServerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BareLineEndings {
-    /// Refuse the message with `550 5.6.11`.
+    /// Normalise for clients on loopback and clients that authenticated; refuse for
+    /// anyone else (as Postfix exempts `$mynetworks` from `smtpd_forbid_bare_newline`).
     #[default]
+    Auto,
+    /// Refuse the message with `550 5.6.11`.
     Reject,
     /// Turn every bare LF and bare CR into CRLF; end-of-data is still only `CRLF.CRLF`.
     Normalize,
+}
+
+impl BareLineEndings {
+    /// True when a session from this peer normalises (rather than refuses) bare line ends.
+    pub fn normalizes(self, peer_is_loopback: bool, authenticated: bool) -> bool {
+        match self {
+            BareLineEndings::Auto => peer_is_loopback || authenticated,
+            BareLineEndings::Reject => false,
+            BareLineEndings::Normalize => true,
+        }
+    }
 }
 
 /// `[[client]]`: one local application.
@@ -318,7 +333,7 @@ impl Default for ServerConfig {
             max_recipients: default_max_recipients(),
             command_timeout: default_command_timeout(),
             data_timeout: default_data_timeout(),
-            bare_line_endings: BareLineEndings::Reject,
+            bare_line_endings: BareLineEndings::Auto,
             allow_routing_characters: false,
             recipient_delimiter: RecipientDelimiter::default(),
             postmaster: None,
@@ -862,6 +877,14 @@ mod tests {
         assert_eq!(c.upstream.effective_port(), 587);
         assert_eq!(c.spool.dir, PathBuf::from("/etc/sealgate/spool"));
         assert_eq!(c.server.max_message_size, 25 * 1024 * 1024);
+        // Bare line ends: normalised for local and authenticated clients, refused for
+        // an unauthenticated client from elsewhere.
+        let ble = c.server.bare_line_endings;
+        assert_eq!(ble, BareLineEndings::Auto);
+        assert!(ble.normalizes(true, false) && ble.normalizes(false, true));
+        assert!(!ble.normalizes(false, false));
+        assert!(!BareLineEndings::Reject.normalizes(true, true));
+        assert!(BareLineEndings::Normalize.normalizes(false, false));
     }
 
     #[test]

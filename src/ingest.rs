@@ -19,6 +19,7 @@ use crate::reply::{named, Reply};
 use crate::runtime::Runtime;
 use crate::session::Transaction;
 use crate::spool::{self, EntryKind, Envelope, Spool};
+use crate::transform::mime;
 use crate::verdict::RecipientVerdict;
 
 /// Facts about the session a message arrived in.
@@ -292,6 +293,181 @@ fn has_header(headers: &[u8], name: &str) -> bool {
     })
 }
 
+/// Lines of a CRLF message: (start, end without the CRLF, start of the next line).
+fn lines(message: &[u8]) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < message.len() {
+        let (end, next) = match memchr::memmem::find(&message[start..], b"\r\n") {
+            Some(p) => (start + p, start + p + 2),
+            None => (message.len(), message.len()),
+        };
+        out.push((start, end, next));
+        start = next;
+    }
+    out
+}
+
+/// Fields whose presence after an empty first line shows a header block that was cut
+/// off by a stray line end, rather than a body that happens to hold a colon.
+const MESSAGE_FIELDS: [&str; 7] = [
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+];
+
+fn is_continuation(line: &[u8]) -> bool {
+    matches!(line.first(), Some(b' ' | b'\t'))
+}
+
+/// Makes the header block what the application meant, or refuses the message (README,
+/// "What legacy applications may send"):
+/// - the first line is a header field: the header block runs to the first empty line.
+///   Inside it, a line that is neither a field nor a continuation is a folded line that
+///   lost its leading white space: it is kept, made a continuation again (one space put
+///   before it). Without any empty line in the message, such a line that no field
+///   follows starts the body instead, and an empty line is put before it (Postfix);
+/// - the first line is not a header field (`echo hello | sendmail`): the whole message is
+///   body, and an empty line is put before it (Postfix's cleanup does the same);
+/// - the first line is empty and the lines after it form a header block naming From, To,
+///   Subject, Date, Message-ID, MIME-Version or Content-Type: refused (`550 5.6.0`),
+///   since relaying it would send those fields as body text and no From;
+/// - a message without From gets `From: <envelope sender>` (`MAILER-DAEMON@hostname`
+///   for the null sender); Date and Message-ID are added by [`add_trace_headers`].
+///
+/// Returns the message and what was changed, for the audit log.
+pub fn complete_header(
+    message: Vec<u8>,
+    sender: &str,
+    hostname: &str,
+) -> Result<(Vec<u8>, Vec<String>), Reply> {
+    let all = lines(&message);
+    let mut notes = Vec::new();
+    let line = |i: usize| -> &[u8] {
+        all.get(i)
+            .map_or(&[][..], |&(s, e, _)| message.get(s..e).unwrap_or_default())
+    };
+    // Where the header block ends (index of the empty line, or all.len()), and the
+    // positions where a space or an empty line goes in.
+    let mut spaces_at: Vec<usize> = Vec::new();
+    let mut empty_line_at: Option<usize> = None;
+    let first = line(0);
+    if all.is_empty() {
+        empty_line_at = Some(0);
+        notes.push("empty message: header fields added".to_string());
+    } else if first.is_empty() {
+        let block: Vec<&[u8]> = (1..all.len())
+            .map(line)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        let looks_like_header = block.first().is_some_and(|l| mime::is_field_line(l))
+            && block
+                .iter()
+                .all(|l| is_continuation(l) || mime::is_field_line(l))
+            && block.iter().any(|l| {
+                MESSAGE_FIELDS.iter().any(|n| {
+                    l.len() > n.len()
+                        && l[..n.len()].eq_ignore_ascii_case(n.as_bytes())
+                        && mime::is_field_line(l)
+                        && matches!(l[n.len()], b':' | b' ' | b'\t')
+                })
+            });
+        if looks_like_header {
+            return Err(Reply::new(
+                crate::reply::Class::Permanent,
+                50,
+                (6, 0),
+                "message refused: it starts with an empty line and header fields follow it, \
+                 so its header block is empty (a doubled line end, such as CR CR LF, before \
+                 the header?); relaying it would lose From and the other fields \
+                 (ingest.rs, header block)",
+            ));
+        }
+    } else if !mime::is_field_line(first) {
+        empty_line_at = Some(0);
+        notes.push("no header block: the text became the body of a new header".to_string());
+    } else {
+        let end = (0..all.len())
+            .find(|&i| line(i).is_empty())
+            .unwrap_or(all.len());
+        let terminated = end < all.len();
+        let last_field = (0..end)
+            .rev()
+            .find(|&j| mime::is_field_line(line(j)))
+            .unwrap_or(0);
+        let mut i = 1;
+        while i < end {
+            let l = line(i);
+            if !is_continuation(l) && !mime::is_field_line(l) {
+                if terminated || i < last_field {
+                    spaces_at.push(i);
+                } else {
+                    empty_line_at = Some(i);
+                    notes.push(format!(
+                        "header block without an empty line: body starts at line {}",
+                        i + 1
+                    ));
+                    break;
+                }
+            }
+            i += 1;
+        }
+        if !spaces_at.is_empty() {
+            notes.push(format!(
+                "{} header line(s) without leading white space kept as continuations",
+                spaces_at.len()
+            ));
+        }
+    }
+    let header_lines = empty_line_at
+        .or_else(|| (0..all.len()).find(|&i| line(i).is_empty()))
+        .unwrap_or(all.len());
+    let has_from = (0..header_lines).any(|i| {
+        let l = line(i);
+        l.len() > 4 && l[..4].eq_ignore_ascii_case(b"from") && mime::is_field_line(l) && {
+            let rest = &l[4..];
+            rest.iter().find(|b| !matches!(b, b' ' | b'\t')) == Some(&b':')
+        }
+    });
+    let mut out = Vec::with_capacity(message.len() + 128);
+    if !has_from {
+        let from = if sender.is_empty() {
+            format!("MAILER-DAEMON@{hostname}")
+        } else {
+            sender.to_string()
+        };
+        out.extend_from_slice(format!("From: {from}\r\n").as_bytes());
+        notes.push(format!(
+            "From: {from} added (the message had no From field)"
+        ));
+    }
+    if spaces_at.is_empty() && empty_line_at.is_none() {
+        if out.is_empty() {
+            return Ok((message, notes));
+        }
+        out.extend_from_slice(&message);
+        return Ok((out, notes));
+    }
+    let mut spaces = spaces_at.iter().peekable();
+    for (i, &(s, _, next)) in all.iter().enumerate() {
+        if empty_line_at == Some(i) {
+            out.extend_from_slice(b"\r\n");
+        }
+        if spaces.next_if(|&&at| at == i).is_some() {
+            out.push(b' ');
+        }
+        out.extend_from_slice(message.get(s..next).unwrap_or_default());
+    }
+    if all.is_empty() {
+        out.extend_from_slice(b"\r\n");
+    }
+    Ok((out, notes))
+}
+
 /// Removes `Bcc` and `Resent-Bcc` fields, as Postfix's cleanup does: the envelope
 /// already carries the blind recipients, and a field that travelled would show them to
 /// every recipient (an application that writes one and then sends by SMTP is common).
@@ -391,6 +567,25 @@ impl Ingest {
                 refuse_hazard(&message)?;
                 let hostname = &rt.config.server.hostname;
                 let message = without_blind_copies(message);
+                let (message, mut repairs) = complete_header(message, &tx.from, hostname)
+                    .map_err(|r| (r, json!({"check": "header block"})))?;
+                // Before policy, transforms and DKIM: what the upstream may refuse
+                // (long lines, 8-bit data) is converted now, or refused now.
+                let message = match crate::transform::seven_bit::prepare(&message, tx.smtputf8) {
+                    Ok(p) => {
+                        repairs.extend(p.notes);
+                        p.message.map_or(message, |m| m)
+                    }
+                    Err(e) => {
+                        let reply = Reply::new(
+                            crate::reply::Class::Permanent,
+                            50,
+                            e.enhanced(),
+                            format!("message refused: {e} (transform/seven_bit.rs)"),
+                        );
+                        return Err((reply, json!({"seven_bit": e.to_string()})));
+                    }
+                };
                 let (message, message_id) =
                     add_trace_headers(&message, &info, hostname, &id, &tx.rcpts);
                 let decided = decide(&rt, &info, &tx, &id, &message, message_id)?;
@@ -400,15 +595,17 @@ impl Ingest {
                     .map(|(e, m)| (e.clone(), m.as_slice()))
                     .collect();
                 let stored = spool.store(&refs);
-                Ok::<_, Refusal>((decided, stored))
+                Ok::<_, Refusal>((decided, stored, repairs))
             })
             .await
         };
-        let decided = match outcome {
-            Ok(Ok((d, Ok(())))) => d,
-            Ok(Ok((_, Err(e)))) => {
+        let (decided, repairs) = match outcome {
+            Ok(Ok((d, Ok(()), repairs))) => (d, repairs),
+            Ok(Ok((_, Err(e), _))) => {
                 tracing::error!("spool write failed: {e}");
-                return named::local_error("cannot write to the spool");
+                let reply = named::local_error("cannot write to the spool");
+                self.deferred(info, &tx, &reply, json!({"spool": e.to_string()}));
+                return reply;
             }
             Ok(Err((reply, why))) => {
                 let why = json!({"detail": why, "policy_version": rt.policy.version()});
@@ -418,17 +615,15 @@ impl Ingest {
                     self.metrics
                         .transform_failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.audit.record(
-                        "deferred-at-receipt",
-                        json!({"from": tx.from, "rcpts": tx.rcpts, "client": info.client,
-                               "reply": reply.to_string(), "why": why}),
-                    );
+                    self.deferred(info, &tx, &reply, why);
                 }
                 return reply;
             }
             Err(e) => {
                 tracing::error!("message processing task failed: {e}");
-                return named::local_error("message processing failed");
+                let reply = named::local_error("message processing failed");
+                self.deferred(info, &tx, &reply, json!({"task": e.to_string()}));
+                return reply;
             }
         };
         let ids: Vec<String> = decided.copies.iter().map(|(e, _)| e.id.clone()).collect();
@@ -440,11 +635,27 @@ impl Ingest {
                 "received",
                 json!({"queue_id": id, "message_id": e.message_id, "from": e.from,
                        "client": info.client, "peer": info.peer.to_string(), "tls": info.tls,
-                       "rcpts": tx.rcpts, "policy_version": rt.policy.version(), "copies": decided.audit}),
+                       "rcpts": tx.rcpts, "policy_version": rt.policy.version(), "copies": decided.audit,
+                       "repairs": repairs}),
             );
         }
         self.relay.schedule_now(&ids);
         named::queued(&id)
+    }
+
+    /// Records a temporary refusal (4xx) at end of DATA.
+    fn deferred(
+        &self,
+        info: &SessionInfo,
+        tx: &Transaction,
+        reply: &Reply,
+        why: serde_json::Value,
+    ) {
+        self.audit.record(
+            "deferred-at-receipt",
+            json!({"stage": "data", "from": tx.from, "rcpts": tx.rcpts, "client": info.client,
+                   "peer": info.peer.to_string(), "reply": reply.to_string(), "why": why}),
+        );
     }
 
     /// Records a refusal at end of DATA.
@@ -460,8 +671,8 @@ impl Ingest {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.audit.record(
             "rejected",
-            json!({"from": tx.from, "rcpts": tx.rcpts, "client": info.client,
-                   "reply": reply.to_string(), "rules": rules}),
+            json!({"stage": "data", "from": tx.from, "rcpts": tx.rcpts, "client": info.client,
+                   "peer": info.peer.to_string(), "reply": reply.to_string(), "rules": rules}),
         );
     }
 }
@@ -489,6 +700,76 @@ mod tests {
         // A body-only message and an empty one pass unchanged.
         assert_eq!(without_blind_copies(b"\r\nbody".to_vec()), b"\r\nbody");
         assert_eq!(without_blind_copies(Vec::new()), b"");
+    }
+
+    fn completed(m: &[u8], sender: &str) -> String {
+        let (out, _) = complete_header(m.to_vec(), sender, "gw.test").unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn headerless_text_becomes_the_body_of_a_new_header() {
+        // echo hello | sendmail: Postfix's rule.
+        assert_eq!(
+            completed(b"hello\r\nworld\r\n", "cron@x.test"),
+            "From: cron@x.test\r\n\r\nhello\r\nworld\r\n"
+        );
+        // A first line that is not a field, even when a later one looks like one.
+        assert_eq!(
+            completed(b"Backup failed\r\nError: disk full\r\n", ""),
+            "From: MAILER-DAEMON@gw.test\r\n\r\nBackup failed\r\nError: disk full\r\n"
+        );
+        assert_eq!(completed(b"", "a@x.test"), "From: a@x.test\r\n\r\n");
+        assert_eq!(
+            completed(b"  indented\r\n", "a@x.test"),
+            "From: a@x.test\r\n\r\n  indented\r\n"
+        );
+        // Starting with an empty line: an empty header block, the rest is body.
+        assert_eq!(
+            completed(b"\r\nNote: x\r\n", "a@x.test"),
+            "From: a@x.test\r\n\r\nNote: x\r\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_line_before_the_header_fields_is_refused() {
+        for m in [
+            &b"\r\nFrom: a@x.test\r\nSubject: s\r\n\r\nbody\r\n"[..],
+            b"\r\nContent-Type: multipart/mixed; boundary=b\r\nMime-Version: 1.0\r\n\r\n--b\r\n",
+        ] {
+            let r = complete_header(m.to_vec(), "a@x.test", "gw").unwrap_err();
+            assert!(r.to_string().starts_with("550 5.6.0"), "{r}");
+        }
+    }
+
+    #[test]
+    fn folded_lines_that_lost_their_white_space_are_kept_as_continuations() {
+        let m = b"Received: from a\r\nby b; Mon, 30 Nov 2026 12:00:00 +0000\r\nDKIM-Signature: v=1;\r\nh=from:to;\r\nb=abc\r\nFrom: a@x.test\r\n\r\nbody\r\n";
+        let (out, notes) = complete_header(m.to_vec(), "a@x.test", "gw").unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Received: from a\r\n by b; Mon, 30 Nov 2026 12:00:00 +0000\r\nDKIM-Signature: v=1;\r\nh=from:to;\r\n b=abc\r\nFrom: a@x.test\r\n\r\nbody\r\n"
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        // No empty line at all: a trailing non-field line starts the body (Postfix).
+        assert_eq!(
+            completed(
+                b"From: a@x.test\r\nSubject: s\r\nhello\r\nworld\r\n",
+                "a@x.test"
+            ),
+            "From: a@x.test\r\nSubject: s\r\n\r\nhello\r\nworld\r\n"
+        );
+        // A complete message is returned as it was.
+        let ok = b"From: a@x.test\r\nSubject: s\r\n\r\nbody\r\n".to_vec();
+        assert_eq!(
+            complete_header(ok.clone(), "b@x.test", "gw").unwrap(),
+            (ok, vec![])
+        );
+        // From is added when only "From " or "From-X:" is there.
+        assert!(
+            completed(b"Subject: s\r\nFrom-X: y\r\n\r\nb\r\n", "a@x.test")
+                .starts_with("From: a@x.test\r\n")
+        );
     }
 
     #[test]

@@ -17,7 +17,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::BareLineEndings;
 use crate::ingest::Ingest;
 use crate::reply::{named, Reply};
 use crate::runtime::{Runtime, Shared};
@@ -358,7 +357,6 @@ async fn handle(
         peer_is_loopback: peer.ip().is_loopback(),
         address_rules: cfg.address_rules(),
     };
-    let normalize = cfg.bare_line_endings == BareLineEndings::Normalize;
     // A client that stops reading our replies would hold its connection slot forever:
     // writes get the same limit as reads (RFC 5321 4.5.3.2 applies to both sides).
     let write_limit = cfg.command_timeout;
@@ -478,6 +476,9 @@ async fn handle(
                 out.extend_from_slice(&r.to_wire());
                 send(&mut stream, &out, write_limit).await?;
                 out.clear();
+                let normalize = cfg
+                    .bare_line_endings
+                    .normalizes(session.peer_is_loopback(), session.is_authenticated());
                 let mut rx = session.data_receiver(normalize);
                 let used = rx.feed(input.pending());
                 input.consume(used);
@@ -507,18 +508,31 @@ async fn handle(
                     }
                 }
                 let tx = session.take_transaction();
+                let info = crate::ingest::SessionInfo {
+                    client: session.client().to_string(),
+                    helo: session.helo().unwrap_or("").to_string(),
+                    peer,
+                    tls: session.is_tls(),
+                };
+                let refused = |reply: Reply, why: &str| {
+                    // Every refusal is audited, these two included.
+                    ingest.rejected(
+                        &info,
+                        &tx,
+                        &reply,
+                        serde_json::json!({"stage": "data", "detail": why}),
+                    );
+                    reply
+                };
                 let reply = match rx.finish() {
-                    DataOutcome::TooBig => named::too_big(rt.config.server.max_message_size),
-                    DataOutcome::BareLineEnding => named::bare_line_ending(),
-                    DataOutcome::Message(m) => {
-                        let info = crate::ingest::SessionInfo {
-                            client: session.client().to_string(),
-                            helo: session.helo().unwrap_or("").to_string(),
-                            peer,
-                            tls: session.is_tls(),
-                        };
-                        ingest.accept(&rt, &info, tx, m).await
+                    DataOutcome::TooBig => refused(
+                        named::too_big(rt.config.server.max_message_size),
+                        "max_message_size",
+                    ),
+                    DataOutcome::BareLineEnding => {
+                        refused(named::bare_line_ending(), "bare_line_endings")
                     }
+                    DataOutcome::Message(m) => ingest.accept(&rt, &info, tx, m).await,
                 };
                 out.extend_from_slice(&reply.to_wire());
             }

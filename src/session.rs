@@ -178,6 +178,16 @@ impl Session {
         self.authenticated.as_deref().unwrap_or("local")
     }
 
+    /// True once the client authenticated as a `[[client]]`.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.is_some()
+    }
+
+    /// The peer connected over loopback.
+    pub fn peer_is_loopback(&self) -> bool {
+        self.limits.peer_is_loopback
+    }
+
     /// The EHLO/HELO name, if given.
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
@@ -591,6 +601,17 @@ fn parse_path(s: &str) -> Result<(&str, &str), &'static str> {
 
 /// Turns the DATA byte stream into the message: dot-unstuffing, `CRLF.CRLF` detection,
 /// bare LF/CR detection or normalisation, and the size limit. Sans-IO: feed it any chunks.
+///
+/// Normalisation (when asked for):
+/// - a bare LF is a line end (CRLF); a run of CRs directly before an LF is one line end
+///   (`CR CR LF`, as curl `--crlf` writes it, is CRLF, not an extra empty line); a run of
+///   CRs before anything else is one line end per CR (old Mac text);
+/// - a line that began after a bare LF can never end the data; its leading dot is
+///   unstuffed (as Postfix's `smtpd_forbid_bare_newline = normalize` does, and as clients
+///   that stuff after every LF, such as Python's smtplib, expect) unless the message shows
+///   that its client does not stuff there: a line after a bare LF that starts with one dot
+///   and then anything but a second dot (curl `--upload-file` of an LF file) keeps every
+///   such dot.
 #[derive(Debug)]
 pub struct DataReceiver {
     /// The message so far (never more than `max` bytes).
@@ -602,6 +623,12 @@ pub struct DataReceiver {
     bare_line_ending: bool,
     normalize: bool,
     done: bool,
+    /// Offsets in `message` of the first dot of lines that began after a bare LF with
+    /// `..`: removed at the end unless `soft_dots_literal`.
+    soft_dots: Vec<usize>,
+    /// A line after a bare LF started with a single dot: the client does not dot-stuff
+    /// after bare LFs, so no dot there is removed.
+    soft_dots_literal: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -614,8 +641,12 @@ enum DataState {
     DotCr,
     /// Inside a line.
     InLine,
-    /// A CR inside a line was seen.
-    Cr,
+    /// This many CRs inside a line were seen, nothing else since.
+    Cr(u64),
+    /// After a bare LF (normalising): a line start that can never end the data.
+    SoftStart,
+    /// A '.' after a bare LF was seen (kept provisionally at the recorded offset).
+    SoftDot(Option<usize>),
 }
 
 /// How the DATA phase ended.
@@ -640,13 +671,19 @@ impl DataReceiver {
             bare_line_ending: false,
             normalize,
             done: false,
+            soft_dots: Vec::new(),
+            soft_dots_literal: false,
         }
     }
 
-    fn emit(&mut self, bytes: &[u8]) {
+    /// True when the bytes emitted so far were all stored.
+    fn emit(&mut self, bytes: &[u8]) -> bool {
         self.seen += bytes.len() as u64;
         if self.seen <= self.max {
             self.message.extend_from_slice(bytes);
+            true
+        } else {
+            false
         }
     }
 
@@ -674,6 +711,32 @@ impl DataReceiver {
         input.len()
     }
 
+    /// A bare LF: a line end when normalising; the next line can never end the data.
+    fn bare_lf(&mut self) {
+        self.bare_line_ending = true;
+        if self.normalize {
+            self.emit(b"\r\n");
+            self.state = DataState::SoftStart;
+        } else {
+            self.emit(b"\n");
+            self.state = DataState::InLine;
+        }
+    }
+
+    /// `n` bare CRs followed by something other than LF: a line end each.
+    fn bare_crs(&mut self, n: u64) {
+        self.bare_line_ending = true;
+        let unit: &[u8] = if self.normalize { b"\r\n" } else { b"\r" };
+        for done in 0..n {
+            if !self.emit(unit) {
+                // Over the limit: the rest is only counted, never stored.
+                self.seen += (n - done - 1) * unit.len() as u64;
+                break;
+            }
+        }
+        self.state = DataState::InLine;
+    }
+
     fn byte(&mut self, b: u8) {
         use DataState::*;
         match self.state {
@@ -699,36 +762,55 @@ impl DataReceiver {
                     self.done = true;
                 } else {
                     // ".\r" followed by something else: a bare CR after an unstuffed dot.
-                    self.state = Cr;
+                    self.state = Cr(1);
                     self.byte(b);
                 }
             }
-            InLine => match b {
-                b'\r' => self.state = Cr,
-                b'\n' => {
-                    // Bare LF: never a line end for end-of-data purposes.
-                    self.bare_line_ending = true;
-                    if self.normalize {
-                        self.emit(b"\r\n");
-                    } else {
-                        self.emit(b"\n");
-                    }
+            SoftStart => {
+                if b == b'.' {
+                    let at = self.message.len();
+                    let stored = self.emit(b".");
+                    self.state = SoftDot(stored.then_some(at));
+                } else {
+                    self.state = InLine;
+                    self.byte(b);
                 }
-                _ => self.emit(&[b]),
+            }
+            SoftDot(at) => {
+                if b == b'.' {
+                    // `..` after a bare LF: what a client that stuffs there sends.
+                    if let (Some(at), false) = (at, self.soft_dots_literal) {
+                        self.soft_dots.push(at);
+                    }
+                } else {
+                    self.soft_dots_literal = true;
+                    self.soft_dots = Vec::new();
+                }
+                self.state = InLine;
+                self.byte(b);
+            }
+            InLine => match b {
+                b'\r' => self.state = Cr(1),
+                b'\n' => self.bare_lf(),
+                _ => {
+                    self.emit(&[b]);
+                }
             },
-            Cr => match b {
+            Cr(n) => match b {
                 b'\n' => {
+                    if n > 1 {
+                        // Stray CRs before CRLF: no line of their own.
+                        self.bare_line_ending = true;
+                    }
                     self.emit(b"\r\n");
                     self.state = LineStart;
                 }
                 b'\r' => {
                     self.bare_line_ending = true;
-                    self.emit(if self.normalize { b"\r\n" } else { b"\r" });
+                    self.state = Cr(n.saturating_add(1));
                 }
                 _ => {
-                    self.bare_line_ending = true;
-                    self.emit(if self.normalize { b"\r\n" } else { b"\r" });
-                    self.state = InLine;
+                    self.bare_crs(n);
                     self.byte(b);
                 }
             },
@@ -751,8 +833,17 @@ impl DataReceiver {
             DataOutcome::TooBig
         } else if self.bare_line_ending && !self.normalize {
             DataOutcome::BareLineEnding
-        } else {
+        } else if self.soft_dots.is_empty() || self.soft_dots_literal {
             DataOutcome::Message(self.message)
+        } else {
+            let mut out = Vec::with_capacity(self.message.len());
+            let mut from = 0;
+            for &at in &self.soft_dots {
+                out.extend_from_slice(self.message.get(from..at).unwrap_or_default());
+                from = at + 1;
+            }
+            out.extend_from_slice(self.message.get(from..).unwrap_or_default());
+            DataOutcome::Message(out)
         }
     }
 }
@@ -1130,6 +1221,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn normalized(input: &[u8]) -> Vec<u8> {
+        match receive(input, true).0 {
+            DataOutcome::Message(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stray_cr_before_crlf_makes_no_line() {
+        // curl -F --crlf writes CR CR LF: one line end, not an empty line after each.
+        assert_eq!(
+            normalized(b"From: a@b\r\r\nSubject: s\r\r\n\r\r\nbody\r\n.\r\n"),
+            b"From: a@b\r\nSubject: s\r\n\r\nbody\r\n"
+        );
+        assert_eq!(normalized(b"a\r\r\r\nb\r\n.\r\n"), b"a\r\nb\r\n");
+        // Bare CRs before anything else are line ends each (old Mac text).
+        assert_eq!(normalized(b"a\r\rb\rc\r\n.\r\n"), b"a\r\n\r\nb\r\nc\r\n");
+        let (m, _) = receive(b"a\r\r\nb\r\n.\r\n", false);
+        assert_eq!(m, DataOutcome::BareLineEnding);
+    }
+
+    #[test]
+    fn dots_after_bare_lf_follow_the_client() {
+        // Python's smtplib stuffs after every LF: ".x" arrives as "..x".
+        assert_eq!(
+            normalized(b"a\n..x\n...\n..\nb\n\r\n.\r\n"),
+            b"a\r\n.x\r\n..\r\n.\r\nb\r\n\r\n"
+        );
+        // curl --upload-file does not: a single dot there shows it, and every dot stays.
+        assert_eq!(
+            normalized(b"a\n..x\n.y\n\r\n.\r\n"),
+            b"a\r\n..x\r\n.y\r\n\r\n"
+        );
+        // Lines after CRLF are unstuffed as always.
+        assert_eq!(normalized(b"a\r\n..x\n.y\r\n.\r\n"), b"a\r\n.x\r\n.y\r\n");
+        // A dot line after a bare LF never ends the data, and stays visible.
+        assert_eq!(
+            normalized(b"a\n.\nb\n.\r\nc\r\n.\r\n"),
+            b"a\r\n.\r\nb\r\n.\r\nc\r\n"
+        );
     }
 
     #[test]

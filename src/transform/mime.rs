@@ -507,8 +507,27 @@ impl Field<'_> {
     }
 }
 
-/// Splits a header block (as in [`Entity::header`]) into fields. Lines that are not
-/// fields (no colon) are returned with an empty name so that nothing is lost.
+/// True when `line` starts a header field: a name of printable ASCII (no space, no
+/// colon; RFC 5322 §2.2), optional white space (the obsolete syntax), then a colon.
+pub fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = memchr::memchr(b':', line) else {
+        return false;
+    };
+    let name = &line[..colon];
+    let name = &name[..name.len()
+        - name
+            .iter()
+            .rev()
+            .take_while(|b| matches!(b, b' ' | b'\t'))
+            .count()];
+    !name.is_empty() && name.iter().all(|b| (33..=126).contains(b))
+}
+
+/// Splits a header block (as in [`Entity::header`]) into fields. A line that is neither
+/// a field nor a continuation (a folded line that lost its leading white space, such as
+/// `b=...` of a DKIM-Signature) belongs to the field before it, so that every transform
+/// that copies fields keeps it; only such lines before the first field come back as a
+/// field with an empty name.
 pub fn fields(header: &[u8]) -> Vec<Field<'_>> {
     let mut out: Vec<Field<'_>> = Vec::new();
     let mut pos = 0;
@@ -523,7 +542,8 @@ pub fn fields(header: &[u8]) -> Vec<Field<'_>> {
             }
             break;
         }
-        let continuation = line.first().is_some_and(|c| *c == b' ' || *c == b'\t');
+        let continuation = line.first().is_some_and(|c| *c == b' ' || *c == b'\t')
+            || (field_start.is_some() && !is_field_line(line));
         if !continuation {
             if let Some(s) = field_start.take() {
                 out.push(make_field(&header[s..pos]));
@@ -1361,5 +1381,17 @@ mod tests {
         assert_eq!(f[0].raw, b"Subject: a\r\n b\r\n");
         assert_eq!(f[0].value(), "a b");
         assert!(f[1].is_content());
+    }
+
+    #[test]
+    fn lines_that_lost_their_folding_stay_with_their_field() {
+        let h = b"Received: from a\r\nby b with ESMTP; Mon, 30 Nov 2026 12:00:00 +0000\r\nDKIM-Signature: v=1;\r\nb=abc\r\nX-A: 1\r\n\r\n";
+        let f = fields(h);
+        let names: Vec<&str> = f.iter().map(|f| f.name).collect();
+        assert_eq!(names, ["Received", "DKIM-Signature", "X-A"]);
+        assert_eq!(f[1].raw, b"DKIM-Signature: v=1;\r\nb=abc\r\n");
+        assert_eq!(f.iter().map(|f| f.raw.len()).sum::<usize>(), h.len() - 2);
+        assert!(is_field_line(b"Subject : x") && is_field_line(b"h=from:to"));
+        assert!(!is_field_line(b"for <x@y>; Mon, 30 Nov 2026 12:00") && !is_field_line(b": x"));
     }
 }

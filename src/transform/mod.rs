@@ -1,5 +1,7 @@
-//! Message transforms, applied in a fixed order: attachments, S/MIME sign, S/MIME
-//! encrypt, then DKIM (which the caller applies to [`Outgoing::message`]).
+//! Message transforms, applied in a fixed order: [`seven_bit`] (once per message, at
+//! receipt and before policy: long lines and 8-bit data converted, or the message
+//! refused at DATA), then per copy attachments, S/MIME sign, S/MIME encrypt, then DKIM
+//! (which the caller applies to [`Outgoing::message`]).
 //!
 //! Two steps:
 //! - [`plan`] resolves certificates per recipient, applies the `if_no_certificate`
@@ -19,6 +21,7 @@ pub mod attachments;
 pub mod certstore;
 pub mod dkim;
 pub mod mime;
+pub mod seven_bit;
 pub mod smime;
 
 use std::borrow::Cow;
