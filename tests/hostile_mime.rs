@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod support;
+
 use sealgate::policy::{Envelope, PolicySet};
 use sealgate::transform::attachments;
 use sealgate::transform::{apply, Plan};
@@ -212,4 +214,146 @@ fn policy_and_transforms_agree_on_attachments_hostile_and_real() {
         compared += 1;
     }
     assert!(compared > 55, "{compared}");
+}
+
+/// Parts declared as signatures or PGP control parts, outside the exact structural roles
+/// of a well-formed RFC 1847 container (tests/fixtures/hostile/16*.eml).
+const DISGUISED_EXE: [&str; 6] = [
+    "16a-pkcs7-signature-exe.eml",
+    "16b-x-pkcs7-signature-exe.eml",
+    "16c-pgp-signature-exe.eml",
+    "16d-pgp-encrypted-exe.eml",
+    "16f-signed-three-parts.eml",
+    "16g-signed-wrong-protocol.eml",
+];
+
+/// A policy that picks the action by recipient: strip, zip, refuse `*.exe`, and a card
+/// rule that wants encryption and falls back to zip-attachments ([smime] is not
+/// configured in the test installation).
+const ACTIONS_BY_RECIPIENT: &str = r#"
+[[rule]]
+name = "strip for strip@"
+to = ["strip@example.net"]
+actions = ["strip-attachments"]
+
+[[rule]]
+name = "zip for zip@"
+to = ["zip@example.net"]
+actions = ["zip-attachments"]
+
+[[rule]]
+name = "no programs"
+to = ["names@example.net"]
+attachment_name = ["*.exe"]
+actions = ["reject"]
+
+[[rule]]
+name = "cards leave encrypted"
+to = ["cards@example.net"]
+body = ["builtin:credit-card"]
+actions = ["encrypt"]
+if_no_certificate = "zip-attachments"
+"#;
+
+/// The base64 text of the disguised program and of the card CSV in the fixtures.
+const EXE_B64_START: &str = "TVqQAAMAAAAEAAAA";
+const CSV_B64_START: &str = "aWQ7bmFtZTtjYXJk";
+
+#[test]
+fn parts_disguised_as_signatures_are_stripped_zipped_and_judged_through_the_binary() {
+    use support::{send, CaptureOptions, EnvOptions, TestEnv};
+    let mut env = TestEnv::new(EnvOptions::default());
+    std::fs::write(
+        env.path().join("policies/50-rules.toml"),
+        ACTIONS_BY_RECIPIENT,
+    )
+    .unwrap();
+    let up = env.start_capture(CaptureOptions::default());
+    env.start_serve();
+    let mut expected = 0;
+    for file in DISGUISED_EXE {
+        let msg = support::crlf(&fixture(file));
+        // Refused by the attachment_name rule, naming it.
+        let r = send(env.port, "a@example.com", &["names@example.net"], &msg);
+        assert!(
+            r.starts_with("550") && r.contains("no programs"),
+            "{file}: {r}"
+        );
+        for rcpt in ["strip@example.net", "zip@example.net"] {
+            let r = send(env.port, "a@example.com", &[rcpt], &msg);
+            assert!(r.starts_with("250"), "{file} to {rcpt}: {r}");
+            expected += if rcpt.starts_with("zip") { 2 } else { 1 };
+            let got = env.wait_for_messages(&up, expected);
+            let m = got
+                .iter()
+                .rev()
+                .find(|m| m.rcpts == [rcpt])
+                .unwrap_or_else(|| panic!("{file}: nothing for {rcpt}"));
+            let text = m.text();
+            assert!(
+                !text.contains(EXE_B64_START),
+                "{file} to {rcpt}: the program is still in clear:\n{text}"
+            );
+            let left: Vec<String> = attachments::list(&m.bytes)
+                .into_iter()
+                .map(|a| a.name)
+                .collect();
+            if rcpt.starts_with("strip") {
+                assert!(text.contains("\"tool.exe\""), "{file}: {text}");
+                assert!(text.contains("was removed"), "{file}: {text}");
+                assert!(left.is_empty(), "{file}: {left:?}");
+            } else {
+                assert_eq!(left, [attachments::ZIP_NAME], "{file}: {text}");
+            }
+        }
+    }
+    // The card CSV labelled as a PGP signature: the card rule falls back to zip, and the
+    // CSV goes into the archive.
+    let msg = support::crlf(&fixture("16e-pgp-signature-cards-csv.eml"));
+    let r = send(env.port, "a@example.com", &["cards@example.net"], &msg);
+    assert!(r.starts_with("250"), "{r}");
+    expected += 2;
+    let got = env.wait_for_messages(&up, expected);
+    let m = got
+        .iter()
+        .find(|m| m.rcpts == ["cards@example.net"] && m.text().contains("multipart/mixed"))
+        .expect("the card message");
+    assert!(!m.text().contains(CSV_B64_START), "{}", m.text());
+    let left: Vec<String> = attachments::list(&m.bytes)
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(left, [attachments::ZIP_NAME]);
+    // A well-formed PGP/MIME signed message keeps its signature part.
+    let msg = support::crlf(&fixture("16h-wellformed-pgp-signed.eml"));
+    let r = send(env.port, "a@example.com", &["strip@example.net"], &msg);
+    assert!(r.starts_with("250"), "{r}");
+    expected += 1;
+    let got = env.wait_for_messages(&up, expected);
+    let last = got
+        .iter()
+        .rev()
+        .find(|m| m.rcpts == ["strip@example.net"])
+        .unwrap();
+    assert!(
+        last.text().contains("-----BEGIN PGP SIGNATURE-----"),
+        "{}",
+        last.text()
+    );
+    assert!(!last.text().contains("was removed"), "{}", last.text());
+}
+
+#[test]
+fn only_the_structural_roles_of_rfc1847_containers_are_exempt() {
+    for file in DISGUISED_EXE {
+        let names: Vec<String> = attachments::list(&support::crlf(&fixture(file)))
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert!(names.contains(&"tool.exe".to_string()), "{file}: {names:?}");
+        assert_eq!(refused_by(&fixture(file)), "no programs", "{file}");
+    }
+    assert!(
+        attachments::list(&support::crlf(&fixture("16h-wellformed-pgp-signed.eml"))).is_empty()
+    );
 }

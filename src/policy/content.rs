@@ -2,7 +2,7 @@
 //!
 //! The message is split by sealgate's own MIME tree ([`mime::parse`], the one the
 //! transforms rewrite, so rules judge exactly the parts that strip, zip and encrypt act
-//! on; an attachment is what [`attachments::is_attachment`] says) and decoded
+//! on; an attachment is what [`attachments::Roles::is_attachment`] says) and decoded
 //! (transfer encodings leniently, charsets with mail-parser's decoders, headers with
 //! mail-parser) into a [`MessageView`]: the top-level subject and headers, every text the
 //! `body` condition sees (every `text/*` part, HTML converted to text, other parts whose
@@ -101,11 +101,12 @@ impl MessageView {
     /// messages in base64 or quoted-printable, at most `encoded_left` levels.
     fn walk(&mut self, raw: &[u8], depth0: usize, prefix0: &str, encoded_left: usize) {
         let root = mime::parse(raw);
+        let roles = attachments::Roles::of(&root);
         // Pushed in reverse so that parts come out in document order.
         let mut stack: Vec<(&Entity<'_>, usize, String)> = vec![(&root, depth0, prefix0.into())];
         while let Some((e, depth, prefix)) = stack.pop() {
             let info = &e.info;
-            let is_attachment = attachments::is_attachment(e);
+            let is_attachment = roles.is_attachment(e);
             let name = info.file_name.clone().filter(|n| !n.is_empty());
             let label = |what: &str| match &name {
                 Some(n) => format!("{prefix}{what} \"{n}\""),
@@ -427,7 +428,7 @@ mod tests {
             .any(|a| a.name.as_deref() == Some("setup.exe")
                 && a.content_type == "application/x-msdownload"));
         // An inline forwarded message is looked into, not counted as an attachment:
-        // the same judgement `strip-attachments` makes (`attachments::is_attachment`).
+        // the same judgement `strip-attachments` makes (`attachments::Roles::is_attachment`).
         assert!(!v
             .attachments
             .iter()
