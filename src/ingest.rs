@@ -119,10 +119,14 @@ fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
         return Ok(());
     };
     let by = crate::verdict::RuleRef::built_in(crate::policy::MIME_LIMITS);
-    Err((
-        named::policy_reject(format!("message refused: {h} ({by})")),
-        json!({"rule": by.rule, "file": by.file}),
-    ))
+    let text = format!("message refused: {h} ({by})");
+    // Structure that readers disagree on is a media error (5.6.0), not a policy one.
+    let reply = if h.is_ambiguous() {
+        Reply::new(crate::reply::Class::Permanent, 50, (6, 0), text)
+    } else {
+        named::policy_reject(text)
+    };
+    Err((reply, json!({"rule": by.rule, "file": by.file})))
 }
 
 /// What the pipeline produced for one message.

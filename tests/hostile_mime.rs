@@ -357,3 +357,35 @@ fn only_the_structural_roles_of_rfc1847_containers_are_exempt() {
         attachments::list(&support::crlf(&fixture("16h-wellformed-pgp-signed.eml"))).is_empty()
     );
 }
+
+/// Part headers that MIME readers split differently (tests/fixtures/hostile/17*.eml):
+/// Python's email package shows the declared attachment where mail-parser alone would
+/// read a text part without transfer encoding. Refused at DATA by the real binary as a
+/// media error naming why, never judged in one reading while the receiver shows another.
+#[test]
+fn header_blocks_read_differently_are_refused_at_data() {
+    use support::{send, EnvOptions, TestEnv};
+    let files = [
+        "17a-part-header-starts-with-blank-line.eml",
+        "17b-part-header-starts-with-continuation.eml",
+        "17c-content-type-space-before-colon.eml",
+        "17d-part-header-with-non-field-line.eml",
+        "17e-whitespace-line-inside-part-header.eml",
+    ];
+    for file in files {
+        assert_eq!(refused_by(&fixture(file)), "MIME limits", "{file}");
+    }
+    let mut env = TestEnv::new(EnvOptions::default());
+    let _up = env.start_capture(support::CaptureOptions::default());
+    env.start_serve();
+    for file in files {
+        let msg = support::crlf(&fixture(file));
+        let r = send(env.port, "a@example.com", &["b@example.net"], &msg);
+        assert!(
+            r.starts_with("550 5.6.0")
+                && r.contains("MIME limits")
+                && r.contains("mail programs disagree on where its fields end"),
+            "{file}: {r}"
+        );
+    }
+}

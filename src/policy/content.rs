@@ -209,6 +209,79 @@ impl MessageView {
     }
 }
 
+/// What content rules and attachment actions see of a message, for tools and tests
+/// (`examples/mime_view.rs`, the differential test against other MIME readers).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Seen {
+    /// Why the message is refused before any rule sees it (the MIME limits), if it is.
+    pub refused: Option<String>,
+    /// Every text `body` conditions search, folded as they see it.
+    pub texts: Vec<String>,
+    /// Every leaf part, in document order (inside attached messages too).
+    pub leaves: Vec<SeenLeaf>,
+}
+
+/// One leaf part as sealgate reads it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeenLeaf {
+    /// `type/subtype`, lower case.
+    pub content_type: String,
+    /// True when strip/zip act on it and `attachment_*` conditions see it.
+    pub attachment: bool,
+    /// Its file name, decoded.
+    pub name: Option<String>,
+    /// SHA-256 of its decoded content, lower-case hex.
+    pub sha256: String,
+}
+
+/// [`Seen`] for `raw`.
+pub fn seen(raw: &[u8]) -> Seen {
+    let view = MessageView::new(raw);
+    if let Some(h) = view.hazard {
+        return Seen {
+            refused: Some(h.to_string()),
+            texts: Vec::new(),
+            leaves: Vec::new(),
+        };
+    }
+    let canon = mime::canonical_crlf(raw);
+    let mut leaves = Vec::new();
+    seen_leaves(&canon, ENCODED_LEVELS, &mut leaves);
+    Seen {
+        refused: None,
+        texts: view.texts.into_iter().map(|(_, t)| t).collect(),
+        leaves,
+    }
+}
+
+fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
+    use sha2::{Digest, Sha256};
+    let root = mime::parse(raw);
+    let roles = attachments::Roles::of(&root);
+    let mut stack = vec![&root];
+    while let Some(e) = stack.pop() {
+        match &e.kind {
+            Kind::Multipart { parts, .. } => stack.extend(parts.iter().rev().map(|(_, p)| p)),
+            Kind::Message(inner) => stack.push(inner),
+            Kind::Leaf => {
+                let content = mime::decode_body(e.body, &e.info.transfer_encoding);
+                out.push(SeenLeaf {
+                    content_type: e.info.content_type.clone(),
+                    attachment: roles.is_attachment(e),
+                    name: e.info.file_name.clone(),
+                    sha256: Sha256::digest(&content)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                });
+                if e.info.is_message() && e.info.is_encoded() && encoded_left > 0 {
+                    seen_leaves(&content, encoded_left - 1, out);
+                }
+            }
+        }
+    }
+}
+
 /// How many decoded octets [`sniffed_as_text`] looks at: git's test for binary files.
 const SNIFF_OCTETS: usize = 8000;
 
