@@ -389,3 +389,61 @@ fn header_blocks_read_differently_are_refused_at_data() {
         );
     }
 }
+
+/// From fields that mail programs (and Python's email package) read as another address
+/// than the angle address: refused at DATA for every client, naming why, through the
+/// real binary. A plain display name and an IDN written as its U-label pass.
+#[test]
+fn from_fields_read_two_ways_are_refused_at_data() {
+    use support::{send, EnvOptions, TestEnv};
+    let mut env = TestEnv::new(EnvOptions::default());
+    let up = env.start_capture(support::CaptureOptions::default());
+    env.start_serve();
+    let msg = |from: &str| {
+        support::crlf(
+            format!("From: {from}\nTo: b@example.net\nSubject: pay\n\nplease pay\n").as_bytes(),
+        )
+    };
+    for (from, why) in [
+        (
+            "ceo@example.com <billing@example.com>",
+            "looks like an address",
+        ),
+        (
+            "\"ceo@example.com\" <billing@example.com>",
+            "looks like an address",
+        ),
+        ("ceo@example.com: billing@example.com;", "group syntax"),
+        ("ceo@example.com\u{a0}<billing@example.com>", "U+00A0"),
+        ("Billing\u{2063} <billing@example.com>", "U+2063"),
+        ("billing@\u{ff45}xample.com", "not written in one form"),
+        ("billing@ex\u{ad}ample.com", "U+00AD"),
+        ("billing@example\u{3002}com", "not written in one form"),
+        ("billing@\u{1d41e}xample.com", "not written in one form"),
+    ] {
+        let r = send(
+            env.port,
+            "billing@example.com",
+            &["b@example.net"],
+            &msg(from),
+        );
+        assert!(
+            r.starts_with("550 5.6.0") && r.contains(why) && r.contains("header From check"),
+            "{from:?}: {r}"
+        );
+    }
+    for from in [
+        "Billing <billing@example.com>",
+        "billing@example.com",
+        "Billing <billing@b\u{fc}cher.example>",
+    ] {
+        let r = send(
+            env.port,
+            "billing@example.com",
+            &["b@example.net"],
+            &msg(from),
+        );
+        assert!(r.starts_with("250"), "{from:?}: {r}");
+    }
+    env.wait_for_messages(&up, 3);
+}

@@ -314,27 +314,73 @@ fn sniffed_as_text(info: &mime::PartInfo, body: &[u8]) -> bool {
     })
 }
 
-/// Folds what renders as a space or a digit but would break a pattern: no-break and
-/// other Unicode spaces become a space, zero-width characters and soft hyphens go,
-/// full-width and Arabic-Indic/Devanagari digits become ASCII digits. A card number
-/// written `4111\u{a0}1111\u{200b}1111 1111` is one to the reader, so it is one to the
-/// detectors and patterns too.
+/// Folds what renders as a space or a digit but would break a pattern, by Unicode
+/// property rather than by list: every white-space character becomes a space, every
+/// Default_Ignorable_Code_Point (zero-width characters, soft hyphen, U+2063, U+034F,
+/// U+180E, variation selectors ...) goes, and every decimal digit (`Nd`: full-width,
+/// mathematical, Bengali, Thai, Myanmar, Mongolian, Tibetan, N'Ko ...) becomes the ASCII
+/// digit of its value. A card number written `4111\u{a0}1111\u{200b}1111 1111` is one to
+/// the reader, so it is one to the detectors and patterns too.
 fn normalize(text: String) -> String {
     if text.is_ascii() {
         return text;
     }
-    let digit = |c: char, zero: u32| char::from_digit(c as u32 - zero, 10);
     text.chars()
-        .filter_map(|c| match c {
-            '\u{a0}' | '\u{2000}'..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}' => Some(' '),
-            '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}' => None,
-            '\u{ff10}'..='\u{ff19}' => digit(c, 0xff10),
-            '\u{660}'..='\u{669}' => digit(c, 0x660),
-            '\u{6f0}'..='\u{6f9}' => digit(c, 0x6f0),
-            '\u{966}'..='\u{96f}' => digit(c, 0x966),
-            _ => Some(c),
+        .filter_map(|c| {
+            if c.is_ascii() {
+                Some(c)
+            } else if c.is_whitespace() {
+                Some(' ')
+            } else if is_default_ignorable(c) {
+                None
+            } else if let Some(d) = digit_value(c) {
+                char::from_digit(d, 10)
+            } else {
+                Some(c)
+            }
         })
         .collect()
+}
+
+/// The code point ranges of a Unicode property class (`\p{...}`), from regex-syntax's
+/// tables: the Unicode version the `regex` crate matches with.
+fn property_ranges(class: &str) -> Vec<(u32, u32)> {
+    use regex_syntax::hir::{Class, HirKind};
+    match regex_syntax::Parser::new()
+        .parse(class)
+        .map(|h| h.into_kind())
+    {
+        Ok(HirKind::Class(Class::Unicode(c))) => c
+            .ranges()
+            .iter()
+            .map(|r| (r.start() as u32, r.end() as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+static DECIMAL_DIGITS: std::sync::LazyLock<Vec<(u32, u32)>> =
+    std::sync::LazyLock::new(|| property_ranges(r"\p{Nd}"));
+static DEFAULT_IGNORABLE: std::sync::LazyLock<Vec<(u32, u32)>> =
+    std::sync::LazyLock::new(|| property_ranges(r"\p{Default_Ignorable_Code_Point}"));
+
+/// The range of sorted, disjoint `ranges` that holds `c`.
+fn range_of(ranges: &[(u32, u32)], c: char) -> Option<(u32, u32)> {
+    let c = c as u32;
+    let i = ranges.partition_point(|&(_, end)| end < c);
+    ranges.get(i).copied().filter(|&(start, _)| start <= c)
+}
+
+/// True for a Default_Ignorable_Code_Point: invisible when rendered.
+pub fn is_default_ignorable(c: char) -> bool {
+    range_of(&DEFAULT_IGNORABLE, c).is_some()
+}
+
+/// The value of a decimal digit (`Nd`) of any script. Unicode encodes each script's
+/// digits as one run of ten code points, zero first, so within a merged range of runs
+/// the value is the distance from its start modulo ten.
+fn digit_value(c: char) -> Option<u32> {
+    range_of(&DECIMAL_DIGITS, c).map(|(start, _)| (c as u32 - start) % 10)
 }
 
 /// True when `a` and `b` have the same words (`split_whitespace` compared), in one
@@ -443,6 +489,28 @@ mod tests {
         assert_eq!(normalize("\u{ff14}\u{ff11}\u{ff11}\u{ff11}".into()), "4111");
         assert_eq!(normalize("\u{664}\u{6f1}\u{967}x".into()), "411x");
         assert_eq!(normalize("Grüße".into()), "Grüße");
+        // Digits of every script by their value; invisible characters dropped.
+        for (zero, script) in [
+            (0x09e6, "Bengali"),
+            (0x0e50, "Thai"),
+            (0x1040, "Myanmar"),
+            (0x1810, "Mongolian"),
+            (0x0f20, "Tibetan"),
+            (0x07c0, "N'Ko"),
+            (0x1d7ce, "mathematical bold"),
+            (0x1d7f6, "mathematical monospace"),
+            (0xff10, "full-width"),
+        ] {
+            let digits: String = [4, 1, 1, 1]
+                .iter()
+                .map(|d| char::from_u32(zero + d).unwrap())
+                .collect();
+            assert_eq!(normalize(digits), "4111", "{script}");
+        }
+        assert_eq!(
+            normalize("4\u{2063}1\u{34f}1\u{180e}1\u{fe0f}1\u{ad}".into()),
+            "41111"
+        );
         let card = "Card: 4111\u{a0}1111\u{200b}1111\u{a0}1111\r\n";
         let msg = format!("Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{card}");
         let v = MessageView::new(msg.as_bytes());

@@ -222,7 +222,10 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
         if has_duplicate_content_field(e.header) {
             return Some(Hazard::DuplicateContentField);
         }
-        if ambiguous_header(e.header) {
+        // A submission's own first line may be body (no header at all): that is read
+        // one way by everyone, as text.
+        let top = depth0 == 0 && std::ptr::eq(e, &root);
+        if ambiguous_header(e.header, top) {
             return Some(Hazard::AmbiguousHeader);
         }
         match &e.kind {
@@ -284,7 +287,9 @@ fn has_duplicate_content_field(header: &[u8]) -> bool {
 
 /// True when MIME readers could split `header` (an entity's header block, as in
 /// [`Entity::header`]) into fields differently: see [`Hazard::AmbiguousHeader`].
-fn ambiguous_header(header: &[u8]) -> bool {
+/// `top`: the header of the message itself, which may start with a line that is no field
+/// (a body-only submission).
+fn ambiguous_header(header: &[u8], top: bool) -> bool {
     if header == b"\r\n" {
         return false;
     }
@@ -307,6 +312,9 @@ fn ambiguous_header(header: &[u8]) -> bool {
             None => return true,
             Some(_) => {
                 let Some(colon) = line.iter().position(|&b| b == b':') else {
+                    if top && i == 0 {
+                        return false;
+                    }
                     return true;
                 };
                 let name = &line[..colon];
