@@ -164,6 +164,21 @@ impl MessageView {
                     };
                     self.texts.push((TextSource(label(what)), normalize(text)));
                 }
+                Kind::Leaf
+                    if !info.content_type.starts_with("text/")
+                        && encoded_left > 0
+                        && depth < MAX_DEPTH
+                        && opens_as_message(info, e.body) =>
+                {
+                    // A forwarded message sent as application/octet-stream (`fwd.eml`):
+                    // mail programs open it as the message it is, so it is read as one.
+                    let decoded = mime::decode_body(e.body, &info.transfer_encoding);
+                    let canon = mime::canonical_crlf(&decoded).into_owned();
+                    let inner = mime::parse(&canon);
+                    self.attached_message_subject(inner.header, &prefix);
+                    let inner_prefix = format!("{prefix}attached message > ");
+                    self.walk(&canon, depth + 1, &inner_prefix, encoded_left - 1);
+                }
                 Kind::Leaf if sniffed_as_text(info, e.body) => {
                     // Declared as something else (a CSV export sent as
                     // application/octet-stream, JSON, XML): judged as the text it is.
@@ -282,6 +297,40 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
     }
 }
 
+/// True when a leaf that is not declared a message decodes to one: its first lines are
+/// header fields up to an empty line, among them From, Subject, Date, MIME-Version or
+/// Content-Type. Only a prefix is decoded for the test.
+fn opens_as_message(info: &mime::PartInfo, body: &[u8]) -> bool {
+    let family = info.content_type.split('/').next().unwrap_or_default();
+    if matches!(
+        family,
+        "message" | "multipart" | "image" | "audio" | "video"
+    ) {
+        return false;
+    }
+    let encoded = match info.transfer_encoding.as_str() {
+        "base64" => 8192,
+        "quoted-printable" => 3 * 8192,
+        _ => 8192,
+    };
+    let prefix = body.get(..encoded).unwrap_or(body);
+    let decoded = mime::decode_body(prefix, &info.transfer_encoding);
+    let canon = mime::canonical_crlf(&decoded);
+    let Some(end) = mime::find(&canon, b"\r\n\r\n") else {
+        return false;
+    };
+    let fields = mime::fields(&canon[..end + 4]);
+    !fields.is_empty()
+        && fields.iter().all(|f| {
+            !f.name.is_empty() && f.name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        })
+        && fields.iter().any(|f| {
+            ["from", "subject", "date", "mime-version", "content-type"]
+                .iter()
+                .any(|n| f.is(n))
+        })
+}
+
 /// How many decoded octets [`sniffed_as_text`] looks at: git's test for binary files.
 const SNIFF_OCTETS: usize = 8000;
 
@@ -310,7 +359,7 @@ fn sniffed_as_text(info: &mime::PartInfo, body: &[u8]) -> bool {
         let prefix = body.get(..encoded).unwrap_or(body);
         let decoded = mime::decode_body(prefix, &info.transfer_encoding);
         let head = decoded.get(..wanted).unwrap_or(&decoded);
-        !head.is_empty() && !head.contains(&0)
+        !head.is_empty() && (!head.contains(&0) || utf16_bom(head).is_some())
     })
 }
 
@@ -419,6 +468,25 @@ fn same_words(a: &str, b: &str) -> bool {
 /// `from_utf8` a word at a time.
 fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
     let label = charset.map(|c| c.trim().to_ascii_lowercase());
+    // A byte-order mark says UTF-16 when no charset (or a generic one) says otherwise:
+    // text editors and spreadsheet exports write it, and readers honour it.
+    if matches!(
+        label.as_deref(),
+        None | Some("utf-8" | "utf8" | "us-ascii" | "utf-16" | "utf16")
+    ) {
+        if let Some(big_endian) = utf16_bom(bytes) {
+            let units = bytes[2..].chunks_exact(2).map(|p| {
+                if big_endian {
+                    u16::from_be_bytes([p[0], p[1]])
+                } else {
+                    u16::from_le_bytes([p[0], p[1]])
+                }
+            });
+            return char::decode_utf16(units)
+                .map(|c| c.unwrap_or('\u{fffd}'))
+                .collect();
+        }
+    }
     if matches!(label.as_deref(), None | Some("utf-8" | "utf8" | "us-ascii")) {
         if let Ok(s) = std::str::from_utf8(bytes) {
             return s.to_owned();
@@ -427,6 +495,16 @@ fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
     match label.and_then(|c| charset_decoder(c.as_bytes())) {
         Some(decode) => decode(bytes),
         None => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// `Some(true)` for a UTF-16 big-endian byte-order mark at the start of `bytes`,
+/// `Some(false)` for little-endian.
+fn utf16_bom(bytes: &[u8]) -> Option<bool> {
+    match bytes.get(..2) {
+        Some([0xfe, 0xff]) => Some(true),
+        Some([0xff, 0xfe]) => Some(false),
+        _ => None,
     }
 }
 

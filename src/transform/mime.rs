@@ -697,8 +697,14 @@ fn decode_qp(body: &[u8]) -> Vec<u8> {
     while i < body.len() {
         let c = body[i];
         if c == b'=' {
-            if body.get(i + 1..i + 3) == Some(b"\r\n") {
-                i += 3;
+            // A soft line break, also with white space after the `=` (RFC 2045 §6.7:
+            // trailing white space is deleted when decoding).
+            let ws = body[i + 1..]
+                .iter()
+                .take_while(|b| **b == b' ' || **b == b'\t')
+                .count();
+            if body.get(i + 1 + ws..i + 3 + ws) == Some(b"\r\n") {
+                i += 3 + ws;
                 continue;
             }
             let hex = |b: u8| (b as char).to_digit(16);
