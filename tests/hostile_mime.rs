@@ -447,3 +447,81 @@ fn from_fields_read_two_ways_are_refused_at_data() {
     }
     env.wait_for_messages(&up, 3);
 }
+
+/// With `header_protection = true`, nothing of the subject appears in clear in any
+/// message sealgate writes: a `Subject :` field (white space before the colon, which
+/// readers show as the subject) is replaced outside like `Subject:`, and the separate
+/// password message of a copy that is zipped and encrypted names neither subject nor
+/// Message-ID. Through the real binary (`explain --write` on a `demo` installation).
+#[test]
+fn header_protection_leaks_no_subject_into_clear_text() {
+    use std::process::Command;
+    let (_tmp, dir) = support::demo::demo_dir();
+    let cfg = dir.join("sealgate.toml");
+    let c = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        c.replacen("[smime]\n", "[smime]\nheader_protection = true\n", 1),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("policies/90-zip.toml"),
+        "[[rule]]\nname = \"zip for alice\"\nto = [\"alice@bank.example\"]\nactions = [\"zip-attachments\"]\n",
+    )
+    .unwrap();
+    let secret = "Secret merger plans";
+    for (file, subject_field) in [
+        ("a.eml", "Subject"),
+        ("b.eml", "Subject "),
+        ("c.eml", "subject\t"),
+    ] {
+        std::fs::write(
+            dir.join(file),
+            format!(
+                "From: payroll@example.com\nTo: alice@bank.example\n{subject_field}: {secret}\n\
+                 Message-ID: <merger-7@example.com>\nMIME-Version: 1.0\n\
+                 Content-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\n\
+                 see attached\n--b\nContent-Type: application/pdf; name=\"plan.pdf\"\n\
+                 Content-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n--b--\n"
+            ),
+        )
+        .unwrap();
+        let out_dir = format!("out-{file}");
+        let out = Command::new(support::SEALGATE)
+            .args([
+                "explain",
+                "-c",
+                "sealgate.toml",
+                "--from",
+                "payroll@example.com",
+            ])
+            .args([
+                "--to",
+                "alice@bank.example",
+                "--write",
+                &out_dir,
+                "--",
+                file,
+            ])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{file}: {text}");
+        let copy = std::fs::read_to_string(dir.join(&out_dir).join("copy-1.eml")).unwrap();
+        assert!(
+            copy.contains("application/pkcs7-mime"),
+            "{file}: not encrypted:\n{copy}"
+        );
+        assert!(!copy.contains(secret), "{file}: subject in clear:\n{copy}");
+        assert!(copy.contains("Subject: ..."), "{file}:\n{copy}");
+        let password =
+            std::fs::read_to_string(dir.join(&out_dir).join("copy-1-extra-1.eml")).unwrap();
+        assert!(password.contains("Password: "), "{file}: {password}");
+        assert!(
+            !password.contains("Secret") && !password.contains("merger-7"),
+            "{file}: the password message names the message:\n{password}"
+        );
+    }
+}

@@ -348,7 +348,14 @@ pub fn apply(
             notes.push(format!("zipped attachment {r}"));
         }
         if let Some(pw) = &z.password {
-            extra.push(password_message(sender, &password_to, &current, pw)?);
+            let neutral = smime.is_some_and(Smime::protects_headers);
+            extra.push(password_message(
+                sender,
+                &password_to,
+                &current,
+                pw,
+                neutral,
+            )?);
             notes.push(format!(
                 "zip password sent in a separate message to {password_to}"
             ));
@@ -395,11 +402,14 @@ pub fn apply(
 }
 
 /// The separate message that carries a zip password to `to`.
+/// The separate message with the zip password. `neutral` (header protection is on): it
+/// names neither the subject nor the Message-ID of the message, which travel protected.
 fn password_message(
     sender: &str,
     to: &str,
     original: &[u8],
     password: &str,
+    neutral: bool,
 ) -> Result<ExtraMessage, TransformError> {
     let parsed = mail_parser::MessageParser::default().parse_headers(original);
     let subject = parsed
@@ -412,8 +422,19 @@ fn password_message(
         .and_then(|m| m.message_id())
         .map(|id| format!("<{id}>"))
         .unwrap_or_else(|| "(none)".into());
+    let (which, title) = if neutral {
+        (
+            "a message sent to you".to_string(),
+            format!("Password for {}", attachments::ZIP_NAME),
+        )
+    } else {
+        (
+            format!("the message \"{subject}\" (Message-ID {message_id})"),
+            format!("Password for {}: {subject}", attachments::ZIP_NAME),
+        )
+    };
     let body = format!(
-        "The attachments of the message \"{subject}\" (Message-ID {message_id})\r\n\
+        "The attachments of {which}\r\n\
          were sent in the encrypted archive {}.\r\n\r\nPassword: {password}\r\n\r\n\
          Open the archive with 7-Zip, WinZip, PeaZip or Keka (AES-256);\r\n\
          Info-ZIP unzip cannot open it. Forward the password to the recipients over a\r\n\
@@ -423,7 +444,7 @@ fn password_message(
     let message = mail_builder::MessageBuilder::new()
         .from(sender)
         .to(to)
-        .subject(format!("Password for {}: {subject}", attachments::ZIP_NAME))
+        .subject(title)
         .text_body(body)
         .write_to_vec()
         .map_err(|e| TransformError::PasswordMessage(e.to_string()))?;
