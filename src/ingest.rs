@@ -104,7 +104,17 @@ pub fn check_recipient(rt: &Runtime, client: &str, sender: &str, rcpt: &str) -> 
 
 /// A client with `allowed_senders` may only use them in the header From too, in every
 /// From field; a field without an address is refused for such a client.
+/// For every client, a From field that readers could read as another address is
+/// refused first ([`crate::transform::header_from_problem`]).
 fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> Result<(), Reply> {
+    if let Some(why) = crate::transform::header_from_problem(message) {
+        return Err(Reply::new(
+            crate::reply::Class::Permanent,
+            50,
+            (6, 0),
+            format!("{why} (built-in header From check)"),
+        ));
+    }
     let Some(globs) = allowed_senders(rt, client) else {
         return Ok(());
     };
@@ -134,10 +144,14 @@ fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
         return Ok(());
     };
     let by = crate::verdict::RuleRef::built_in(crate::policy::MIME_LIMITS);
-    Err((
-        named::policy_reject(format!("message refused: {h} ({by})")),
-        json!({"rule": by.rule, "file": by.file}),
-    ))
+    let text = format!("message refused: {h} ({by})");
+    // Structure that readers disagree on is a media error (5.6.0), not a policy one.
+    let reply = if h.is_ambiguous() {
+        Reply::new(crate::reply::Class::Permanent, 50, (6, 0), text)
+    } else {
+        named::policy_reject(text)
+    };
+    Err((reply, json!({"rule": by.rule, "file": by.file})))
 }
 
 /// What the pipeline produced for one message.

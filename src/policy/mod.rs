@@ -63,6 +63,7 @@ mod patterns;
 mod recipients;
 mod rules;
 
+pub use content::{is_default_ignorable, seen, Seen, SeenLeaf};
 pub use diagnostic::{Diagnostic, PolicyError, Severity};
 pub use explain::{
     Approval, ApprovalOutcome, AttachmentSummary, Evidence, Explanation, MessageSummary,
