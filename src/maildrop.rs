@@ -345,6 +345,7 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         tls_available: false,
         auth_available: false,
         peer_is_loopback: true,
+        address_rules: cfg.address_rules(),
     };
     let hooks = DropHooks { rt, ingest };
     let helo = format!("maildrop uid {uid}");
