@@ -414,7 +414,12 @@ fn from_fields_read_two_ways_are_refused_at_data() {
             "looks like an address",
         ),
         ("ceo@example.com: billing@example.com;", "group syntax"),
-        ("ceo@example.com\u{a0}<billing@example.com>", "U+00A0"),
+        // Refused for the no-break space, or (once the 8-bit header is RFC 2047-encoded at
+        // receipt) for the display name that reads as an address: either way, refused.
+        (
+            "ceo@example.com\u{a0}<billing@example.com>",
+            "U+00A0|looks like an address",
+        ),
         ("Billing\u{2063} <billing@example.com>", "U+2063"),
         ("billing@\u{ff45}xample.com", "not written in one form"),
         ("billing@ex\u{ad}ample.com", "U+00AD"),
@@ -428,7 +433,9 @@ fn from_fields_read_two_ways_are_refused_at_data() {
             &msg(from),
         );
         assert!(
-            r.starts_with("550 5.6.0") && r.contains(why) && r.contains("header From check"),
+            r.starts_with("550 5.6.0")
+                && why.split('|').any(|w| r.contains(w))
+                && r.contains("header From check"),
             "{from:?}: {r}"
         );
     }
