@@ -526,3 +526,31 @@ fn cron_style_invocation_qualifies_a_bare_recipient() {
     assert_eq!(got[0].rcpts, vec!["root@gw.test"]);
     assert_eq!(got[0].from, "appuser@gw.test");
 }
+
+/// Linked as `mailq` the binary lists the queue (`-bp`); as `newaliases` it does
+/// nothing and succeeds (`-bi`), as sendmail's own links do.
+#[test]
+fn mailq_and_newaliases_links() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    env.start_serve();
+    let bin = env.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["mailq", "newaliases"] {
+        std::os::unix::fs::symlink(SEALGATE, bin.join(name)).unwrap();
+    }
+    let out = Command::new(bin.join("mailq"))
+        .env("SEALGATE_CONFIG", &env.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("id "),
+        "{out:?}"
+    );
+    let out = Command::new(bin.join("newaliases"))
+        .env("SEALGATE_CONFIG", &env.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("newaliases"));
+}
