@@ -332,9 +332,9 @@ fn maildrop_keeps_mail_while_serve_is_down_and_serve_delivers_it() {
 }
 
 /// A maildrop message meets the policy like an SMTP one: a denied recipient is refused
-/// when collected (audited with the uid, file removed, nothing sent), and collection
-/// also runs on SIGUSR1 while `serve` is up (sendmail drops the message when its
-/// configuration names a listener that is not there).
+/// when collected (audited with the uid, file removed, not sent; the sender gets a DSN),
+/// and collection also runs on SIGUSR1 while `serve` is up (sendmail drops the message
+/// when its configuration names a listener that is not there).
 #[test]
 fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     if !is_root() {
@@ -370,18 +370,32 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     let pid = env.serve.as_ref().unwrap().pid();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
-    // Well before the 30-second periodic pass.
+    // Well before the 30-second periodic pass: the accepted message, and the DSN that
+    // tells the sender about the refused one (headers only, from the null sender).
     let got = wait_until_within(
         Duration::from_secs(20),
-        "the maildrop message delivered after SIGUSR1",
+        "the maildrop message and the DSN delivered after SIGUSR1",
         String::new,
         || {
             let g = received(&up.dir);
-            (!g.is_empty()).then_some(g)
+            (g.len() >= 2).then_some(g)
         },
     );
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].rcpts, vec!["ok@example.net"]);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let ok = got.iter().find(|m| m.from == "app@example.com").unwrap();
+    assert_eq!(ok.rcpts, vec!["ok@example.net"]);
+    let dsn = got.iter().find(|m| m.from.is_empty()).unwrap();
+    assert_eq!(dsn.rcpts, vec!["app@example.com"]);
+    let text = dsn.text();
+    assert!(
+        text.contains("Final-Recipient: rfc822; ceo@example.com"),
+        "{text}"
+    );
+    assert!(text.contains("Action: failed\r\nStatus: 5."), "{text}");
+    assert!(
+        !text.contains("\r\n\r\nbody\r\n"),
+        "the body must not travel back: {text}"
+    );
     let refusal = env.wait_for_event("rejected", |e| e["stage"] == "rcpt" && e["uid"] == 65534);
     assert_eq!(refusal["rcpts"][0], "ceo@example.com");
     wait_until("both maildrop files removed", String::new, || {
