@@ -362,8 +362,14 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     );
     std::fs::write(&dead, text).unwrap();
     std::fs::set_permissions(&dead, std::fs::Permissions::from_mode(0o644)).unwrap();
-    for rcpt in ["ceo@example.com", "ok@example.net"] {
-        let r = sendmail_run(&["-i", "-f", "app@example.com", rcpt], &dead, MSG, true);
+    // The third is refused too, and its sender is an address the policy refuses as a
+    // recipient: no DSN goes there.
+    for (from, rcpt) in [
+        ("app@example.com", "ceo@example.com"),
+        ("app@example.com", "ok@example.net"),
+        ("ceo@example.com", "ceo@example.com"),
+    ] {
+        let r = sendmail_run(&["-i", "-f", from, rcpt], &dead, MSG, true);
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         assert!(r.stderr.contains("kept in"), "{}", r.stderr);
     }
@@ -398,9 +404,13 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     );
     let refusal = env.wait_for_event("rejected", |e| e["stage"] == "rcpt" && e["uid"] == 65534);
     assert_eq!(refusal["rcpts"][0], "ceo@example.com");
-    wait_until("both maildrop files removed", String::new, || {
+    let suppressed = env.wait_for_event("bounce-suppressed", |e| e["uid"] == 65534);
+    assert_eq!(suppressed["to"], "ceo@example.com");
+    wait_until("the maildrop files removed", String::new, || {
         maildrop_files(&env).is_empty().then_some(())
     });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(received(&up.dir).len(), 2);
 }
 
 /// While `serve` is down and the spool has no maildrop (serve never ran, or a caller
