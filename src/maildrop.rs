@@ -254,7 +254,7 @@ enum Outcome {
 
 /// Reads one maildrop file: a regular file with one link, opened without following
 /// symlinks, no larger than a message may be plus its envelope.
-fn read_file(path: &Path, max: u64) -> Result<(u32, Vec<u8>), String> {
+fn read_file(path: &Path, max: u64) -> Result<(u32, Duration, Vec<u8>), String> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -276,7 +276,12 @@ fn read_file(path: &Path, max: u64) -> Result<(u32, Vec<u8>), String> {
     f.take(limit)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
-    Ok((meta.uid(), bytes))
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    Ok((meta.uid(), age, bytes))
 }
 
 fn parse(bytes: &[u8]) -> Result<(DropEnvelope, &[u8]), String> {
@@ -343,7 +348,7 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
             }
             Outcome::Refused
         };
-    let (uid, bytes) = match read_file(path, cfg.max_message_size) {
+    let (uid, age, bytes) = match read_file(path, cfg.max_message_size) {
         Ok(x) => x,
         Err(why) => return refuse(None, "maildrop", why, None),
     };
@@ -445,6 +450,14 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
     } else if reply.is_permanent() {
         // `accept` audited the refusal (`rejected`); the log says where it came from.
         refuse(Some(uid), "data", reply.to_string(), Some((&env, message)))
+    } else if age > rt.config.upstream.give_up_after {
+        // Deferred for as long as a queued message is retried: refused for good.
+        refuse(
+            Some(uid),
+            "expired",
+            reply.to_string(),
+            Some((&env, message)),
+        )
     } else {
         tracing::warn!("maildrop: {name} (uid {uid}) deferred: {reply}; trying again later");
         Outcome::Later
@@ -558,7 +571,7 @@ mod tests {
         .unwrap();
         assert!(p.to_string_lossy().ends_with(".mail"));
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
-        let (_, bytes) = read_file(&p, 1000).unwrap();
+        let (_, _, bytes) = read_file(&p, 1000).unwrap();
         let (env, msg) = parse(&bytes).unwrap();
         assert_eq!(env.from, "a@x.test");
         assert_eq!(env.rcpts, vec!["b@y.test"]);
