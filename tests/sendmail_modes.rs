@@ -265,6 +265,18 @@ fn open_for_callers(env: &TestEnv) {
     std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
+/// serve prepares the maildrop as it starts, just after it binds its listener: waits
+/// for it (mode 3733) and returns its path.
+fn wait_for_maildrop(env: &TestEnv) -> PathBuf {
+    let md = env.spool.join("maildrop");
+    wait_until("serve prepares the maildrop", String::new, || {
+        std::fs::metadata(&md)
+            .ok()
+            .filter(|m| m.mode() & 0o7777 == 0o3733)
+    });
+    md
+}
+
 fn maildrop_files(env: &TestEnv) -> Vec<PathBuf> {
     std::fs::read_dir(env.spool.join("maildrop"))
         .map(|rd| {
@@ -290,9 +302,8 @@ fn maildrop_keeps_mail_while_serve_is_down_and_serve_delivers_it() {
     let mut env = TestEnv::new(EnvOptions::default());
     open_for_callers(&env);
     env.start_serve();
+    let md = wait_for_maildrop(&env);
     env.kill_serve();
-    let md = env.spool.join("maildrop");
-    assert_eq!(std::fs::metadata(&md).unwrap().mode() & 0o7777, 0o3733);
     let r = sendmail_run(
         &["-t", "-i"],
         &env.config,
@@ -350,6 +361,7 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     open_for_callers(&env);
     let up = env.start_sink(SinkOptions::default());
     env.start_serve();
+    wait_for_maildrop(&env);
     // The same installation, as seen by a sendmail whose listener is down.
     let dead = env.path().join("dead-listener.toml");
     let text = std::fs::read_to_string(&env.config).unwrap().replace(
