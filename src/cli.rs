@@ -711,6 +711,11 @@ fn sendmail_deliver(
                 exit::NOUSER
             })
         }
+        Err(e @ SubmitError::Io(_)) => {
+            // The connection broke: after DATA the message may have been accepted.
+            eprintln!("sendmail: {e}; the message may not have been accepted, try again later");
+            ExitCode::from(exit::TEMPFAIL)
+        }
         Err(e) => {
             eprintln!("sendmail: {e}; nothing was sent");
             ExitCode::from(if e.is_temporary() {

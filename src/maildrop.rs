@@ -149,24 +149,32 @@ pub fn prepare(spool_dir: &Path) -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// The collector task of `serve`: a pass at start, on SIGUSR1 and every [`INTERVAL`].
-pub async fn collect(
-    spool_dir: PathBuf,
+/// Starts the collector of `serve`: prepares the maildrop now (so it exists once
+/// `serve` listens), then a task makes a pass at once, on SIGUSR1 and every [`INTERVAL`].
+pub fn start(
+    spool_dir: &Path,
+    shared: Shared,
+    ingest: Arc<Ingest>,
+    shutdown: watch::Receiver<bool>,
+) {
+    match prepare(spool_dir) {
+        Ok(dir) => {
+            tokio::spawn(collect(dir, shared, ingest, shutdown));
+        }
+        Err(e) => tracing::error!(
+            "maildrop {}: {e}; messages that sendmail keeps there while serve is down \
+             are not collected",
+            dir(spool_dir).display()
+        ),
+    }
+}
+
+async fn collect(
+    dir: PathBuf,
     shared: Shared,
     ingest: Arc<Ingest>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let dir = match prepare(&spool_dir) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(
-                "maildrop {}: {e}; messages that sendmail keeps there while serve is down \
-                 are not collected",
-                dir(&spool_dir).display()
-            );
-            return;
-        }
-    };
     let mut usr1 =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
     loop {
@@ -246,7 +254,7 @@ enum Outcome {
 
 /// Reads one maildrop file: a regular file with one link, opened without following
 /// symlinks, no larger than a message may be plus its envelope.
-fn read_file(path: &Path, max: u64) -> Result<(u32, Vec<u8>), String> {
+fn read_file(path: &Path, max: u64) -> Result<(u32, Duration, Vec<u8>), String> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -268,7 +276,12 @@ fn read_file(path: &Path, max: u64) -> Result<(u32, Vec<u8>), String> {
     f.take(limit)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
-    Ok((meta.uid(), bytes))
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    Ok((meta.uid(), age, bytes))
 }
 
 fn parse(bytes: &[u8]) -> Result<(DropEnvelope, &[u8]), String> {
@@ -316,20 +329,26 @@ fn well_formed(name: &str) -> bool {
 async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) -> Outcome {
     let cfg = &rt.config.server;
     // One audit record per refusal: `accept` records its own (`rejected` at DATA).
-    let refuse = |uid: Option<u32>, stage: &str, why: String, env: Option<&DropEnvelope>| {
-        tracing::error!("maildrop: {name} (uid {uid:?}) refused at {stage}: {why}");
-        if stage != "data" {
-            ingest.audit.record(
-                "rejected",
-                json!({"stage": stage, "peer": "maildrop", "file": name, "uid": uid,
+    // A refused message with a valid envelope is bounced to its sender.
+    let refuse =
+        |uid: Option<u32>, stage: &str, why: String, dropped: Option<(&DropEnvelope, &[u8])>| {
+            tracing::error!("maildrop: {name} (uid {uid:?}) refused at {stage}: {why}");
+            let env = dropped.map(|(e, _)| e);
+            if stage != "data" {
+                ingest.audit.record(
+                    "rejected",
+                    json!({"stage": stage, "peer": "maildrop", "file": name, "uid": uid,
                        "client": "local", "from": env.map(|e| &e.from),
                        "rcpts": env.map(|e| &e.rcpts), "reply": why,
                        "policy_version": rt.policy.version()}),
-            );
-        }
-        Outcome::Refused
-    };
-    let (uid, bytes) = match read_file(path, cfg.max_message_size) {
+                );
+            }
+            if let Some((env, message)) = dropped {
+                bounce(rt, ingest, env, message, &why, uid);
+            }
+            Outcome::Refused
+        };
+    let (uid, age, bytes) = match read_file(path, cfg.max_message_size) {
         Ok(x) => x,
         Err(why) => return refuse(None, "maildrop", why, None),
     };
@@ -386,7 +405,12 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
     );
     commands.push(("data", "DATA".to_string(), 354));
     if env.rcpts.is_empty() {
-        return refuse(Some(uid), "rcpt", "no recipients".into(), Some(&env));
+        return refuse(
+            Some(uid),
+            "rcpt",
+            "no recipients".into(),
+            Some((&env, message)),
+        );
     }
     for (stage, line, want) in commands {
         if let Err(why) = say(line, want) {
@@ -396,7 +420,7 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
             } else {
                 stage
             };
-            return refuse(Some(uid), stage, why, Some(&env));
+            return refuse(Some(uid), stage, why, Some((&env, message)));
         }
     }
     let normalize = cfg.bare_line_endings == crate::config::BareLineEndings::Normalize;
@@ -407,11 +431,11 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         DataOutcome::Message(m) => m,
         DataOutcome::TooBig => {
             let r = crate::reply::named::too_big(cfg.max_message_size);
-            return refuse(Some(uid), "message", r.to_string(), Some(&env));
+            return refuse(Some(uid), "message", r.to_string(), Some((&env, message)));
         }
         DataOutcome::BareLineEnding => {
             let r = crate::reply::named::bare_line_ending();
-            return refuse(Some(uid), "message", r.to_string(), Some(&env));
+            return refuse(Some(uid), "message", r.to_string(), Some((&env, message)));
         }
     };
     let info = SessionInfo {
@@ -426,10 +450,108 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         Outcome::Spooled
     } else if reply.is_permanent() {
         // `accept` audited the refusal (`rejected`); the log says where it came from.
-        refuse(Some(uid), "data", reply.to_string(), Some(&env))
+        refuse(Some(uid), "data", reply.to_string(), Some((&env, message)))
+    } else if age > rt.config.upstream.give_up_after {
+        // Deferred for as long as a queued message is retried: refused for good.
+        refuse(
+            Some(uid),
+            "expired",
+            reply.to_string(),
+            Some((&env, message)),
+        )
     } else {
         tracing::warn!("maildrop: {name} (uid {uid}) deferred: {reply}; trying again later");
         Outcome::Later
+    }
+}
+
+/// Tells the sender of a refused maildrop message, as Postfix bounces what its pickup
+/// refuses: a DSN with the original's headers only, from the null sender, when the
+/// sender passes the recipient policy like any recipient; otherwise none (audited).
+fn bounce(
+    rt: &Runtime,
+    ingest: &Ingest,
+    env: &DropEnvelope,
+    message: &[u8],
+    reply: &str,
+    uid: Option<u32>,
+) {
+    use crate::spool::{EntryKind, Envelope};
+    if env.from.is_empty() || env.rcpts.is_empty() {
+        return;
+    }
+    if let Err(r) = crate::ingest::check_recipient(rt, "local", "", &env.from) {
+        ingest.audit.record(
+            "bounce-suppressed",
+            json!({"peer": "maildrop", "uid": uid, "to": env.from,
+                   "reason": "the sender is not a recipient the policy allows",
+                   "reply": r.to_string()}),
+        );
+        return;
+    }
+    let hostname = &rt.config.server.hostname;
+    let id = crate::spool::new_id();
+    let now = crate::spool::now();
+    let code: u16 = reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(550);
+    let enhanced = reply.split_whitespace().nth(1).filter(|t| {
+        t.split('.').count() == 3 && t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    });
+    // Refused for good: a transient code (452 over max_recipients) is reported as failed.
+    let mut status = crate::dsn::status_for(code, enhanced);
+    if status.starts_with('4') {
+        status.replace_range(..1, "5");
+    }
+    let original = Envelope {
+        id: id.clone(),
+        from: env.from.clone(),
+        rcpts: env.rcpts.clone(),
+        created: now,
+        client: "local".into(),
+        message_id: None,
+        policy_version: Some(rt.policy.version().to_string()),
+        kind: EntryKind::Message,
+        body_8bit: false,
+        smtputf8: false,
+    };
+    let failures: Vec<crate::dsn::Failure> = env
+        .rcpts
+        .iter()
+        .map(|r| crate::dsn::Failure {
+            rcpt: r.clone(),
+            status: status.clone(),
+            diagnostic: reply.to_string(),
+        })
+        .collect();
+    let bytes = crate::dsn::build(
+        hostname,
+        "none (refused by sealgate's policy when collected from the maildrop)",
+        &original,
+        message,
+        &failures,
+    );
+    let dsn_id = format!("{id}-dsn");
+    let dsn_env = Envelope {
+        id: dsn_id.clone(),
+        from: String::new(),
+        rcpts: vec![env.from.clone()],
+        created: now,
+        client: "sealgate".into(),
+        message_id: Some(format!("<{id}.dsn@{hostname}>")),
+        policy_version: None,
+        kind: EntryKind::Dsn,
+        body_8bit: bytes.iter().any(|&b| b >= 0x80),
+        smtputf8: !env.from.is_ascii(),
+    };
+    match ingest.spool.store(&[(dsn_env, &bytes)]) {
+        Ok(()) => {
+            ingest.audit.record(
+                "bounced",
+                json!({"queue_id": dsn_id, "peer": "maildrop", "uid": uid, "to": env.from,
+                       "rcpts": env.rcpts, "reply": reply}),
+            );
+            ingest.relay.schedule_now(&[dsn_id]);
+        }
+        Err(e) => tracing::error!("maildrop: cannot spool the DSN to {}: {e}", env.from),
     }
 }
 
@@ -450,7 +572,7 @@ mod tests {
         .unwrap();
         assert!(p.to_string_lossy().ends_with(".mail"));
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o640);
-        let (_, bytes) = read_file(&p, 1000).unwrap();
+        let (_, _, bytes) = read_file(&p, 1000).unwrap();
         let (env, msg) = parse(&bytes).unwrap();
         assert_eq!(env.from, "a@x.test");
         assert_eq!(env.rcpts, vec!["b@y.test"]);

@@ -120,12 +120,12 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         metrics,
     });
     if shared.get().config.sendmail.maildrop {
-        tokio::spawn(crate::maildrop::collect(
-            ingest.spool.dir().to_path_buf(),
+        crate::maildrop::start(
+            ingest.spool.dir(),
             shared.clone(),
             ingest.clone(),
             rx.clone(),
-        ));
+        );
     }
     tokio::spawn(signals(
         config_path.to_path_buf(),

@@ -265,6 +265,18 @@ fn open_for_callers(env: &TestEnv) {
     std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
+/// serve prepares the maildrop as it starts, just after it binds its listener: waits
+/// for it (mode 3733) and returns its path.
+fn wait_for_maildrop(env: &TestEnv) -> PathBuf {
+    let md = env.spool.join("maildrop");
+    wait_until("serve prepares the maildrop", String::new, || {
+        std::fs::metadata(&md)
+            .ok()
+            .filter(|m| m.mode() & 0o7777 == 0o3733)
+    });
+    md
+}
+
 fn maildrop_files(env: &TestEnv) -> Vec<PathBuf> {
     std::fs::read_dir(env.spool.join("maildrop"))
         .map(|rd| {
@@ -290,9 +302,8 @@ fn maildrop_keeps_mail_while_serve_is_down_and_serve_delivers_it() {
     let mut env = TestEnv::new(EnvOptions::default());
     open_for_callers(&env);
     env.start_serve();
+    let md = wait_for_maildrop(&env);
     env.kill_serve();
-    let md = env.spool.join("maildrop");
-    assert_eq!(std::fs::metadata(&md).unwrap().mode() & 0o7777, 0o3733);
     let r = sendmail_run(
         &["-t", "-i"],
         &env.config,
@@ -332,9 +343,9 @@ fn maildrop_keeps_mail_while_serve_is_down_and_serve_delivers_it() {
 }
 
 /// A maildrop message meets the policy like an SMTP one: a denied recipient is refused
-/// when collected (audited with the uid, file removed, nothing sent), and collection
-/// also runs on SIGUSR1 while `serve` is up (sendmail drops the message when its
-/// configuration names a listener that is not there).
+/// when collected (audited with the uid, file removed, not sent; the sender gets a DSN),
+/// and collection also runs on SIGUSR1 while `serve` is up (sendmail drops the message
+/// when its configuration names a listener that is not there).
 #[test]
 fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     if !is_root() {
@@ -350,6 +361,7 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     open_for_callers(&env);
     let up = env.start_sink(SinkOptions::default());
     env.start_serve();
+    wait_for_maildrop(&env);
     // The same installation, as seen by a sendmail whose listener is down.
     let dead = env.path().join("dead-listener.toml");
     let text = std::fs::read_to_string(&env.config).unwrap().replace(
@@ -362,31 +374,55 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
     );
     std::fs::write(&dead, text).unwrap();
     std::fs::set_permissions(&dead, std::fs::Permissions::from_mode(0o644)).unwrap();
-    for rcpt in ["ceo@example.com", "ok@example.net"] {
-        let r = sendmail_run(&["-i", "-f", "app@example.com", rcpt], &dead, MSG, true);
+    // The third is refused too, and its sender is an address the policy refuses as a
+    // recipient: no DSN goes there.
+    for (from, rcpt) in [
+        ("app@example.com", "ceo@example.com"),
+        ("app@example.com", "ok@example.net"),
+        ("ceo@example.com", "ceo@example.com"),
+    ] {
+        let r = sendmail_run(&["-i", "-f", from, rcpt], &dead, MSG, true);
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         assert!(r.stderr.contains("kept in"), "{}", r.stderr);
     }
     let pid = env.serve.as_ref().unwrap().pid();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, libc::SIGUSR1) };
-    // Well before the 30-second periodic pass.
+    // Well before the 30-second periodic pass: the accepted message, and the DSN that
+    // tells the sender about the refused one (headers only, from the null sender).
     let got = wait_until_within(
         Duration::from_secs(20),
-        "the maildrop message delivered after SIGUSR1",
+        "the maildrop message and the DSN delivered after SIGUSR1",
         String::new,
         || {
             let g = received(&up.dir);
-            (!g.is_empty()).then_some(g)
+            (g.len() >= 2).then_some(g)
         },
     );
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].rcpts, vec!["ok@example.net"]);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let ok = got.iter().find(|m| m.from == "app@example.com").unwrap();
+    assert_eq!(ok.rcpts, vec!["ok@example.net"]);
+    let dsn = got.iter().find(|m| m.from.is_empty()).unwrap();
+    assert_eq!(dsn.rcpts, vec!["app@example.com"]);
+    let text = dsn.text();
+    assert!(
+        text.contains("Final-Recipient: rfc822; ceo@example.com"),
+        "{text}"
+    );
+    assert!(text.contains("Action: failed\r\nStatus: 5."), "{text}");
+    assert!(
+        !text.contains("\r\n\r\nbody\r\n"),
+        "the body must not travel back: {text}"
+    );
     let refusal = env.wait_for_event("rejected", |e| e["stage"] == "rcpt" && e["uid"] == 65534);
     assert_eq!(refusal["rcpts"][0], "ceo@example.com");
-    wait_until("both maildrop files removed", String::new, || {
+    let suppressed = env.wait_for_event("bounce-suppressed", |e| e["uid"] == 65534);
+    assert_eq!(suppressed["to"], "ceo@example.com");
+    wait_until("the maildrop files removed", String::new, || {
         maildrop_files(&env).is_empty().then_some(())
     });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(received(&up.dir).len(), 2);
 }
 
 /// While `serve` is down and the spool has no maildrop (serve never ran, or a caller
@@ -525,4 +561,32 @@ fn cron_style_invocation_qualifies_a_bare_recipient() {
     let got = env.wait_for_messages(&up, 1);
     assert_eq!(got[0].rcpts, vec!["root@gw.test"]);
     assert_eq!(got[0].from, "appuser@gw.test");
+}
+
+/// Linked as `mailq` the binary lists the queue (`-bp`); as `newaliases` it does
+/// nothing and succeeds (`-bi`), as sendmail's own links do.
+#[test]
+fn mailq_and_newaliases_links() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    env.start_serve();
+    let bin = env.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["mailq", "newaliases"] {
+        std::os::unix::fs::symlink(SEALGATE, bin.join(name)).unwrap();
+    }
+    let out = Command::new(bin.join("mailq"))
+        .env("SEALGATE_CONFIG", &env.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("id "),
+        "{out:?}"
+    );
+    let out = Command::new(bin.join("newaliases"))
+        .env("SEALGATE_CONFIG", &env.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("newaliases"));
 }
