@@ -480,14 +480,25 @@ fn bounce(
     if env.from.is_empty() || env.rcpts.is_empty() {
         return;
     }
-    if let Err(r) = crate::ingest::check_recipient(rt, "local", "", &env.from) {
+    // A bounce is mail: it goes where the recipient policy lets it (dsn::route).
+    let (to, rerouted) = match crate::dsn::route(rt, "local", &env.from) {
+        crate::dsn::Route::Sender(to) => (to, None),
+        crate::dsn::Route::Postmaster { address, why } => (address, Some(why)),
+        crate::dsn::Route::Nowhere { why } => {
+            ingest.audit.record(
+                "bounce-suppressed",
+                json!({"peer": "maildrop", "uid": uid, "to": env.from,
+                       "reason": why}),
+            );
+            return;
+        }
+    };
+    if let Some(why) = &rerouted {
         ingest.audit.record(
-            "bounce-suppressed",
-            json!({"peer": "maildrop", "uid": uid, "to": env.from,
-                   "reason": "the sender is not a recipient the policy allows",
-                   "reply": r.to_string()}),
+            "bounce-rerouted",
+            json!({"peer": "maildrop", "uid": uid, "from": env.from,
+                   "to": to, "reason": why}),
         );
-        return;
     }
     let hostname = &rt.config.server.hostname;
     let id = crate::spool::new_id();
@@ -528,19 +539,20 @@ fn bounce(
         &original,
         message,
         &failures,
+        &to,
     );
     let dsn_id = format!("{id}-dsn");
     let dsn_env = Envelope {
         id: dsn_id.clone(),
         from: String::new(),
-        rcpts: vec![env.from.clone()],
+        rcpts: vec![to.clone()],
         created: now,
         client: "sealgate".into(),
         message_id: Some(format!("<{id}.dsn@{hostname}>")),
         policy_version: None,
         kind: EntryKind::Dsn,
         body_8bit: bytes.iter().any(|&b| b >= 0x80),
-        smtputf8: !env.from.is_ascii(),
+        smtputf8: !to.is_ascii(),
     };
     match ingest.spool.store(&[(dsn_env, &bytes)]) {
         Ok(()) => {
