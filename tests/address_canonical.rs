@@ -121,6 +121,14 @@ fn routing_spellings_and_subaddresses_never_reach_a_denied_mailbox_or_an_unappro
         );
         assert!(r.contains(why), "<{rcpt}>: {r}");
     }
+    // Each refusal is audited with the address as the client wrote it.
+    let rejected = env.wait_for_event("rejected", |e| {
+        e["stage"] == "rcpt" && e["address"] == "user%other.test@approved.test"
+    });
+    assert!(
+        rejected["reply"].as_str().unwrap().starts_with("550 5.1.3"),
+        "{rejected}"
+    );
     // The sender is read the same way.
     let mut c = Smtp::connect(env.port);
     c.cmd("EHLO app.test");
