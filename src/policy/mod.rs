@@ -538,7 +538,7 @@ impl PolicySet {
             };
             scratch.clear();
             if !rule.envelope_matches(env.client, &from, &mut scratch)
-                || Self::to_matches(rule, &addr).is_err()
+                || self.to_matches(rule, &addr).is_err()
             {
                 continue;
             }
@@ -679,7 +679,7 @@ impl PolicySet {
                 if !approved[i] {
                     continue;
                 }
-                if let Ok(g) = Self::to_matches(rule, addr) {
+                if let Ok(g) = self.to_matches(rule, addr) {
                     to_hits.push((i, g));
                 }
             }
@@ -751,10 +751,24 @@ impl PolicySet {
 
     /// A rule's `to` condition against the address, then against its subaddress base
     /// (mail to `ceo+x@` lands in `ceo@`'s mailbox, so rules about `ceo@` apply).
-    fn to_matches<'r>(rule: &'r Rule, addr: &NormalAddress) -> Result<Option<&'r glob::Glob>, ()> {
-        rule.to_matches(&addr.full).or_else(|e| match &addr.base {
-            Some(b) => rule.to_matches(b),
-            None => Err(e),
+    /// With routing characters allowed, the addresses the upstream may route it to are
+    /// tried too (rules only add actions, so matching more forms never relaxes a policy).
+    fn to_matches<'r>(
+        &self,
+        rule: &'r Rule,
+        addr: &NormalAddress,
+    ) -> Result<Option<&'r glob::Glob>, ()> {
+        let one = |a: &NormalAddress| {
+            rule.to_matches(&a.full).or_else(|e| match &a.base {
+                Some(b) => rule.to_matches(b),
+                None => Err(e),
+            })
+        };
+        one(addr).or_else(|e| {
+            addr.routed
+                .iter()
+                .find_map(|r| one(&NormalAddress::with_delimiters(r, &self.delimiters)).ok())
+                .ok_or(e)
         })
     }
 

@@ -672,6 +672,11 @@ message = "boss mail goes another way"
         "{}",
         r.reason
     );
+    // A rule about boss@ applies where the upstream would route the address.
+    let r = s
+        .judge_rcpt(&ENV, "boss%example.com@bank.example", &yes)
+        .unwrap_err();
+    assert_eq!(r.reason, "boss mail goes another way");
     let v = verdict(
         &s,
         "ceo%example.com@bank.example",
