@@ -229,6 +229,35 @@ pub fn subaddress_base(addr: &str, delimiters: &[char]) -> Option<String> {
     Some(format!("{}@{domain}", spell_local(base)))
 }
 
+/// Where an upstream may route `addr` when routing characters are allowed: each step
+/// reads the local part as Postfix does for a local domain (a quoted `@` first, then the
+/// rightmost `%` with `allow_percent_hack`, then the first `!` with `swap_bangpath`:
+/// `site!user` is `user@site`), up to 8 steps. Lower-cased; empty for a plain address.
+/// The policy judges every one of them, so allowing the characters cannot widen the lists.
+pub fn routed_forms(addr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok((mut content, _, _)) = split(addr) else {
+        return out;
+    };
+    for _ in 0..8 {
+        let next = if let Some((l, d)) = content.rsplit_once('@') {
+            (l.to_owned(), d.to_owned())
+        } else if let Some((l, d)) = content.rsplit_once('%') {
+            (l.to_owned(), d.to_owned())
+        } else if let Some((site, user)) = content.split_once('!') {
+            (user.to_owned(), site.to_owned())
+        } else {
+            break;
+        };
+        let (local, domain) = next;
+        let domain = domain.trim_end_matches('.').to_lowercase();
+        let domain = idna::domain_to_ascii(&domain).unwrap_or(domain);
+        out.push(format!("{}@{domain}", spell_local(&local)).to_lowercase());
+        content = local;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +353,18 @@ mod tests {
             let once = c(p).unwrap();
             assert_eq!(c(&once).unwrap(), once, "{p}");
         }
+    }
+
+    #[test]
+    fn routed_forms_follow_the_percent_hack_bang_paths_and_quoted_at() {
+        assert!(routed_forms("ceo@example.com").is_empty());
+        assert_eq!(
+            routed_forms("user%Other.Example@example.com"),
+            ["user@other.example"]
+        );
+        assert_eq!(routed_forms("site!user@example.com"), ["user@site"]);
+        assert_eq!(routed_forms("\"u%a@b\"@example.com"), ["u%a@b", "u@a"]);
+        assert_eq!(routed_forms("a!b!user@x"), ["b!user@a", "user@b"]);
     }
 
     #[test]

@@ -888,6 +888,39 @@ mod tests {
     }
 
     #[test]
+    fn address_reading_defaults_and_delimiter_forms() {
+        let parse = |server: &str| {
+            Config::parse(
+                &format!("[server]\n{server}\n{MINIMAL}"),
+                Path::new("s.toml"),
+            )
+        };
+        let c = parse("").unwrap();
+        assert!(!c.server.allow_routing_characters);
+        assert_eq!(c.server.recipient_delimiter.chars(), ['+']);
+        let c = parse("recipient_delimiter = \"+-\"\nallow_routing_characters = true").unwrap();
+        assert_eq!(c.server.recipient_delimiter.chars(), ['+', '-']);
+        assert!(c.server.address_rules().allow_routing_characters);
+        let c = parse("recipient_delimiter = [\"+\", \"-\", \"+\"]").unwrap();
+        assert_eq!(c.server.recipient_delimiter.chars(), ['+', '-']);
+        assert!(parse("recipient_delimiter = \"\"")
+            .unwrap()
+            .server
+            .recipient_delimiter
+            .chars()
+            .is_empty());
+        for bad in ["\"@\"", "\"x\"", "[\"+\", \" \"]"] {
+            let err = parse(&format!("recipient_delimiter = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("s.toml:2:1:") && err.contains("recipient_delimiter"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_key_is_reported_with_line_and_column() {
         let text = format!("{MINIMAL}colour = \"blue\"\n");
         let err = Config::parse(&text, Path::new("s.toml"))

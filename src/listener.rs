@@ -209,6 +209,19 @@ pub struct RuntimeHooks<'a> {
 }
 
 impl Hooks for RuntimeHooks<'_> {
+    fn address_refused(&self, client: &str, stage: &str, address: &str, reply: &Reply) {
+        if stage == "rcpt" {
+            self.ingest
+                .metrics
+                .recipients_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.ingest.audit.record(
+            "rejected",
+            serde_json::json!({"stage": stage, "address": address, "client": client,
+                               "peer": self.peer.to_string(), "reply": reply.to_string()}),
+        );
+    }
     fn authenticate(&self, username: &str, password: &str) -> Option<String> {
         // argon2 takes tens of milliseconds of CPU: tell the runtime this worker blocks,
         // so other sessions' tasks move to another thread meanwhile.

@@ -46,6 +46,9 @@ pub trait Hooks {
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply>;
     /// Content-free policy for one recipient. `Err` carries the reply.
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply>;
+    /// An address refused for its spelling (`crate::address`) before any policy saw it;
+    /// `stage` is `mail` or `rcpt`. For the audit log; the reply is already decided.
+    fn address_refused(&self, _client: &str, _stage: &str, _address: &str, _reply: &Reply) {}
 }
 
 /// The envelope of one mail transaction.
@@ -348,7 +351,11 @@ impl Session {
         } else {
             match crate::address::canonical(path, self.limits.address_rules) {
                 Ok(c) => c.into_string(),
-                Err(e) => return self.error(bad_address(path, e, (1, 7))),
+                Err(e) => {
+                    let r = bad_address(path, e, (1, 7));
+                    hooks.address_refused(self.client(), "mail", path, &r);
+                    return self.error(r);
+                }
             }
         };
         let mut tx = Transaction {
@@ -408,7 +415,11 @@ impl Session {
         // The one spelling the policy, certificates and the relay see.
         let path = match crate::address::canonical(path, self.limits.address_rules) {
             Ok(c) => c.into_string(),
-            Err(e) => return self.error(bad_address(path, e, (1, 3))),
+            Err(e) => {
+                let r = bad_address(path, e, (1, 3));
+                hooks.address_refused(self.client(), "rcpt", path, &r);
+                return self.error(r);
+            }
         };
         if self.tx.rcpts.len() >= self.limits.max_recipients {
             return Step::Reply(named::too_many_recipients(self.limits.max_recipients));

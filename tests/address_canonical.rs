@@ -121,6 +121,14 @@ fn routing_spellings_and_subaddresses_never_reach_a_denied_mailbox_or_an_unappro
         );
         assert!(r.contains(why), "<{rcpt}>: {r}");
     }
+    // Each refusal is audited with the address as the client wrote it.
+    let rejected = env.wait_for_event("rejected", |e| {
+        e["stage"] == "rcpt" && e["address"] == "user%other.test@approved.test"
+    });
+    assert!(
+        rejected["reply"].as_str().unwrap().starts_with("550 5.1.3"),
+        "{rejected}"
+    );
     // The sender is read the same way.
     let mut c = Smtp::connect(env.port);
     c.cmd("EHLO app.test");
@@ -166,11 +174,18 @@ fn routing_spellings_and_subaddresses_never_reach_a_denied_mailbox_or_an_unappro
 }
 
 /// The control: the harness's Postfix really does reroute such spellings, so the test
-/// above can fail; with `allow_routing_characters = true` (documented as letting the
-/// upstream reroute) the percent hack reaches other.test.
+/// above can fail. With `allow_routing_characters = true` the percent hack reaches
+/// other.test when the policy approves other.test too; where the upstream may route it
+/// is judged as well, so a denied or unapproved destination is still refused.
 #[test]
-fn with_routing_characters_allowed_postfix_reroutes_the_percent_hack() {
+fn with_routing_characters_allowed_postfix_reroutes_and_sealgate_judges_the_route() {
     let (env, pf) = setup("allow_routing_characters = true");
+    std::fs::write(
+        env.path().join("policies/00-recipients.toml"),
+        "[recipients]\nallow = [\"approved.test\", \"other.test\"]\ndeny = [\"ceo@approved.test\"]\n",
+    )
+    .unwrap();
+    env.wait_for_event("reloaded", |_| true);
     let (r, fin) = try_rcpt(
         env.port,
         "app@approved.test",
@@ -187,6 +202,26 @@ fn with_routing_characters_allowed_postfix_reroutes_the_percent_hack() {
     assert!(pf
         .log_text()
         .contains("to=<user@other.test>, orig_to=<user%other.test@approved.test>"));
+    for (rcpt, why) in [
+        (
+            "ceo%approved.test@approved.test",
+            "denied by \"ceo@approved.test\" (as the upstream may route it: <ceo@approved.test>)",
+        ),
+        (
+            "approved.test!ceo+x@approved.test",
+            "denied by \"ceo@approved.test\" (as the upstream may route it: <ceo+x@approved.test>)",
+        ),
+        (
+            "\"bob@elsewhere.test\"@approved.test",
+            "not approved (as the upstream may route it: <bob@elsewhere.test>)",
+        ),
+    ] {
+        let (r, _) = try_rcpt(env.port, "app@approved.test", rcpt, "routed");
+        assert!(
+            r.starts_with("550 5.7.1") && r.contains(why),
+            "<{rcpt}>: {r}"
+        );
+    }
     // Comments and a second '@' stay refused even then.
     let (r, _) = try_rcpt(env.port, "app@approved.test", "ceo(x)@approved.test", "c");
     assert!(r.starts_with("550 5.1.3"), "{r}");

@@ -70,6 +70,10 @@ pub struct Approval {
     pub entry: Option<String>,
     /// The file holding that entry.
     pub file: Option<String>,
+    /// The address the upstream may route the recipient to (percent hack, bang path,
+    /// quoted `@`; only with `allow_routing_characters`) that decided, when not itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routed_as: Option<String>,
 }
 
 /// Why one condition of a rule held.
@@ -180,6 +184,9 @@ impl fmt::Display for RecipientExplanation {
             (ApprovalOutcome::Approved, Some(e)) => writeln!(f, "  approved by \"{e}\" in {file}")?,
             (ApprovalOutcome::Denied, Some(e)) => writeln!(f, "  denied by \"{e}\" in {file}")?,
             _ => writeln!(f, "  not approved: no allow entry covers it ({file})")?,
+        }
+        if let Some(r) = &a.routed_as {
+            writeln!(f, "  (judged as the upstream may route it: <{r}>)")?;
         }
         for m in &self.matched_rules {
             writeln!(f, "  matched {}", m.rule)?;

@@ -349,7 +349,9 @@ impl PolicySet {
         let s = s.strip_prefix('<').unwrap_or(s);
         let s = s.strip_suffix('>').unwrap_or(s);
         let c = crate::address::canonical(s, self.address_rules)?;
-        Ok(NormalAddress::with_delimiters(c.as_str(), &self.delimiters))
+        let mut a = NormalAddress::with_delimiters(c.as_str(), &self.delimiters);
+        a.routed = crate::address::routed_forms(c.as_str());
+        Ok(a)
     }
 
     /// The envelope sender as judged: canonical when it has a canonical form, else as
@@ -439,28 +441,54 @@ impl PolicySet {
             .collect()
     }
 
-    /// `[recipients]`: denied, approved or not approved, with the deciding entry.
+    /// `[recipients]`: denied, approved or not approved, with the deciding entry. An
+    /// address with routing characters (allowed by `[server] allow_routing_characters`)
+    /// is approved only when every address the upstream may route it to is, too.
     fn approval(&self, addr: &NormalAddress) -> Approval {
         let shown = |file: usize| self.files.get(file).cloned();
-        if let Some(src) = self.deny.lookup(addr) {
-            return Approval {
-                outcome: ApprovalOutcome::Denied,
-                entry: Some(src.entry.clone()),
-                file: shown(src.file),
-            };
+        let routed: Vec<NormalAddress> = addr
+            .routed
+            .iter()
+            .map(|r| NormalAddress::with_delimiters(r, &self.delimiters))
+            .collect();
+        let forms = std::iter::once((addr, None)).chain(routed.iter().map(|r| (r, Some(r))));
+        for (form, routed_as) in forms.clone() {
+            if let Some(src) = self.deny.lookup(form) {
+                return Approval {
+                    outcome: ApprovalOutcome::Denied,
+                    entry: Some(src.entry.clone()),
+                    file: shown(src.file),
+                    routed_as: routed_as.map(|r| r.full.clone()),
+                };
+            }
         }
-        match self.allow.lookup(addr) {
-            Some(src) => Approval {
-                outcome: ApprovalOutcome::Approved,
-                entry: Some(src.entry.clone()),
-                file: shown(src.file),
-            },
-            None => Approval {
-                outcome: ApprovalOutcome::NotApproved,
-                entry: None,
-                file: Some(self.not_approved_by.file.clone()),
-            },
+        let mut approved = None;
+        for (form, routed_as) in forms {
+            match self.allow.lookup(form) {
+                Some(src) => {
+                    approved.get_or_insert(Approval {
+                        outcome: ApprovalOutcome::Approved,
+                        entry: Some(src.entry.clone()),
+                        file: shown(src.file),
+                        routed_as: None,
+                    });
+                }
+                None => {
+                    return Approval {
+                        outcome: ApprovalOutcome::NotApproved,
+                        entry: None,
+                        file: Some(self.not_approved_by.file.clone()),
+                        routed_as: routed_as.map(|r| r.full.clone()),
+                    }
+                }
+            }
         }
+        approved.unwrap_or(Approval {
+            outcome: ApprovalOutcome::NotApproved,
+            entry: None,
+            file: Some(self.not_approved_by.file.clone()),
+            routed_as: None,
+        })
     }
 
     fn approval_rejection(a: &Approval) -> Option<Rejection> {
@@ -472,13 +500,14 @@ impl PolicySet {
             ApprovalOutcome::Approved => None,
             ApprovalOutcome::Denied => Some(Rejection {
                 reason: format!(
-                    "recipient denied by \"{}\"",
-                    a.entry.as_deref().unwrap_or("")
+                    "recipient denied by \"{}\"{}",
+                    a.entry.as_deref().unwrap_or(""),
+                    routed_note(a)
                 ),
                 by,
             }),
             ApprovalOutcome::NotApproved => Some(Rejection {
-                reason: "recipient not approved".into(),
+                reason: format!("recipient not approved{}", routed_note(a)),
                 by,
             }),
         }
@@ -510,7 +539,7 @@ impl PolicySet {
             };
             scratch.clear();
             if !rule.envelope_matches(env.client, &from, &mut scratch)
-                || Self::to_matches(rule, &addr).is_err()
+                || self.to_matches(rule, &addr).is_err()
             {
                 continue;
             }
@@ -627,6 +656,7 @@ impl PolicySet {
                     outcome: ApprovalOutcome::NotApproved,
                     entry: None,
                     file: Some(RuleRef::BUILT_IN.into()),
+                    routed_as: None,
                 },
             })
             .collect();
@@ -650,7 +680,7 @@ impl PolicySet {
                 if !approved[i] {
                     continue;
                 }
-                if let Ok(g) = Self::to_matches(rule, addr) {
+                if let Ok(g) = self.to_matches(rule, addr) {
                     to_hits.push((i, g));
                 }
             }
@@ -722,10 +752,24 @@ impl PolicySet {
 
     /// A rule's `to` condition against the address, then against its subaddress base
     /// (mail to `ceo+x@` lands in `ceo@`'s mailbox, so rules about `ceo@` apply).
-    fn to_matches<'r>(rule: &'r Rule, addr: &NormalAddress) -> Result<Option<&'r glob::Glob>, ()> {
-        rule.to_matches(&addr.full).or_else(|e| match &addr.base {
-            Some(b) => rule.to_matches(b),
-            None => Err(e),
+    /// With routing characters allowed, the addresses the upstream may route it to are
+    /// tried too (rules only add actions, so matching more forms never relaxes a policy).
+    fn to_matches<'r>(
+        &self,
+        rule: &'r Rule,
+        addr: &NormalAddress,
+    ) -> Result<Option<&'r glob::Glob>, ()> {
+        let one = |a: &NormalAddress| {
+            rule.to_matches(&a.full).or_else(|e| match &a.base {
+                Some(b) => rule.to_matches(b),
+                None => Err(e),
+            })
+        };
+        one(addr).or_else(|e| {
+            addr.routed
+                .iter()
+                .find_map(|r| one(&NormalAddress::with_delimiters(r, &self.delimiters)).ok())
+                .ok_or(e)
         })
     }
 
@@ -763,6 +807,14 @@ impl PolicySet {
         }
         RecipientVerdict::Accept { actions, rules }
     }
+}
+
+/// ` (as the upstream may route it: <x>)` when a routed form decided.
+fn routed_note(a: &Approval) -> String {
+    a.routed_as
+        .as_deref()
+        .map(|r| format!(" (as the upstream may route it: <{r}>)"))
+        .unwrap_or_default()
 }
 
 /// Reject, then strip-attachments, then zip-attachments.

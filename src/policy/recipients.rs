@@ -111,6 +111,9 @@ pub(crate) struct NormalAddress {
     domain_start: usize,
     /// `full` without its subaddress (`ceo+x@d` → `ceo@d`), when a delimiter cuts it.
     pub(crate) base: Option<String>,
+    /// Where the upstream may route it (`u%d@x` → `u@d`), when routing characters are
+    /// allowed; each is judged too.
+    pub(crate) routed: Vec<String>,
 }
 
 impl NormalAddress {
@@ -133,12 +136,14 @@ impl NormalAddress {
                     full: format!("{local}@{domain}"),
                     domain_start: local.len() + 1,
                     base: None,
+                    routed: Vec::new(),
                 }
             }
             None => NormalAddress {
                 domain_start: lower.len(),
                 full: lower,
                 base: None,
+                routed: Vec::new(),
             },
         }
     }

@@ -647,10 +647,42 @@ message = "boss mail goes another way"
         &['+', '-'],
     );
     assert!(s.judge_rcpt(&ENV, "ceo-x@example.com", &yes).is_err());
+    // Allowed routing characters are judged as the upstream may route them, too.
     assert_eq!(
-        s.judge_rcpt(&ENV, "user%evil.example@example.com", &yes),
+        s.judge_rcpt(&ENV, "user%eu.example.com@example.com", &yes),
         Ok(())
     );
+    assert_eq!(
+        s.judge_rcpt(&ENV, "eu.example.com!user@bank.example", &yes),
+        Ok(())
+    );
+    let r = s
+        .judge_rcpt(&ENV, "user%evil.example@example.com", &yes)
+        .unwrap_err();
+    assert_eq!(
+        r.reason,
+        "recipient not approved (as the upstream may route it: <user@evil.example>)"
+    );
+    let r = s
+        .judge_rcpt(&ENV, "\"ceo+x@example.com\"@bank.example", &yes)
+        .unwrap_err();
+    assert!(
+        r.reason
+            .starts_with("recipient denied by \"ceo@example.com\""),
+        "{}",
+        r.reason
+    );
+    // A rule about boss@ applies where the upstream would route the address.
+    let r = s
+        .judge_rcpt(&ENV, "boss%example.com@bank.example", &yes)
+        .unwrap_err();
+    assert_eq!(r.reason, "boss mail goes another way");
+    let v = verdict(
+        &s,
+        "ceo%example.com@bank.example",
+        b"Subject: x\r\n\r\nx\r\n",
+    );
+    assert!(matches!(v, RecipientVerdict::Reject { .. }), "{v:?}");
     s.set_address_reading(crate::address::AddressRules::default(), &[]);
     assert_eq!(s.judge_rcpt(&ENV, "ceo+x@example.com", &yes), Ok(()));
 }
