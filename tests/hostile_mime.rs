@@ -399,6 +399,22 @@ fn from_fields_read_two_ways_are_refused_at_data() {
     let mut env = TestEnv::new(EnvOptions::default());
     let up = env.start_capture(support::CaptureOptions::default());
     env.start_serve();
+    // A From field with non-ASCII characters is sent as an SMTPUTF8 message (without it
+    // an 8-bit address is refused at receipt for that reason alone).
+    let send = |port: u16, from: &str, rcpts: &[&str], message: &[u8]| {
+        if message.is_ascii() {
+            return send(port, from, rcpts, message);
+        }
+        let mut c = support::Smtp::connect(port);
+        assert!(c.cmd("EHLO client.test").starts_with("250"));
+        let r = c.cmd(&format!("MAIL FROM:<{from}> SMTPUTF8"));
+        assert!(r.starts_with("250"), "MAIL: {r}");
+        for rcpt in rcpts {
+            let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+            assert!(r.starts_with("250"), "RCPT: {r}");
+        }
+        c.data(message)
+    };
     let msg = |from: &str| {
         support::crlf(
             format!("From: {from}\nTo: b@example.net\nSubject: pay\n\nplease pay\n").as_bytes(),

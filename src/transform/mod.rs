@@ -233,18 +233,25 @@ pub fn header_from_problem(message: &[u8]) -> Option<String> {
     use mail_parser::{Address, HeaderValue};
     let canon = mime::canonical_crlf(message);
     let header = canon.get(..mime::header_end(&canon)).unwrap_or(&canon);
+    let misread = |text: &str| {
+        text.chars()
+            .find(|&c| {
+                (c.is_whitespace() && !c.is_ascii())
+                    || (c.is_control() && c != '\t')
+                    || crate::policy::is_default_ignorable(c)
+            })
+            .map(|c| {
+                format!(
+                    "header From holds the character U+{:04X} (white space other than a \
+                     space, invisible or control), which mail programs read differently",
+                    c as u32
+                )
+            })
+    };
     for f in mime::fields(header).iter().filter(|f| f.is("From")) {
         let value = f.value();
-        if let Some(c) = value.chars().find(|&c| {
-            (c.is_whitespace() && !c.is_ascii())
-                || (c.is_control() && c != '\t')
-                || crate::policy::is_default_ignorable(c)
-        }) {
-            return Some(format!(
-                "header From holds the character U+{:04X} (white space other than a space, \
-                 invisible or control), which mail programs read differently",
-                c as u32
-            ));
+        if let Some(why) = misread(&value) {
+            return Some(why);
         }
         let one = [b"From: ", value.as_bytes(), b"\r\n\r\n"].concat();
         let Some(parsed) = mail_parser::MessageParser::new().parse_headers(&one) else {
@@ -264,6 +271,11 @@ pub fn header_from_problem(message: &[u8]) -> Option<String> {
             HeaderValue::Address(Address::List(list)) => {
                 for a in list {
                     let name = a.name.as_deref().unwrap_or_default();
+                    // The name as mail programs show it: RFC 2047 words decoded (as the
+                    // receipt's 8-bit repair writes a UTF-8 display name).
+                    if let Some(why) = misread(name) {
+                        return Some(why);
+                    }
                     let looks_like_address = name.char_indices().any(|(i, c)| {
                         c == '@'
                             && name[i + 1..]
