@@ -193,10 +193,15 @@ impl Ctx {
         }
         let info = &e.info;
         let cte = info.transfer_encoding.as_str();
-        if !matches!(
-            cte,
-            "7bit" | "8bit" | "binary" | "base64" | "quoted-printable"
-        ) {
+        // Real mail also says "8 bit", "7-bit" or "8bits": the same identity encoding.
+        let squashed: String = cte.chars().filter(char::is_ascii_alphanumeric).collect();
+        let identity = matches!(squashed.as_str(), "7bit" | "7bits" | "8bit" | "8bits");
+        if !identity
+            && !matches!(
+                cte,
+                "7bit" | "8bit" | "binary" | "base64" | "quoted-printable"
+            )
+        {
             // An encoding we do not know (x-uuencode...): its content cannot be decoded
             // to be encoded again, so it is passed on as it is.
             self.notes.push(format!(
