@@ -344,7 +344,8 @@ async fn handle(
         require_auth: cfg.require_auth,
         tls_available: rt.tls_acceptor.is_some(),
         auth_available: !rt.config.clients.is_empty(),
-        peer_is_loopback: peer.ip().is_loopback(),
+        // An IPv4 client of a dual-stack socket arrives as ::ffff:127.0.0.1.
+        peer_is_loopback: peer.ip().to_canonical().is_loopback(),
     };
     // A client that stops reading our replies would hold its connection slot forever:
     // writes get the same limit as reads (RFC 5321 4.5.3.2 applies to both sides).
