@@ -570,6 +570,11 @@ impl Ingest {
                 let message = without_blind_copies(message);
                 let (message, mut repairs) = complete_header(message, &tx.from, hostname)
                     .map_err(|r| (r, json!({"check": "header block"})))?;
+                if !repairs.is_empty() {
+                    // Restored continuations can join lines into one Content-* field:
+                    // the limits hold for the message as it now is, before any parser.
+                    refuse_hazard(&message)?;
+                }
                 // Before policy, transforms and DKIM: what the upstream may refuse
                 // (long lines, 8-bit data) is converted now, or refused now.
                 let message = match crate::transform::seven_bit::prepare(&message, tx.smtputf8) {
@@ -780,6 +785,21 @@ mod tests {
             completed(b"Subject: s\r\nFrom-X: y\r\n\r\nb\r\n", "a@x.test")
                 .starts_with("From: a@x.test\r\n")
         );
+    }
+
+    #[test]
+    fn restored_continuations_are_held_to_the_mime_limits() {
+        // 1,000 RFC 2231 continuations that lost their leading white space: before the
+        // repair no Content-Type field holds them, after it one does.
+        let mut m = b"From: a@x.test\r\nContent-Type: text/plain;\r\n".to_vec();
+        for i in 0..1000 {
+            m.extend_from_slice(format!("name*{i}=\"p\";\r\n").as_bytes());
+        }
+        m.extend_from_slice(b"\r\nbody\r\n");
+        assert!(refuse_hazard(&m).is_ok());
+        let (repaired, notes) = complete_header(m, "a@x.test", "gw").unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(refuse_hazard(&repaired).is_err());
     }
 
     #[test]
