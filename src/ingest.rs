@@ -307,19 +307,22 @@ fn has_header(headers: &[u8], name: &str) -> bool {
     })
 }
 
-/// Lines of a CRLF message: (start, end without the CRLF, start of the next line).
-fn lines(message: &[u8]) -> Vec<(usize, usize, usize)> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < message.len() {
+/// Lines of a CRLF message from `from` on, lazily: (start, end without the CRLF, start
+/// of the next line).
+fn lines(message: &[u8], from: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    let mut start = from;
+    std::iter::from_fn(move || {
+        if start >= message.len() {
+            return None;
+        }
         let (end, next) = match memchr::memmem::find(&message[start..], b"\r\n") {
             Some(p) => (start + p, start + p + 2),
             None => (message.len(), message.len()),
         };
-        out.push((start, end, next));
+        let line = (start, end, next);
         start = next;
-    }
-    out
+        Some(line)
+    })
 }
 
 /// Fields whose presence after an empty first line shows a header block that was cut
@@ -359,68 +362,90 @@ pub fn complete_header(
     sender: &str,
     hostname: &str,
 ) -> Result<(Vec<u8>, Vec<String>), Reply> {
-    let all = lines(&message);
     let mut notes = Vec::new();
-    let line = |i: usize| -> &[u8] {
-        all.get(i)
-            .map_or(&[][..], |&(s, e, _)| message.get(s..e).unwrap_or_default())
-    };
-    // Where the header block ends (index of the empty line, or all.len()), and the
-    // positions where a space or an empty line goes in.
+    // An mbox "From " line before a header (`sendmail < saved-mail`) is an envelope
+    // marker, not content: Postfix's sendmail drops it, and so do we.
+    let mut message = message;
+    if message.starts_with(b"From ") {
+        let next = lines(&message, 0).next().map_or(message.len(), |l| l.2);
+        let second = lines(&message, next).next();
+        if second.is_some_and(|(s, e, _)| mime::is_field_line(&message[s..e])) {
+            notes.push("mbox \"From \" line before the header removed".to_string());
+            message.drain(..next);
+        }
+    }
+    let message = message;
+    let text = |(s, e, _): (usize, usize, usize)| message.get(s..e).unwrap_or_default();
+    // Byte offsets where a space (a continuation restored) or an empty line (the end
+    // of the header block) goes in; and where the header block ends.
     let mut spaces_at: Vec<usize> = Vec::new();
     let mut empty_line_at: Option<usize> = None;
-    let first = line(0);
-    if all.is_empty() {
-        empty_line_at = Some(0);
-        notes.push("empty message: header fields added".to_string());
-    } else if first.is_empty() {
-        let block: Vec<&[u8]> = (1..all.len())
-            .map(line)
-            .take_while(|l| !l.is_empty())
-            .collect();
-        let looks_like_header = block.first().is_some_and(|l| mime::is_field_line(l))
-            && block
-                .iter()
-                .all(|l| is_continuation(l) || mime::is_field_line(l))
-            && block.iter().any(|l| {
-                MESSAGE_FIELDS.iter().any(|n| {
+    let header_end: usize;
+    match lines(&message, 0).next() {
+        None => {
+            empty_line_at = Some(0);
+            header_end = 0;
+            notes.push("empty message: header fields added".to_string());
+        }
+        Some(first) if text(first).is_empty() => {
+            header_end = 0;
+            let mut block = lines(&message, first.2)
+                .map(text)
+                .take_while(|l| !l.is_empty())
+                .peekable();
+            let mut looks_like_header = block.peek().is_some_and(|l| mime::is_field_line(l));
+            let mut names_a_message_field = false;
+            for l in block {
+                if is_continuation(l) {
+                    continue;
+                }
+                if !mime::is_field_line(l) {
+                    looks_like_header = false;
+                    break;
+                }
+                names_a_message_field |= MESSAGE_FIELDS.iter().any(|n| {
                     l.len() > n.len()
                         && l[..n.len()].eq_ignore_ascii_case(n.as_bytes())
-                        && mime::is_field_line(l)
                         && matches!(l[n.len()], b':' | b' ' | b'\t')
-                })
-            });
-        if looks_like_header {
-            return Err(Reply::new(
-                crate::reply::Class::Permanent,
-                50,
-                (6, 0),
-                "message refused: it starts with an empty line and header fields follow it, \
-                 so its header block is empty (a doubled line end, such as CR CR LF, before \
-                 the header?); relaying it would lose From and the other fields \
-                 (ingest.rs, header block)",
-            ));
+                });
+            }
+            if looks_like_header && names_a_message_field {
+                return Err(Reply::new(
+                    crate::reply::Class::Permanent,
+                    50,
+                    (6, 0),
+                    "message refused: it starts with an empty line and header fields follow it, \
+                     so its header block is empty (a doubled line end, such as CR CR LF, before \
+                     the header?); relaying it would lose From and the other fields \
+                     (ingest.rs, header block)",
+                ));
+            }
         }
-    } else if !mime::is_field_line(first) {
-        empty_line_at = Some(0);
-        notes.push("no header block: the text became the body of a new header".to_string());
-    } else {
-        let end = (0..all.len())
-            .find(|&i| line(i).is_empty())
-            .unwrap_or(all.len());
-        let terminated = end < all.len();
-        let last_field = (0..end)
-            .rev()
-            .find(|&j| mime::is_field_line(line(j)))
-            .unwrap_or(0);
-        let mut i = 1;
-        while i < end {
-            let l = line(i);
-            if !is_continuation(l) && !mime::is_field_line(l) {
+        Some(first) if !mime::is_field_line(text(first)) => {
+            empty_line_at = Some(0);
+            header_end = 0;
+            notes.push("no header block: the text became the body of a new header".to_string());
+        }
+        Some(_) => {
+            let block: Vec<(usize, usize, usize)> = lines(&message, 0)
+                .take_while(|&l| !text(l).is_empty())
+                .collect();
+            let terminated = block.last().map_or(0, |l| l.2) < message.len();
+            let last_field = block
+                .iter()
+                .rposition(|&l| mime::is_field_line(text(l)))
+                .unwrap_or(0);
+            let mut end = block.last().map_or(0, |l| l.2);
+            for (i, &l) in block.iter().enumerate().skip(1) {
+                let t = text(l);
+                if is_continuation(t) || mime::is_field_line(t) {
+                    continue;
+                }
                 if terminated || i < last_field {
-                    spaces_at.push(i);
+                    spaces_at.push(l.0);
                 } else {
-                    empty_line_at = Some(i);
+                    empty_line_at = Some(l.0);
+                    end = l.0;
                     notes.push(format!(
                         "header block without an empty line: body starts at line {}",
                         i + 1
@@ -428,26 +453,24 @@ pub fn complete_header(
                     break;
                 }
             }
-            i += 1;
-        }
-        if !spaces_at.is_empty() {
-            notes.push(format!(
-                "{} header line(s) without leading white space kept as continuations",
-                spaces_at.len()
-            ));
+            header_end = end;
+            if !spaces_at.is_empty() {
+                notes.push(format!(
+                    "{} header line(s) without leading white space kept as continuations",
+                    spaces_at.len()
+                ));
+            }
         }
     }
-    let header_lines = empty_line_at
-        .or_else(|| (0..all.len()).find(|&i| line(i).is_empty()))
-        .unwrap_or(all.len());
-    let has_from = (0..header_lines).any(|i| {
-        let l = line(i);
-        l.len() > 4 && l[..4].eq_ignore_ascii_case(b"from") && mime::is_field_line(l) && {
-            let rest = &l[4..];
-            rest.iter().find(|b| !matches!(b, b' ' | b'\t')) == Some(&b':')
-        }
+    let has_from = lines(&message[..header_end], 0).map(text).any(|l| {
+        l.len() > 4
+            && l[..4].eq_ignore_ascii_case(b"from")
+            && l[4..].iter().find(|b| !matches!(b, b' ' | b'\t')) == Some(&b':')
     });
-    let mut out = Vec::with_capacity(message.len() + 128);
+    if has_from && spaces_at.is_empty() && empty_line_at.is_none() {
+        return Ok((message, notes));
+    }
+    let mut out = Vec::with_capacity(message.len() + spaces_at.len() + 128);
     if !has_from {
         let from = if sender.is_empty() {
             format!("MAILER-DAEMON@{hostname}")
@@ -459,26 +482,18 @@ pub fn complete_header(
             "From: {from} added (the message had no From field)"
         ));
     }
-    if spaces_at.is_empty() && empty_line_at.is_none() {
-        if out.is_empty() {
-            return Ok((message, notes));
-        }
-        out.extend_from_slice(&message);
-        return Ok((out, notes));
+    let mut copied = 0;
+    for at in spaces_at {
+        out.extend_from_slice(message.get(copied..at).unwrap_or_default());
+        out.push(b' ');
+        copied = at;
     }
-    let mut spaces = spaces_at.iter().peekable();
-    for (i, &(s, _, next)) in all.iter().enumerate() {
-        if empty_line_at == Some(i) {
-            out.extend_from_slice(b"\r\n");
-        }
-        if spaces.next_if(|&&at| at == i).is_some() {
-            out.push(b' ');
-        }
-        out.extend_from_slice(message.get(s..next).unwrap_or_default());
-    }
-    if all.is_empty() {
+    if let Some(at) = empty_line_at {
+        out.extend_from_slice(message.get(copied..at).unwrap_or_default());
         out.extend_from_slice(b"\r\n");
+        copied = at;
     }
+    out.extend_from_slice(message.get(copied..).unwrap_or_default());
     Ok((out, notes))
 }
 
@@ -583,6 +598,11 @@ impl Ingest {
                 let message = without_blind_copies(message);
                 let (message, mut repairs) = complete_header(message, &tx.from, hostname)
                     .map_err(|r| (r, json!({"check": "header block"})))?;
+                if !repairs.is_empty() {
+                    // Restored continuations can join lines into one Content-* field:
+                    // the limits hold for the message as it now is, before any parser.
+                    refuse_hazard(&message)?;
+                }
                 // Before policy, transforms and DKIM: what the upstream may refuse
                 // (long lines, 8-bit data) is converted now, or refused now.
                 let message = match crate::transform::seven_bit::prepare(&message, tx.smtputf8) {
@@ -779,11 +799,35 @@ mod tests {
             complete_header(ok.clone(), "b@x.test", "gw").unwrap(),
             (ok, vec![])
         );
+        // An mbox separator before the header is dropped.
+        let (out, notes) = complete_header(
+            b"From app@x.test Mon Nov 30 12:00:00 2026\r\nFrom: a@x.test\r\n\r\nb\r\n".to_vec(),
+            "a@x.test",
+            "gw",
+        )
+        .unwrap();
+        assert_eq!(out, b"From: a@x.test\r\n\r\nb\r\n");
+        assert_eq!(notes.len(), 1);
         // From is added when only "From " or "From-X:" is there.
         assert!(
             completed(b"Subject: s\r\nFrom-X: y\r\n\r\nb\r\n", "a@x.test")
                 .starts_with("From: a@x.test\r\n")
         );
+    }
+
+    #[test]
+    fn restored_continuations_are_held_to_the_mime_limits() {
+        // 1,000 RFC 2231 continuations that lost their leading white space: before the
+        // repair no Content-Type field holds them, after it one does.
+        let mut m = b"From: a@x.test\r\nContent-Type: text/plain;\r\n".to_vec();
+        for i in 0..1000 {
+            m.extend_from_slice(format!("name*{i}=\"p\";\r\n").as_bytes());
+        }
+        m.extend_from_slice(b"\r\nbody\r\n");
+        assert!(refuse_hazard(&m).is_ok());
+        let (repaired, notes) = complete_header(m, "a@x.test", "gw").unwrap();
+        assert_eq!(notes.len(), 1);
+        assert!(refuse_hazard(&repaired).is_err());
     }
 
     #[test]

@@ -206,6 +206,39 @@ pub struct RuntimeHooks<'a> {
     pub ingest: &'a Ingest,
     /// Peer address, for the audit log.
     pub peer: SocketAddr,
+    /// Set when a hook wrote a refusal to the audit log (so the driver does not write
+    /// a second record for the same reply).
+    pub audited: std::cell::Cell<bool>,
+}
+
+impl RuntimeHooks<'_> {
+    /// Audits a refused MAIL, RCPT or DATA command that no hook audited (a bad
+    /// parameter, SIZE over the limit, too many recipients, a command out of sequence):
+    /// every refusal is in the audit log.
+    fn audit_refused_command(&self, session: &Session, line: &[u8], step: &Step) {
+        let reply = match step {
+            Step::Reply(r) | Step::Close(r) => r,
+            Step::StartTls(_) | Step::Data(_) => return,
+        };
+        if reply.code() < 400 || self.audited.get() {
+            return;
+        }
+        let text = String::from_utf8_lossy(line);
+        let verb = text
+            .split_ascii_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !matches!(verb.as_str(), "mail" | "rcpt" | "data") {
+            return;
+        }
+        let command: String = text.trim_end().chars().take(300).collect();
+        self.ingest.audit.record(
+            "rejected",
+            serde_json::json!({"stage": verb, "command": command, "client": session.client(),
+                               "peer": self.peer.to_string(), "reply": reply.to_string()}),
+        );
+    }
 }
 
 impl Hooks for RuntimeHooks<'_> {
@@ -229,6 +262,7 @@ impl Hooks for RuntimeHooks<'_> {
             crate::ingest::authenticate(self.rt, username, password)
         });
         if client.is_none() {
+            self.audited.set(true);
             tracing::warn!("AUTH failed for user {username:?} from {}", self.peer);
             self.ingest.audit.record(
                 "rejected",
@@ -240,6 +274,7 @@ impl Hooks for RuntimeHooks<'_> {
     }
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
         crate::ingest::check_sender(self.rt, client, sender).inspect_err(|r| {
+            self.audited.set(true);
             self.ingest.audit.record(
                 "rejected",
                 serde_json::json!({"stage": "mail", "from": sender, "client": client,
@@ -249,6 +284,7 @@ impl Hooks for RuntimeHooks<'_> {
     }
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
         crate::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|r| {
+            self.audited.set(true);
             self.ingest.metrics.recipients_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.ingest.audit.record(
                 "rejected",
@@ -367,7 +403,8 @@ async fn handle(
         require_auth: cfg.require_auth,
         tls_available: rt.tls_acceptor.is_some(),
         auth_available: !rt.config.clients.is_empty(),
-        peer_is_loopback: peer.ip().is_loopback(),
+        // An IPv4 client of a dual-stack socket arrives as ::ffff:127.0.0.1.
+        peer_is_loopback: peer.ip().to_canonical().is_loopback(),
         address_rules: cfg.address_rules(),
     };
     // A client that stops reading our replies would hold its connection slot forever:
@@ -377,6 +414,7 @@ async fn handle(
         rt: &rt,
         ingest: &ingest,
         peer,
+        audited: std::cell::Cell::new(false),
     };
     let mut session = Session::new(limits);
     let mut stream = Stream::Plain(sock);
@@ -457,7 +495,10 @@ async fn handle(
             }
         };
         session.set_junk_command_limit(load.junk_limit(cfg.junk_command_limit));
-        match session.command(&line, &hooks) {
+        hooks.audited.set(false);
+        let step = session.command(&line, &hooks);
+        hooks.audit_refused_command(&session, &line, &step);
+        match step {
             Step::Reply(r) => out.extend_from_slice(&r.to_wire()),
             Step::Close(r) => {
                 out.extend_from_slice(&r.to_wire());

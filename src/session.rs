@@ -1256,6 +1256,19 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_bare_crs_is_counted_not_stored_beyond_the_limit() {
+        let mut d = DataReceiver::new(10, true);
+        let mut input = b"a".to_vec();
+        input.extend(std::iter::repeat_n(b'\r', 5000));
+        input.extend_from_slice(b"b\r\n.\r\n");
+        d.feed(&input);
+        assert!(d.is_done());
+        assert!(d.message.len() <= 10);
+        assert_eq!(d.seen(), 1 + 2 * 5000 + 1 + 2);
+        assert_eq!(d.finish(), DataOutcome::TooBig);
+    }
+
+    #[test]
     fn dots_after_bare_lf_follow_the_client() {
         // Python's smtplib stuffs after every LF: ".x" arrives as "..x".
         assert_eq!(

@@ -630,13 +630,37 @@ fn corpus_messages_relay_unchanged_or_are_refused() {
         accepted.len(),
         "one arrival per accepted message"
     );
+    let seven_bit = |m: &[u8]| m.is_ascii() && m.split(|&b| b == b'\n').all(|l| l.len() <= 999);
     for (name, rcpt, sent) in &accepted {
         let m = got
             .iter()
             .find(|m| m.rcpts == [rcpt.clone()])
             .unwrap_or_else(|| panic!("{name} did not arrive"));
-        assert_relayed_unchanged(sent, &m.bytes, name);
+        if seven_bit(sent) {
+            assert_relayed_unchanged(sent, &m.bytes, name);
+        } else {
+            // 8-bit data and long lines are re-encoded at receipt (seven_bit.rs): what
+            // arrives is 7-bit with short lines, and every part decodes to the same.
+            assert!(
+                seven_bit(&m.bytes),
+                "{name}: 8-bit data or a long line relayed"
+            );
+            assert_eq!(decoded_parts(&m.bytes), decoded_parts(sent), "{name}");
+        }
     }
+}
+
+/// The decoded content of every leaf part, as mail-parser reads it.
+fn decoded_parts(message: &[u8]) -> Vec<Vec<u8>> {
+    let parsed = mail_parser::MessageParser::default()
+        .parse(message)
+        .expect("a message");
+    parsed
+        .parts
+        .iter()
+        .filter(|p| !matches!(p.body, mail_parser::PartType::Multipart(_)))
+        .map(|p| p.contents().to_vec())
+        .collect()
 }
 
 /// Sends `subject` through a server whose upstream plays `scenario`, waits for the

@@ -372,6 +372,25 @@ fn refusals_at_data_name_the_reason_and_are_audited() {
         .filter(|e| e["event"] == "rejected" && e["stage"] == "data")
         .collect();
     assert_eq!(rejected.len(), 3, "{events:?}");
+    // Refused commands are audited too: SIZE over the limit, a recipient past the
+    // sequence.
+    let mut c = Smtp::connect(it.env.port);
+    c.cmd("EHLO app.test");
+    let r = c.cmd("MAIL FROM:<app@example.com> SIZE=999999999999");
+    assert!(r.starts_with("552"), "{r}");
+    let r = c.cmd("RCPT TO:<x@example.net>");
+    assert!(r.starts_with("503"), "{r}");
+    c.cmd("QUIT");
+    let mail = it.env.wait_for_event("rejected", |e| e["stage"] == "mail");
+    assert!(
+        mail["reply"].as_str().unwrap().starts_with("552 5.3.4"),
+        "{mail}"
+    );
+    assert!(mail["command"]
+        .as_str()
+        .unwrap()
+        .contains("SIZE=999999999999"));
+    it.env.wait_for_event("rejected", |e| e["stage"] == "rcpt");
 
     // With bare_line_endings = "reject", the 5.6.11 refusal is audited too.
     let mut env = TestEnv::new(EnvOptions::default());

@@ -193,10 +193,15 @@ impl Ctx {
         }
         let info = &e.info;
         let cte = info.transfer_encoding.as_str();
-        if !matches!(
-            cte,
-            "7bit" | "8bit" | "binary" | "base64" | "quoted-printable"
-        ) {
+        // Real mail also says "8 bit", "7-bit" or "8bits": the same identity encoding.
+        let squashed: String = cte.chars().filter(char::is_ascii_alphanumeric).collect();
+        let identity = matches!(squashed.as_str(), "7bit" | "7bits" | "8bit" | "8bits");
+        if !identity
+            && !matches!(
+                cte,
+                "7bit" | "8bit" | "binary" | "base64" | "quoted-printable"
+            )
+        {
             // An encoding we do not know (x-uuencode...): its content cannot be decoded
             // to be encoded again, so it is passed on as it is.
             self.notes.push(format!(
@@ -561,11 +566,15 @@ fn encode_display_names(value: &str) -> Result<String, &'static str> {
         }
         let lead = item.len() - item.trim_start().len();
         let item_t = item.trim();
-        let lt = angle_start(item_t).ok_or("a non-ASCII address needs SMTPUTF8")?;
+        let Some(lt) = angle_start(item_t) else {
+            // `addr@example.com (Jörg Müller)`: the old style, a name in a comment.
+            out.push_str(&value[at..s + lead]);
+            out.push_str(&encode_comments(item_t)?);
+            at = s + lead + item_t.len();
+            continue;
+        };
         let (name, addr) = item_t.split_at(lt);
-        if !addr.is_ascii() {
-            return Err("a non-ASCII address needs SMTPUTF8");
-        }
+        let addr = encode_comments(addr)?;
         let name = name.trim();
         if name.contains([':', ';']) && !name.starts_with('"') {
             return Err("a non-ASCII group name");
@@ -589,10 +598,53 @@ fn encode_display_names(value: &str) -> Result<String, &'static str> {
         out.push_str(&value[at..s + lead]);
         out.push_str(&encoded_words(&text));
         out.push(' ');
-        out.push_str(addr);
+        out.push_str(&addr);
         at = s + lead + item_t.len();
     }
     out.push_str(&value[at..]);
+    Ok(out)
+}
+
+/// `text` with the contents of its non-ASCII comments (top level) encoded; non-ASCII
+/// outside a comment (in an address) cannot be.
+fn encode_comments(text: &str) -> Result<String, &'static str> {
+    if text.is_ascii() {
+        return Ok(text.to_string());
+    }
+    let mut out = String::with_capacity(text.len() * 2);
+    let (mut depth, mut quoted, mut escaped, mut start) = (0usize, false, false, 0usize);
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' && (quoted || depth > 0) {
+            escaped = true;
+        } else if c == '"' && depth == 0 {
+            quoted = !quoted;
+        } else if c == '(' && !quoted {
+            if depth == 0 {
+                out.push_str(&text[start..=i]);
+                start = i + 1;
+            }
+            depth += 1;
+        } else if c == ')' && !quoted && depth > 0 {
+            depth -= 1;
+            if depth == 0 {
+                let inner = &text[start..i];
+                if inner.is_ascii() {
+                    out.push_str(inner);
+                } else {
+                    out.push_str(&encoded_words(inner));
+                }
+                start = i;
+            }
+        } else if depth == 0 && !c.is_ascii() {
+            return Err("a non-ASCII address needs SMTPUTF8");
+        }
+    }
+    if depth > 0 {
+        return Err("an unclosed comment");
+    }
+    out.push_str(&text[start..]);
     Ok(out)
 }
 
@@ -806,6 +858,24 @@ mod tests {
             prepare(latin1, false),
             Err(SevenBitError::EightBitHeader { .. })
         ));
+    }
+
+    #[test]
+    fn names_in_comments_are_encoded() {
+        // The old style with the name in a comment.
+        let m =
+            "From: app@example.com (Jörg Müller)\r\nTo: Anna <a@example.com> (Büro)\r\n\r\nx\r\n";
+        let out = prepare(m.as_bytes(), false).unwrap().message.unwrap();
+        assert!(seven_bit_short(&out), "{}", String::from_utf8_lossy(&out));
+        let parsed = mail_parser::MessageParser::new().parse(&out).unwrap();
+        let from = parsed.from().unwrap().first().unwrap();
+        assert_eq!(from.address(), Some("app@example.com"));
+        assert_eq!(
+            parsed.to().unwrap().first().unwrap().address(),
+            Some("a@example.com")
+        );
+        let raw = String::from_utf8(out).unwrap();
+        assert!(raw.contains("From: app@example.com (=?UTF-8?B?"), "{raw}");
     }
 
     #[test]
