@@ -777,3 +777,82 @@ fn noop_clients_holding_every_slot_do_not_starve_a_new_client() {
     );
     eprintln!("new client greeted after {waited:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// 7d. The policy directory watcher
+
+/// Refused at RCPT right now (a fresh session, so the newest policy applies)?
+fn rcpt_refused(port: u16, rcpt: &str) -> bool {
+    let mut c = Smtp::connect(port);
+    c.cmd("EHLO probe.test");
+    let r = c.cmd("MAIL FROM:<app@example.com>");
+    assert!(r.starts_with("250"), "{r}");
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    let _ = c.cmd("QUIT");
+    r.starts_with("550")
+}
+
+/// A policy file rewritten in place in two steps (the first leaves out the deny list),
+/// 500 and 800 ms apart: at no moment is the half-written list in force, and each
+/// finished change is one reload, audited once.
+#[test]
+fn a_policy_file_written_in_two_steps_is_never_half_in_force() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    write_policy(
+        &env,
+        "[recipients]\nallow = [\"*\"]\ndeny = [\"ceo@example.com\"]\n",
+    );
+    env.start_serve();
+    assert!(rcpt_refused(env.port, "ceo@example.com"));
+    let reloads = |env: &TestEnv| {
+        env.audit_events()
+            .iter()
+            .filter(|e| e["event"] == "reloaded")
+            .count()
+    };
+    let reloads_before = reloads(&env);
+    // Each round starts at another phase of the watcher's one-second poll.
+    let rounds = [500u64, 800, 800, 800];
+    for (round, gap) in rounds.iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(300 * round as u64));
+        let file = env.path().join("policies/00-recipients.toml");
+        let gap = *gap;
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&file)
+                .unwrap();
+            f.write_all(b"[recipients]\nallow = [\"*\"]\n").unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(gap));
+            f.write_all(
+                format!("deny = [\"ceo@example.com\", \"cfo{round}@example.com\"]\n").as_bytes(),
+            )
+            .unwrap();
+        });
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            assert!(
+                rcpt_refused(env.port, "ceo@example.com"),
+                "round {round}: the half-written list (no deny) was in force after {:?}\n{}",
+                started.elapsed(),
+                env.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        writer.join().unwrap();
+        wait_until(
+            "the finished change in force",
+            || env.diagnostics(),
+            || rcpt_refused(env.port, &format!("cfo{round}@example.com")).then_some(()),
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        reloads(&env) - reloads_before,
+        rounds.len(),
+        "one audited reload per change\n{}",
+        env.diagnostics()
+    );
+}
