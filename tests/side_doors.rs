@@ -148,6 +148,50 @@ fn the_bounce_of_an_unapproved_sender_goes_to_the_postmaster_with_bounded_header
     }
 }
 
+/// A message accepted while its sender was approved, whose sender the policy denies by
+/// the time a real upstream refuses the recipient: no DSN goes out (there is no
+/// postmaster), and the `bounced` record says why.
+#[test]
+fn a_bounce_for_a_sender_denied_since_acceptance_goes_nowhere_and_is_audited() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    env.start_serve();
+    // No upstream yet: the message waits in the queue.
+    let id = queue_id(&send(
+        env.port,
+        "app@example.com",
+        &["nosuch@example.net"],
+        &message("late deny", "x"),
+    ));
+    env.wait_for_event("deferred", |e| {
+        e["queue_id"].as_str().is_some_and(|q| q.starts_with(&id))
+    });
+    write_policy(
+        &env,
+        "[recipients]\nallow = [\"*\"]\ndeny = [\"app@example.com\"]\n",
+    );
+    env.wait_for_event("reloaded", |_| true);
+    let sink = env.start_sink(SinkOptions {
+        reject_rcpt: Some("nosuch@*".into()),
+        ..SinkOptions::default()
+    });
+    let ev = env.wait_for_event("bounced", |e| {
+        e["queue_id"].as_str().is_some_and(|q| q.starts_with(&id))
+    });
+    assert!(ev["dsn"].is_null(), "{ev}");
+    let note = ev["note"].as_str().unwrap_or("");
+    assert!(
+        note.contains("no DSN is sent")
+            && note.contains("<app@example.com>: recipient denied")
+            && note.contains("no [server] postmaster"),
+        "{ev}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        received(&sink.dir).is_empty(),
+        "nothing may reach the upstream"
+    );
+}
+
 /// An upstream reply of 1,200 characters with a `2.0.0` on a 550: every DSN line stays
 /// within 998 octets (the Diagnostic-Code folded), and `Status:` is 5.0.0, consistent
 /// with `Action: failed`.
@@ -518,6 +562,47 @@ fn operator_output_and_audit_log_escape_control_characters() {
     // Escaped, the values are still the originals.
     let received = env.wait_for_event("received", |_| true);
     assert_eq!(received["from"], sender);
+}
+
+/// `explain` quotes the text a rule matched: an escape sequence in a Subject is shown
+/// escaped, never sent to the terminal.
+#[test]
+fn explain_prints_matched_client_text_escaped() {
+    let env = TestEnv::new(EnvOptions::default());
+    std::fs::write(
+        env.path().join("policies/10-rules.toml"),
+        "[[rule]]\nname = \"urgent\"\nsubject = [\"(?i)urgent.*\"]\nactions = [\"reject\"]\n",
+    )
+    .unwrap();
+    let eml = env.path().join("m.eml");
+    std::fs::write(
+        &eml,
+        crlf(b"From: app@example.com\nTo: user@example.net\nSubject: URGENT \x1b[2J\x1b]0;owned\x07 \xe2\x80\xae gpj.exe\n\nbody\n"),
+    )
+    .unwrap();
+    let out = Command::new(SEALGATE)
+        .args([
+            "explain",
+            "--from",
+            "app@example.com",
+            "--to",
+            "user@example.net",
+            "-c",
+        ])
+        .arg(&env.config)
+        .arg(&eml)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The policy's text folding turned C0 into spaces; the bidi override is escaped.
+    assert!(text.contains("matched \"URGENT"), "{text}");
+    assert!(text.contains("\\u{202E}"), "{text}");
+    assert_eq!(hazards(&text, true), Vec::<char>::new(), "{text:?}");
 }
 
 /// `doctor` against a DNS server publishing records with escape sequences and a bidi
