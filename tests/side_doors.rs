@@ -941,3 +941,59 @@ fn a_policy_file_written_in_two_steps_is_never_half_in_force() {
         env.diagnostics()
     );
 }
+
+/// With `max_connections_per_peer = 2`, a third session from 127.0.0.1 is told `421
+/// 4.7.0` at once, while another address (127.0.0.2) still gets its greeting.
+#[test]
+fn one_address_cannot_take_more_than_its_share_of_slots() {
+    let mut env = TestEnv::new(EnvOptions {
+        server_extra: "max_connections = 10\nmax_connections_per_peer = 2".into(),
+        ..EnvOptions::default()
+    });
+    env.start_serve();
+    let _a = Smtp::connect(env.port);
+    let _b = Smtp::connect(env.port);
+    let mut third = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = String::new();
+    let _ = third.read_to_string(&mut reply);
+    assert!(
+        reply.starts_with("421 4.7.0 too many connections from 127.0.0.1"),
+        "{reply:?}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let other = rt
+        .block_on(async {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind("127.0.0.2:0".parse().unwrap())?;
+            s.connect(format!("127.0.0.1:{}", env.port).parse().unwrap())
+                .await
+        })
+        .expect("connect from 127.0.0.2");
+    let mut other = other.into_std().unwrap();
+    other.set_nonblocking(false).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = [0u8; 3];
+    other.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"220");
+    // A slot given back is available to the address again.
+    drop(_a);
+    wait_until(
+        "a session from 127.0.0.1 again",
+        || env.diagnostics(),
+        || {
+            let mut s = TcpStream::connect(("127.0.0.1", env.port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut g = [0u8; 3];
+            s.read_exact(&mut g).ok()?;
+            (&g == b"220").then_some(())
+        },
+    );
+}
