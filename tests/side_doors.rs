@@ -997,3 +997,20 @@ fn one_address_cannot_take_more_than_its_share_of_slots() {
         },
     );
 }
+
+/// `sealgate check` names a postmaster the recipient policy refuses as an error: the
+/// bounces meant for it would go nowhere.
+#[test]
+fn check_refuses_a_postmaster_the_policy_refuses() {
+    let env = TestEnv::new(EnvOptions {
+        server_extra: "postmaster = \"ceo@example.com\"".into(),
+        ..EnvOptions::default()
+    });
+    write_policy(&env, RESTRICTED);
+    let (ok, out, err) = run(&["check"], &env.config);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains("[server] postmaster <ceo@example.com> is refused by the recipient policy"),
+        "{out}{err}"
+    );
+}
