@@ -120,6 +120,11 @@ pub struct ServerConfig {
     /// send before it is closed with `421 4.7.0`; 1 while the listener is under stress.
     #[serde(default = "default_junk_command_limit")]
     pub junk_command_limit: u32,
+    /// Sessions one client address may hold at once; unset: `max_connections - 1` for
+    /// other hosts (a slot stays free for someone else) and no limit on loopback, where
+    /// every local application shares 127.0.0.1.
+    #[serde(default)]
+    pub max_connections_per_peer: Option<usize>,
 }
 
 /// `[server] recipient_delimiter`: one string (each character a delimiter) or a list.
@@ -338,6 +343,7 @@ impl Default for ServerConfig {
             recipient_delimiter: RecipientDelimiter::default(),
             postmaster: None,
             junk_command_limit: default_junk_command_limit(),
+            max_connections_per_peer: None,
         }
     }
 }
@@ -657,6 +663,14 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if cfg.server.max_connections_per_peer == Some(0) {
+            let (l, c) = locate_key(text, "server", "max_connections_per_peer");
+            return Err(invalid(
+                l,
+                c,
+                "max_connections_per_peer must be at least 1".into(),
+            ));
         }
         if cfg.server.junk_command_limit == 0 {
             let (l, c) = locate_key(text, "server", "junk_command_limit");

@@ -93,6 +93,7 @@ pub async fn serve(
 ) {
     let max = shared.get().config.server.max_connections;
     let limit = Arc::new(Semaphore::new(max));
+    let peers = PeerCounts::default();
     let mut tasks = Vec::new();
     for l in listeners {
         let (shared, ingest, limit, sd) = (
@@ -101,7 +102,10 @@ pub async fn serve(
             limit.clone(),
             shutdown.clone(),
         );
-        tasks.push(tokio::spawn(accept_loop(l, shared, ingest, limit, sd, max)));
+        let peers = peers.clone();
+        tasks.push(tokio::spawn(accept_loop(
+            l, shared, ingest, limit, sd, max, peers,
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -117,6 +121,7 @@ async fn accept_loop(
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
     max: usize,
+    peers: PeerCounts,
 ) {
     let mut backoff = AcceptBackoff::default();
     loop {
@@ -139,6 +144,27 @@ async fn accept_loop(
         };
         let _ = sock.set_nodelay(true);
         let rt = shared.get();
+        let per_peer = rt.config.server.max_connections_per_peer;
+        let Some(peer_slot) = peers.claim(peer.ip(), per_peer_limit(per_peer, max, peer)) else {
+            // Over its share: told so and closed at once; the slot goes back.
+            drop(permit);
+            tokio::spawn(async move {
+                let mut sock = sock;
+                let reply = Reply::new(
+                    crate::reply::Class::Transient,
+                    21,
+                    (7, 0),
+                    format!(
+                        "too many connections from {} (max_connections_per_peer); try again later",
+                        peer.ip()
+                    ),
+                );
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), sock.write_all(&reply.to_wire()))
+                        .await;
+            });
+            continue;
+        };
         let ingest = ingest.clone();
         let sd = shutdown.clone();
         let load = Load {
@@ -161,8 +187,58 @@ async fn accept_loop(
                 .metrics
                 .sessions_active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop(peer_slot);
             drop(permit);
         });
+    }
+}
+
+/// Sessions per client address, shared by all listeners.
+#[derive(Clone, Default)]
+struct PeerCounts(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One session's claim on its address's share; released on drop.
+struct PeerSlot {
+    counts: PeerCounts,
+    ip: std::net::IpAddr,
+}
+
+impl PeerCounts {
+    /// Counts a new session from `ip`, or `None` when it already holds `limit`.
+    fn claim(&self, ip: std::net::IpAddr, limit: usize) -> Option<PeerSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// How many sessions `peer` may hold: the configured `max_connections_per_peer`; else
+/// all but one slot for another host, and every slot on loopback (all local
+/// applications share its address, so a share would only shut real clients out).
+fn per_peer_limit(configured: Option<usize>, max: usize, peer: SocketAddr) -> usize {
+    match configured {
+        Some(n) => n,
+        None if peer.ip().is_loopback() => max,
+        None => max.saturating_sub(1).max(1),
     }
 }
 

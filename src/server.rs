@@ -191,8 +191,34 @@ fn policy_fingerprint(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
     v
 }
 
-/// Reloads when the policy directory changes, once it has been quiet for a second
-/// (editors write files in several steps).
+/// The policy directory's files and their contents, in name order.
+fn policy_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let bytes = std::fs::read(e.path()).ok()?;
+                    Some((e.file_name().to_string_lossy().into_owned(), bytes))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// How long the policy directory must be unchanged before a reload.
+const POLICY_QUIET: Duration = Duration::from_secs(1);
+/// How often the watcher looks while waiting for quiet.
+const POLICY_POLL: Duration = Duration::from_millis(200);
+
+/// Reloads when the policy directory changes: only once it has been quiet for
+/// [`POLICY_QUIET`] (no name, size or modification time changed) and two reads of
+/// every file, [`POLICY_POLL`] apart, agree; an editor writing a file in place in
+/// several steps would otherwise put a half-written allow or deny list in force. A
+/// change that leaves the policy version (a hash of names and contents) as it runs
+/// now reloads nothing and writes no audit record. Editors should still save
+/// atomically (write a new file, rename it over the old).
 async fn watch_policies(
     path: PathBuf,
     shared: Shared,
@@ -211,17 +237,31 @@ async fn watch_policies(
         if now == last {
             continue;
         }
-        // Debounce: wait until the directory stops changing.
+        // Debounce on the last change: quiet for POLICY_QUIET.
         let mut settled = now;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let again = policy_fingerprint(&dir);
-            if again == settled {
-                break;
+        let mut quiet_since = tokio::time::Instant::now();
+        while quiet_since.elapsed() < POLICY_QUIET {
+            tokio::select! {
+                _ = tokio::time::sleep(POLICY_POLL) => {}
+                _ = shutdown.changed() => return,
             }
-            settled = again;
+            let again = policy_fingerprint(&dir);
+            if again != settled {
+                settled = again;
+                quiet_since = tokio::time::Instant::now();
+            }
+        }
+        // A writer within one timestamp tick and size: the contents must agree too.
+        let first = policy_contents(&dir);
+        tokio::time::sleep(POLICY_POLL).await;
+        if policy_contents(&dir) != first || policy_fingerprint(&dir) != settled {
+            continue;
         }
         last = settled;
+        match crate::policy::PolicySet::load(&dir) {
+            Ok(p) if p.version() == shared.get().policy.version() => continue,
+            _ => {}
+        }
         match reload(&path, &shared, &relay, &audit) {
             Ok(()) => tracing::info!(
                 "policy directory changed: reloaded (policy version {})",

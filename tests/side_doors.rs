@@ -148,6 +148,50 @@ fn the_bounce_of_an_unapproved_sender_goes_to_the_postmaster_with_bounded_header
     }
 }
 
+/// A message accepted while its sender was approved, whose sender the policy denies by
+/// the time a real upstream refuses the recipient: no DSN goes out (there is no
+/// postmaster), and the `bounced` record says why.
+#[test]
+fn a_bounce_for_a_sender_denied_since_acceptance_goes_nowhere_and_is_audited() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    env.start_serve();
+    // No upstream yet: the message waits in the queue.
+    let id = queue_id(&send(
+        env.port,
+        "app@example.com",
+        &["nosuch@example.net"],
+        &message("late deny", "x"),
+    ));
+    env.wait_for_event("deferred", |e| {
+        e["queue_id"].as_str().is_some_and(|q| q.starts_with(&id))
+    });
+    write_policy(
+        &env,
+        "[recipients]\nallow = [\"*\"]\ndeny = [\"app@example.com\"]\n",
+    );
+    env.wait_for_event("reloaded", |_| true);
+    let sink = env.start_sink(SinkOptions {
+        reject_rcpt: Some("nosuch@*".into()),
+        ..SinkOptions::default()
+    });
+    let ev = env.wait_for_event("bounced", |e| {
+        e["queue_id"].as_str().is_some_and(|q| q.starts_with(&id))
+    });
+    assert!(ev["dsn"].is_null(), "{ev}");
+    let note = ev["note"].as_str().unwrap_or("");
+    assert!(
+        note.contains("no DSN is sent")
+            && note.contains("<app@example.com>: recipient denied")
+            && note.contains("no [server] postmaster"),
+        "{ev}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        received(&sink.dir).is_empty(),
+        "nothing may reach the upstream"
+    );
+}
+
 /// An upstream reply of 1,200 characters with a `2.0.0` on a 550: every DSN line stays
 /// within 998 octets (the Diagnostic-Code folded), and `Status:` is 5.0.0, consistent
 /// with `Action: failed`.
@@ -520,6 +564,47 @@ fn operator_output_and_audit_log_escape_control_characters() {
     assert_eq!(received["from"], sender);
 }
 
+/// `explain` quotes the text a rule matched: an escape sequence in a Subject is shown
+/// escaped, never sent to the terminal.
+#[test]
+fn explain_prints_matched_client_text_escaped() {
+    let env = TestEnv::new(EnvOptions::default());
+    std::fs::write(
+        env.path().join("policies/10-rules.toml"),
+        "[[rule]]\nname = \"urgent\"\nsubject = [\"(?i)urgent.*\"]\nactions = [\"reject\"]\n",
+    )
+    .unwrap();
+    let eml = env.path().join("m.eml");
+    std::fs::write(
+        &eml,
+        crlf(b"From: app@example.com\nTo: user@example.net\nSubject: URGENT \x1b[2J\x1b]0;owned\x07 \xe2\x80\xae gpj.exe\n\nbody\n"),
+    )
+    .unwrap();
+    let out = Command::new(SEALGATE)
+        .args([
+            "explain",
+            "--from",
+            "app@example.com",
+            "--to",
+            "user@example.net",
+            "-c",
+        ])
+        .arg(&env.config)
+        .arg(&eml)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The policy's text folding turned C0 into spaces; the bidi override is escaped.
+    assert!(text.contains("matched \"URGENT"), "{text}");
+    assert!(text.contains("\\u{202E}"), "{text}");
+    assert_eq!(hazards(&text, true), Vec::<char>::new(), "{text:?}");
+}
+
 /// `doctor` against a DNS server publishing records with escape sequences and a bidi
 /// override: the output holds none of them raw, and each such record is a FAIL.
 #[test]
@@ -776,4 +861,156 @@ fn noop_clients_holding_every_slot_do_not_starve_a_new_client() {
         "{ends:?}"
     );
     eprintln!("new client greeted after {waited:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// 7d. The policy directory watcher
+
+/// Refused at RCPT right now (a fresh session, so the newest policy applies)?
+fn rcpt_refused(port: u16, rcpt: &str) -> bool {
+    let mut c = Smtp::connect(port);
+    c.cmd("EHLO probe.test");
+    let r = c.cmd("MAIL FROM:<app@example.com>");
+    assert!(r.starts_with("250"), "{r}");
+    let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+    let _ = c.cmd("QUIT");
+    r.starts_with("550")
+}
+
+/// A policy file rewritten in place in two steps (the first leaves out the deny list),
+/// 500 and 800 ms apart: at no moment is the half-written list in force, and each
+/// finished change is one reload, audited once.
+#[test]
+fn a_policy_file_written_in_two_steps_is_never_half_in_force() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    write_policy(
+        &env,
+        "[recipients]\nallow = [\"*\"]\ndeny = [\"ceo@example.com\"]\n",
+    );
+    env.start_serve();
+    assert!(rcpt_refused(env.port, "ceo@example.com"));
+    let reloads = |env: &TestEnv| {
+        env.audit_events()
+            .iter()
+            .filter(|e| e["event"] == "reloaded")
+            .count()
+    };
+    let reloads_before = reloads(&env);
+    // Each round starts at another phase of the watcher's one-second poll.
+    let rounds = [500u64, 800, 800, 800];
+    for (round, gap) in rounds.iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(300 * round as u64));
+        let file = env.path().join("policies/00-recipients.toml");
+        let gap = *gap;
+        let writer = std::thread::spawn(move || {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&file)
+                .unwrap();
+            f.write_all(b"[recipients]\nallow = [\"*\"]\n").unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(gap));
+            f.write_all(
+                format!("deny = [\"ceo@example.com\", \"cfo{round}@example.com\"]\n").as_bytes(),
+            )
+            .unwrap();
+        });
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(3) {
+            assert!(
+                rcpt_refused(env.port, "ceo@example.com"),
+                "round {round}: the half-written list (no deny) was in force after {:?}\n{}",
+                started.elapsed(),
+                env.diagnostics()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        writer.join().unwrap();
+        wait_until(
+            "the finished change in force",
+            || env.diagnostics(),
+            || rcpt_refused(env.port, &format!("cfo{round}@example.com")).then_some(()),
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        reloads(&env) - reloads_before,
+        rounds.len(),
+        "one audited reload per change\n{}",
+        env.diagnostics()
+    );
+}
+
+/// With `max_connections_per_peer = 2`, a third session from 127.0.0.1 is told `421
+/// 4.7.0` at once, while another address (127.0.0.2) still gets its greeting.
+#[test]
+fn one_address_cannot_take_more_than_its_share_of_slots() {
+    let mut env = TestEnv::new(EnvOptions {
+        server_extra: "max_connections = 10\nmax_connections_per_peer = 2".into(),
+        ..EnvOptions::default()
+    });
+    env.start_serve();
+    let _a = Smtp::connect(env.port);
+    let _b = Smtp::connect(env.port);
+    let mut third = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reply = String::new();
+    let _ = third.read_to_string(&mut reply);
+    assert!(
+        reply.starts_with("421 4.7.0 too many connections from 127.0.0.1"),
+        "{reply:?}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let other = rt
+        .block_on(async {
+            let s = tokio::net::TcpSocket::new_v4()?;
+            s.bind("127.0.0.2:0".parse().unwrap())?;
+            s.connect(format!("127.0.0.1:{}", env.port).parse().unwrap())
+                .await
+        })
+        .expect("connect from 127.0.0.2");
+    let mut other = other.into_std().unwrap();
+    other.set_nonblocking(false).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut greeting = [0u8; 3];
+    other.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"220");
+    // A slot given back is available to the address again.
+    drop(_a);
+    wait_until(
+        "a session from 127.0.0.1 again",
+        || env.diagnostics(),
+        || {
+            let mut s = TcpStream::connect(("127.0.0.1", env.port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut g = [0u8; 3];
+            s.read_exact(&mut g).ok()?;
+            (&g == b"220").then_some(())
+        },
+    );
+}
+
+/// `sealgate check` names a postmaster the recipient policy refuses as an error: the
+/// bounces meant for it would go nowhere.
+#[test]
+fn check_refuses_a_postmaster_the_policy_refuses() {
+    let env = TestEnv::new(EnvOptions {
+        server_extra: "postmaster = \"ceo@example.com\"".into(),
+        ..EnvOptions::default()
+    });
+    write_policy(&env, RESTRICTED);
+    let (ok, out, err) = run(&["check"], &env.config);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains("[server] postmaster <ceo@example.com> is refused by the recipient policy"),
+        "{out}{err}"
+    );
 }
