@@ -163,6 +163,14 @@ impl MessageView {
                         (what, text)
                     };
                     self.texts.push((TextSource(label(what)), normalize(text)));
+                    if info.transfer_encoding == "base64" && !is_base64_text(e.body) {
+                        // Not base64: readers that refuse to decode it show it as it is.
+                        let raw = decode_charset(e.body, info.charset.as_deref());
+                        self.texts.push((
+                            TextSource(label("undecodable base64 (as sent)")),
+                            normalize(raw),
+                        ));
+                    }
                 }
                 Kind::Leaf
                     if !info.content_type.starts_with("text/")
@@ -247,6 +255,10 @@ pub struct SeenLeaf {
     pub name: Option<String>,
     /// SHA-256 of its decoded content, lower-case hex.
     pub sha256: String,
+    /// SHA-256 of its decoded content without trailing CR and LF (readers differ on
+    /// whether the line break before a delimiter, or at the end of an unclosed
+    /// multipart, belongs to the part).
+    pub sha256_trimmed: String,
 }
 
 /// [`Seen`] for `raw`.
@@ -280,7 +292,18 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
             Kind::Message(inner) => stack.push(inner),
             Kind::Leaf => {
                 let content = mime::decode_body(e.body, &e.info.transfer_encoding);
+                let hex = |b: &[u8]| -> String {
+                    Sha256::digest(b)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                };
+                let end = content
+                    .iter()
+                    .rposition(|c| *c != b'\r' && *c != b'\n')
+                    .map_or(0, |p| p + 1);
                 out.push(SeenLeaf {
+                    sha256_trimmed: hex(&content[..end]),
                     content_type: e.info.content_type.clone(),
                     attachment: roles.is_attachment(e),
                     name: e.info.file_name.clone(),
@@ -297,15 +320,13 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
     }
 }
 
-/// True when a leaf that is not declared a message decodes to one: its first lines are
+/// True when a leaf that is not declared `message/rfc822` or `message/global` (an
+/// octet-stream `fwd.eml`, a `message/partial` ...) decodes to a message: its first lines are
 /// header fields up to an empty line, among them From, Subject, Date, MIME-Version or
 /// Content-Type. Only a prefix is decoded for the test.
 fn opens_as_message(info: &mime::PartInfo, body: &[u8]) -> bool {
     let family = info.content_type.split('/').next().unwrap_or_default();
-    if matches!(
-        family,
-        "message" | "multipart" | "image" | "audio" | "video"
-    ) {
+    if info.is_message() || matches!(family, "multipart" | "image" | "audio" | "video") {
         return false;
     }
     let encoded = match info.transfer_encoding.as_str() {
@@ -340,10 +361,8 @@ const SNIFF_OCTETS: usize = 8000;
 /// next to nothing.
 fn sniffed_as_text(info: &mime::PartInfo, body: &[u8]) -> bool {
     let family = info.content_type.split('/').next().unwrap_or_default();
-    if matches!(
-        family,
-        "text" | "message" | "multipart" | "image" | "audio" | "video"
-    ) {
+    // message/partial, message/external-body ...: readers may show them as text.
+    if info.is_message() || matches!(family, "text" | "multipart" | "image" | "audio" | "video") {
         return false;
     }
     // Most binary formats have a NUL within their first kilobyte: that prefix is tried
@@ -496,6 +515,20 @@ fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
         Some(decode) => decode(bytes),
         None => String::from_utf8_lossy(bytes).into_owned(),
     }
+}
+
+/// True when `body` holds only base64 characters, white space and final padding.
+fn is_base64_text(body: &[u8]) -> bool {
+    let mut padding = false;
+    body.iter().all(|&c| match c {
+        b'=' => {
+            padding = true;
+            true
+        }
+        b' ' | b'\t' | b'\r' | b'\n' => true,
+        c if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' => !padding,
+        _ => false,
+    })
 }
 
 /// `Some(true)` for a UTF-16 big-endian byte-order mark at the start of `bytes`,
