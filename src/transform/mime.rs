@@ -241,7 +241,9 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
         }
         // A submission's own first line may be body (no header at all): that is read
         // one way by everyone, as text.
-        let top = depth0 == 0 && std::ptr::eq(e, &root);
+        // (Only without any empty line: ingest then separates it as body. With one
+        // later on, a reader ends the header at that first line and shows the rest.)
+        let top = depth0 == 0 && std::ptr::eq(e, &root) && !e.header.ends_with(b"\r\n\r\n");
         if ambiguous_header(e.header, top) || spaced_unquoted_parameter(e.header) {
             return Some(Hazard::AmbiguousHeader);
         }
@@ -311,7 +313,21 @@ fn has_duplicate_content_field(header: &[u8]) -> bool {
 /// True when a Content-Type or Content-Disposition field has a `name`, `filename` or
 /// `boundary` parameter whose unquoted value holds white space (`filename=tool .exe`):
 /// Python's email package reads `tool`, mail-parser and Node's mailparser `tool .exe`.
+///
+/// Also true for a folded Content-Transfer-Encoding field: Python's email package does
+/// not decode `Content-Transfer-Encoding:` + CRLF + ` base64`, mail-parser does.
 fn spaced_unquoted_parameter(header: &[u8]) -> bool {
+    let folded_encoding = fields(header).iter().any(|f| {
+        f.is("content-transfer-encoding")
+            && f.raw
+                .strip_suffix(b"\r\n")
+                .unwrap_or(f.raw)
+                .windows(2)
+                .any(|w| w == b"\r\n")
+    });
+    if folded_encoding {
+        return true;
+    }
     fields(header)
         .iter()
         .filter(|f| f.is("content-type") || f.is("content-disposition"))
