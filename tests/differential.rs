@@ -386,7 +386,10 @@ fn differences(s: &Seen, python: &Value, node: &Value) -> Vec<String> {
                         .collect();
                     by_hash.contains_key(h.as_str())
                 };
+            // Undecodable bytes shown as U+FFFD are nothing a rule could match.
+            let garbage = t.chars().filter(|c| *c == '\u{fffd}').count() * 2 > t.chars().count();
             if !t.is_empty()
+                && !garbage
                 && !undecoded_qp
                 && !undecoded_b64
                 && ours.is_none()

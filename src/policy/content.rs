@@ -182,6 +182,10 @@ impl MessageView {
                     // mail programs open it as the message it is, so it is read as one.
                     let decoded = mime::decode_body(e.body, &info.transfer_encoding);
                     let canon = mime::canonical_crlf(&decoded).into_owned();
+                    // Opened here, so held to the same limits as the message itself.
+                    if let Some(h) = mime::hazard(&canon) {
+                        self.hazard.get_or_insert(h);
+                    }
                     let inner = mime::parse(&canon);
                     self.attached_message_subject(inner.header, &prefix);
                     let inner_prefix = format!("{prefix}attached message > ");
@@ -328,6 +332,17 @@ fn opens_as_message(info: &mime::PartInfo, body: &[u8]) -> bool {
     let family = info.content_type.split('/').next().unwrap_or_default();
     if info.is_message() || matches!(family, "multipart" | "image" | "audio" | "video") {
         return false;
+    }
+    // message/partial, message/news ... are messages to readers (Python's email parses
+    // every message/* as one); reports are text.
+    if family == "message" {
+        return !matches!(
+            info.content_type.as_str(),
+            "message/delivery-status"
+                | "message/disposition-notification"
+                | "message/global-delivery-status"
+                | "message/global-disposition-notification"
+        );
     }
     let encoded = match info.transfer_encoding.as_str() {
         "base64" => 8192,

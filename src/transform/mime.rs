@@ -208,7 +208,8 @@ impl std::fmt::Display for Hazard {
             Hazard::AmbiguousBoundary => write!(
                 f,
                 "a closing MIME boundary is followed by more than white space on its line, \
-                 so mail programs disagree on where the multipart ends"
+                 or a boundary line stands inside a part, so mail programs disagree on \
+                 where the multipart ends"
             ),
         }
     }
@@ -235,6 +236,9 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
     let canon = canonical_crlf(raw);
     let root = parse_at(&canon, depth0, false);
     let mut stack = vec![(&root, depth0)];
+    // Every boundary of the tree, and every leaf body, for the check after the walk.
+    let mut boundaries: Vec<&str> = Vec::new();
+    let mut leaf_bodies: Vec<&[u8]> = Vec::new();
     while let Some((e, depth)) = stack.pop() {
         if has_duplicate_content_field(e.header) {
             return Some(Hazard::DuplicateContentField);
@@ -253,6 +257,7 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
                     if junk_after_closing_delimiter(e.body, b) {
                         return Some(Hazard::AmbiguousBoundary);
                     }
+                    boundaries.push(b);
                 }
                 stack.extend(parts.iter().map(|(_, p)| (p, depth + 1)));
             }
@@ -277,10 +282,33 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
                     return Some(h);
                 }
             }
-            Kind::Leaf => {}
+            Kind::Leaf => leaf_bodies.push(e.body),
         }
     }
+    // A delimiter line of any multipart of the message inside a leaf (an inner boundary
+    // after an outer one closed its multipart): some readers still split there.
+    if !boundaries.is_empty()
+        && leaf_bodies
+            .iter()
+            .any(|body| boundaries.iter().any(|b| holds_delimiter_line(body, b)))
+    {
+        return Some(Hazard::AmbiguousBoundary);
+    }
     None
+}
+
+/// True when a line of `body` is a delimiter or closing delimiter of `boundary`.
+fn holds_delimiter_line(body: &[u8], boundary: &str) -> bool {
+    let delim = [b"--", boundary.as_bytes()].concat();
+    memchr::memmem::find_iter(body, &delim).any(|at| {
+        if at != 0 && !body[..at].ends_with(b"\r\n") {
+            return false;
+        }
+        let rest = &body[at + delim.len()..];
+        let line = &rest[..memchr::memmem::find(rest, b"\r\n").unwrap_or(rest.len())];
+        let line = line.strip_prefix(b"--").unwrap_or(line);
+        line.iter().all(|&c| c == b' ' || c == b'\t')
+    })
 }
 
 /// True when `header` has two `Content-Type`, `Content-Disposition` or
