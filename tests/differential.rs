@@ -315,7 +315,9 @@ fn differences(s: &Seen, python: &Value, node: &Value) -> Vec<String> {
             m
         });
     let all_text = s.texts.join("\n");
-    let squeeze = |t: &str| -> String { t.split_whitespace().collect::<Vec<_>>().join(" ") };
+    // Texts compared by their ASCII letters and digits (what detectors and most patterns
+    // match): charset decoders differ in how they show bytes they cannot decode.
+    let squeeze = |t: &str| -> String { t.chars().filter(char::is_ascii_alphanumeric).collect() };
     let all_squeezed = squeeze(&all_text);
     const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
     for leaf in python["leaves"].as_array().into_iter().flatten() {
@@ -364,17 +366,19 @@ fn differences(s: &Seen, python: &Value, node: &Value) -> Vec<String> {
             let t = squeeze(text);
             // Text it left in quoted-printable (a transfer encoding it did not
             // recognise) is not a reading sealgate could share.
-            let undecoded_qp = t
+            let undecoded_qp = text
                 .as_bytes()
                 .windows(3)
                 .any(|w| w[0] == b'=' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
             // Text it left in base64 (a transfer encoding spelt in a way it did not
             // recognise) that sealgate decoded.
-            let undecoded_b64 = t.len() >= 16
-                && t.bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || b"+/= ".contains(&c))
+            let b64: String = text.split_whitespace().collect();
+            let undecoded_b64 = b64.len() >= 4
+                && b64
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
                 && {
-                    let d = sealgate::transform::mime::decode_body(t.as_bytes(), "base64");
+                    let d = sealgate::transform::mime::decode_body(b64.as_bytes(), "base64");
                     let end = d
                         .iter()
                         .rposition(|c| *c != b'\r' && *c != b'\n')

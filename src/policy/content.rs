@@ -91,6 +91,25 @@ impl MessageView {
             view.subject = top.subject().unwrap_or_default().to_owned();
             view.headers = top_headers(&top);
         }
+        // A top-level field with white space before its colon (`Subject :`) ends the
+        // header for some readers (Python's email): they show it and what follows as
+        // body, so the body rules see that text too.
+        let top_fields = mime::fields(top_header);
+        if let Some(at) = top_fields.iter().position(|f| {
+            f.raw
+                .iter()
+                .take_while(|&&b| b != b':')
+                .any(|&b| b == b' ' || b == b'\t')
+        }) {
+            let text: Vec<u8> = top_fields[at..]
+                .iter()
+                .flat_map(|f| f.raw.iter().copied())
+                .collect();
+            view.texts.push((
+                TextSource("header fields (read as body by some readers)".into()),
+                normalize(String::from_utf8_lossy(&text).into_owned()),
+            ));
+        }
         view.walk(&canon, 0, "", ENCODED_LEVELS);
         view
     }

@@ -342,8 +342,9 @@ fn has_duplicate_content_field(header: &[u8]) -> bool {
 /// `boundary` parameter whose unquoted value holds white space (`filename=tool .exe`):
 /// Python's email package reads `tool`, mail-parser and Node's mailparser `tool .exe`.
 ///
-/// Also true for a folded Content-Transfer-Encoding field: Python's email package does
-/// not decode `Content-Transfer-Encoding:` + CRLF + ` base64`, mail-parser does.
+/// Also true for a folded Content-Transfer-Encoding field (Python's email package does
+/// not decode `Content-Transfer-Encoding:` + CRLF + ` base64`, mail-parser does) and
+/// for a Content-Type without `type/subtype`.
 fn spaced_unquoted_parameter(header: &[u8]) -> bool {
     let folded_encoding = fields(header).iter().any(|f| {
         f.is("content-transfer-encoding")
@@ -353,7 +354,17 @@ fn spaced_unquoted_parameter(header: &[u8]) -> bool {
                 .windows(2)
                 .any(|w| w == b"\r\n")
     });
-    if folded_encoding {
+    // A Content-Type without `type/subtype`: text/plain here, an attachment of no
+    // type to mailparser.
+    let typeless = fields(header).iter().any(|f| {
+        f.is("content-type") && {
+            let v = f.value();
+            let t = v.split(';').next().unwrap_or_default().trim();
+            !t.split_once('/')
+                .is_some_and(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+        }
+    });
+    if folded_encoding || typeless {
         return true;
     }
     fields(header)
