@@ -312,8 +312,13 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
     while let Some(e) = stack.pop() {
         match &e.kind {
             Kind::Multipart { parts, .. } => stack.extend(parts.iter().rev().map(|(_, p)| p)),
-            Kind::Message(inner) => stack.push(inner),
-            Kind::Leaf => {
+            Kind::Message(inner) if !roles.is_attachment(e) => stack.push(inner),
+            // An attached message that strip and zip move whole: listed as one leaf,
+            // and looked into.
+            Kind::Message(_) | Kind::Leaf => {
+                if let Kind::Message(inner) = &e.kind {
+                    stack.push(inner);
+                }
                 let content = mime::decode_body(e.body, &e.info.transfer_encoding);
                 let hex = |b: &[u8]| -> String {
                     Sha256::digest(b)
