@@ -501,9 +501,10 @@ fn header_protection_leaks_no_subject_into_clear_text() {
         std::fs::write(
             dir.join(file),
             format!(
-                "From: payroll@example.com\nTo: alice@bank.example\n{subject_field}: {secret}\n\
+                "From: payroll@example.com\nTo: alice@bank.example\n\
                  Message-ID: <merger-7@example.com>\nMIME-Version: 1.0\n\
-                 Content-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\n\
+                 Content-Type: multipart/mixed; boundary=\"b\"\n{subject_field}: {secret}\n\n\
+                 --b\nContent-Type: text/plain\n\n\
                  see attached\n--b\nContent-Type: application/pdf; name=\"plan.pdf\"\n\
                  Content-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n--b--\n"
             ),

@@ -91,6 +91,25 @@ impl MessageView {
             view.subject = top.subject().unwrap_or_default().to_owned();
             view.headers = top_headers(&top);
         }
+        // A top-level field with white space before its colon (`Subject :`) ends the
+        // header for some readers (Python's email): they show it and what follows as
+        // body, so the body rules see that text too.
+        let top_fields = mime::fields(top_header);
+        if let Some(at) = top_fields.iter().position(|f| {
+            f.raw
+                .iter()
+                .take_while(|&&b| b != b':')
+                .any(|&b| b == b' ' || b == b'\t')
+        }) {
+            let text: Vec<u8> = top_fields[at..]
+                .iter()
+                .flat_map(|f| f.raw.iter().copied())
+                .collect();
+            view.texts.push((
+                TextSource("header fields (read as body by some readers)".into()),
+                normalize(String::from_utf8_lossy(&text).into_owned()),
+            ));
+        }
         view.walk(&canon, 0, "", ENCODED_LEVELS);
         view
     }
@@ -163,6 +182,14 @@ impl MessageView {
                         (what, text)
                     };
                     self.texts.push((TextSource(label(what)), normalize(text)));
+                    if info.transfer_encoding == "base64" && !is_base64_text(e.body) {
+                        // Not base64: readers that refuse to decode it show it as it is.
+                        let raw = decode_charset(e.body, info.charset.as_deref());
+                        self.texts.push((
+                            TextSource(label("undecodable base64 (as sent)")),
+                            normalize(raw),
+                        ));
+                    }
                 }
                 Kind::Leaf
                     if !info.content_type.starts_with("text/")
@@ -174,6 +201,10 @@ impl MessageView {
                     // mail programs open it as the message it is, so it is read as one.
                     let decoded = mime::decode_body(e.body, &info.transfer_encoding);
                     let canon = mime::canonical_crlf(&decoded).into_owned();
+                    // Opened here, so held to the same limits as the message itself.
+                    if let Some(h) = mime::hazard(&canon) {
+                        self.hazard.get_or_insert(h);
+                    }
                     let inner = mime::parse(&canon);
                     self.attached_message_subject(inner.header, &prefix);
                     let inner_prefix = format!("{prefix}attached message > ");
@@ -247,6 +278,10 @@ pub struct SeenLeaf {
     pub name: Option<String>,
     /// SHA-256 of its decoded content, lower-case hex.
     pub sha256: String,
+    /// SHA-256 of its decoded content without trailing CR and LF (readers differ on
+    /// whether the line break before a delimiter, or at the end of an unclosed
+    /// multipart, belongs to the part).
+    pub sha256_trimmed: String,
 }
 
 /// [`Seen`] for `raw`.
@@ -277,10 +312,26 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
     while let Some(e) = stack.pop() {
         match &e.kind {
             Kind::Multipart { parts, .. } => stack.extend(parts.iter().rev().map(|(_, p)| p)),
-            Kind::Message(inner) => stack.push(inner),
-            Kind::Leaf => {
+            Kind::Message(inner) if !roles.is_attachment(e) => stack.push(inner),
+            // An attached message that strip and zip move whole: listed as one leaf,
+            // and looked into.
+            Kind::Message(_) | Kind::Leaf => {
+                if let Kind::Message(inner) = &e.kind {
+                    stack.push(inner);
+                }
                 let content = mime::decode_body(e.body, &e.info.transfer_encoding);
+                let hex = |b: &[u8]| -> String {
+                    Sha256::digest(b)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                };
+                let end = content
+                    .iter()
+                    .rposition(|c| *c != b'\r' && *c != b'\n')
+                    .map_or(0, |p| p + 1);
                 out.push(SeenLeaf {
+                    sha256_trimmed: hex(&content[..end]),
                     content_type: e.info.content_type.clone(),
                     attachment: roles.is_attachment(e),
                     name: e.info.file_name.clone(),
@@ -297,16 +348,25 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
     }
 }
 
-/// True when a leaf that is not declared a message decodes to one: its first lines are
+/// True when a leaf that is not declared `message/rfc822` or `message/global` (an
+/// octet-stream `fwd.eml`, a `message/partial` ...) decodes to a message: its first lines are
 /// header fields up to an empty line, among them From, Subject, Date, MIME-Version or
 /// Content-Type. Only a prefix is decoded for the test.
 fn opens_as_message(info: &mime::PartInfo, body: &[u8]) -> bool {
     let family = info.content_type.split('/').next().unwrap_or_default();
-    if matches!(
-        family,
-        "message" | "multipart" | "image" | "audio" | "video"
-    ) {
+    if info.is_message() || matches!(family, "multipart" | "image" | "audio" | "video") {
         return false;
+    }
+    // message/partial, message/news ... are messages to readers (Python's email parses
+    // every message/* as one); reports are text.
+    if family == "message" {
+        return !matches!(
+            info.content_type.as_str(),
+            "message/delivery-status"
+                | "message/disposition-notification"
+                | "message/global-delivery-status"
+                | "message/global-disposition-notification"
+        );
     }
     let encoded = match info.transfer_encoding.as_str() {
         "base64" => 8192,
@@ -340,10 +400,8 @@ const SNIFF_OCTETS: usize = 8000;
 /// next to nothing.
 fn sniffed_as_text(info: &mime::PartInfo, body: &[u8]) -> bool {
     let family = info.content_type.split('/').next().unwrap_or_default();
-    if matches!(
-        family,
-        "text" | "message" | "multipart" | "image" | "audio" | "video"
-    ) {
+    // message/partial, message/external-body ...: readers may show them as text.
+    if info.is_message() || matches!(family, "text" | "multipart" | "image" | "audio" | "video") {
         return false;
     }
     // Most binary formats have a NUL within their first kilobyte: that prefix is tried
@@ -496,6 +554,20 @@ fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
         Some(decode) => decode(bytes),
         None => String::from_utf8_lossy(bytes).into_owned(),
     }
+}
+
+/// True when `body` holds only base64 characters, white space and final padding.
+fn is_base64_text(body: &[u8]) -> bool {
+    let mut padding = false;
+    body.iter().all(|&c| match c {
+        b'=' => {
+            padding = true;
+            true
+        }
+        b' ' | b'\t' | b'\r' | b'\n' => true,
+        c if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' => !padding,
+        _ => false,
+    })
 }
 
 /// `Some(true)` for a UTF-16 big-endian byte-order mark at the start of `bytes`,

@@ -193,6 +193,17 @@ fn is_attachment_ignoring_roles(e: &Entity<'_>) -> bool {
                 // A forwarded message in base64 or quoted-printable (RFC 2046 forbids
                 // it; clients open it anyway) is opaque here: it goes as a whole.
                 || (e.info.is_message() && e.info.is_encoded())
+                // message/partial, message/external-body, message/news ...: opaque here,
+                // so moved as a whole (reports stay: they are text for their reader).
+                || (ct.starts_with("message/")
+                    && !e.info.is_message()
+                    && !matches!(
+                        ct,
+                        "message/delivery-status"
+                            | "message/disposition-notification"
+                            | "message/global-delivery-status"
+                            | "message/global-disposition-notification"
+                    ))
                 || !(ct.starts_with("text/")
                     || ct.starts_with("message/")
                     || ct.starts_with("multipart/"))
