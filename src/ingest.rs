@@ -140,9 +140,26 @@ fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> Result<(), R
 /// Refuses a message beyond the MIME limits before any parser sees it (the policy
 /// would refuse it too, but the trace headers and the From check parse first).
 fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
-    let Some(h) = crate::transform::mime::hazard(message) else {
-        return Ok(());
-    };
+    match crate::transform::mime::hazard(message) {
+        Some(h) => Err(hazard_refusal(h)),
+        None => Ok(()),
+    }
+}
+
+/// The first check of a submission, before the header repair: refuses what is too deep
+/// or too costly for any parser, and says whether the structure is read two ways. That
+/// verdict waits for the repair ([`complete_header`]): a header block that lost its
+/// folding, or text without a header, is ambiguous as sent and has one reading once
+/// repaired, and the repaired message is what is judged and relayed.
+fn refuse_limits(message: &[u8]) -> Result<bool, Refusal> {
+    match crate::transform::mime::hazard(message) {
+        Some(h) if h.is_ambiguous() => Ok(true),
+        Some(h) => Err(hazard_refusal(h)),
+        None => Ok(false),
+    }
+}
+
+fn hazard_refusal(h: crate::transform::mime::Hazard) -> Refusal {
     let by = crate::verdict::RuleRef::built_in(crate::policy::MIME_LIMITS);
     let text = format!("message refused: {h} ({by})");
     // Structure that readers disagree on is a media error (5.6.0), not a policy one.
@@ -151,7 +168,7 @@ fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
     } else {
         named::policy_reject(text)
     };
-    Err((reply, json!({"rule": by.rule, "file": by.file})))
+    (reply, json!({"rule": by.rule, "file": by.file}))
 }
 
 /// What the pipeline produced for one message.
@@ -593,14 +610,15 @@ impl Ingest {
                 self.spool.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                refuse_hazard(&message)?;
+                let ambiguous = refuse_limits(&message)?;
                 let hostname = &rt.config.server.hostname;
                 let message = without_blind_copies(message);
                 let (message, mut repairs) = complete_header(message, &tx.from, hostname)
                     .map_err(|r| (r, json!({"check": "header block"})))?;
-                if !repairs.is_empty() {
-                    // Restored continuations can join lines into one Content-* field:
-                    // the limits hold for the message as it now is, before any parser.
+                if ambiguous || !repairs.is_empty() {
+                    // The repaired message is judged whole: still read two ways, it is
+                    // refused; restored continuations can join lines into one Content-*
+                    // field, and the limits hold for the message as it now is.
                     refuse_hazard(&message)?;
                 }
                 // Before policy, transforms and DKIM: what the upstream may refuse
@@ -824,7 +842,8 @@ mod tests {
             m.extend_from_slice(format!("name*{i}=\"p\";\r\n").as_bytes());
         }
         m.extend_from_slice(b"\r\nbody\r\n");
-        assert!(refuse_hazard(&m).is_ok());
+        // As sent, the lines are read two ways (not a limits refusal: that waits).
+        assert!(matches!(refuse_limits(&m), Ok(true)));
         let (repaired, notes) = complete_header(m, "a@x.test", "gw").unwrap();
         assert_eq!(notes.len(), 1);
         assert!(refuse_hazard(&repaired).is_err());
