@@ -190,6 +190,8 @@ fn policy_and_transforms_agree_on_attachments_hostile_and_real() {
             .message
             .attachments
             .iter()
+            // Files inside a zip ("a.zip > x.exe") are judged, the zip acted on whole.
+            .filter(|a| a.name.as_deref().is_none_or(|n| !n.contains(" > ")))
             .map(|a| a.content_type.clone())
             .collect();
         let acted_on: Vec<String> = attachments::list(&canon)
@@ -341,6 +343,31 @@ fn parts_disguised_as_signatures_are_stripped_zipped_and_judged_through_the_bina
         last.text()
     );
     assert!(!last.text().contains("was removed"), "{}", last.text());
+    // A program inside a zip attachment is refused by the attachment_name rule too.
+    let zipped = |f: &str| {
+        support::crlf(
+            &std::fs::read(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/policy/reader-names-inside-zip")
+                    .join(f),
+            )
+            .unwrap(),
+        )
+    };
+    let r = send(
+        env.port,
+        "a@example.com",
+        &["names@example.net"],
+        &zipped("match.eml"),
+    );
+    assert!(r.starts_with("550") && r.contains("no programs"), "{r}");
+    let r = send(
+        env.port,
+        "a@example.com",
+        &["names@example.net"],
+        &zipped("nomatch.eml"),
+    );
+    assert!(r.starts_with("250"), "{r}");
 }
 
 #[test]
