@@ -107,6 +107,18 @@ pub fn run(cfg: &Config) -> CheckReport {
             Err(e) => r.errors.push(format!("{cfg_name}: [smime]: {e}")),
         }
     }
+    if let Some(o) = &cfg.openpgp {
+        sender_domains.extend(
+            o.signer
+                .iter()
+                .flat_map(|sg| sg.senders.iter().filter_map(|x| domain_of(x))),
+        );
+        let hp = cfg.smime.as_ref().is_some_and(|s| s.header_protection);
+        match crate::transform::openpgp::OpenPgp::load(o, &base, hp) {
+            Ok(p) => r.warnings.extend(p.warnings()),
+            Err(e) => r.errors.push(format!("{cfg_name}: [openpgp]: {e}")),
+        }
+    }
     match crate::transform::dkim::DkimSigner::load(&cfg.dkim, &base) {
         Ok(d) => {
             r.warnings.extend(d.warnings());

@@ -672,6 +672,9 @@ impl PolicySet {
             if actions.password_to.is_none() {
                 actions.password_to.clone_from(&a.password_to);
             }
+            if actions.encryption.is_empty() {
+                actions.encryption.clone_from(&a.encryption);
+            }
             rules.push(rule.id.clone());
         }
         actions.if_no_certificate = fallback.unwrap_or_default();
