@@ -1059,4 +1059,148 @@ mod tests {
         assert!(is_encrypted(b"Content-Type: multipart/signed; boundary=x\r\n\r\n").is_none());
         assert!(is_encrypted(b"Subject: x\r\n\r\nbody").is_none());
     }
+
+    use openpgp::serialize::SerializeInto;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A keyring directory with `certs` and a signer (its own certificate) for *@example.com.
+    fn load_with(dir: &Path, certs: &[&Cert], signer: &Cert, hp: bool, to_self: bool) -> OpenPgp {
+        let ring = dir.join("ring");
+        std::fs::create_dir_all(&ring).unwrap();
+        for (i, c) in certs.iter().enumerate() {
+            std::fs::write(ring.join(format!("{i}.asc")), c.armored().to_vec().unwrap()).unwrap();
+        }
+        let key = dir.join("signer.asc");
+        std::fs::write(&key, signer.as_tsk().armored().to_vec().unwrap()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let cfg = OpenPgpConfig {
+            keyring: ring,
+            encrypt_to_self: to_self,
+            header_protection: Some(hp),
+            signer: vec![PgpSignerConfig {
+                senders: vec!["*@example.com".into()],
+                key_file: key,
+                passphrase_file: None,
+                passphrase_env: None,
+            }],
+        };
+        OpenPgp::load(&cfg, dir, false).unwrap()
+    }
+
+    fn cert(uid: &str) -> Cert {
+        CertBuilder::general_purpose(Some(uid))
+            .generate()
+            .unwrap()
+            .0
+    }
+
+    const MSG: &[u8] = b"From: p@example.com\r\nTo: alice@bank.example\r\nSubject: salaries\r\nContent-Type: text/plain\r\n\r\nhello\r\n";
+
+    #[test]
+    fn encrypts_to_every_usable_subkey_and_the_signer_with_encrypt_to_self() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = CertBuilder::general_purpose(Some("Alice <alice@bank.example>"))
+            .add_transport_encryption_subkey()
+            .generate()
+            .unwrap()
+            .0;
+        let signer = cert("P <p@example.com>");
+        let pgp = load_with(dir.path(), &[&alice], &signer, false, true);
+        let out = pgp
+            .protect(
+                MSG,
+                "p@example.com",
+                true,
+                Some(&["alice@bank.example".to_string()]),
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out).to_string();
+        let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
+        let end = text.find("-----END PGP MESSAGE-----").unwrap() + 25;
+        let ids = pkesk_recipients(text[start..end].as_bytes()).unwrap();
+        let p = policy();
+        let mut expected = BTreeSet::new();
+        for c in [&alice, &signer] {
+            let vc = c.with_policy(&p, None).unwrap();
+            for ka in encryption_keys(&vc) {
+                expected.insert(ka.key().keyid().to_hex());
+            }
+        }
+        assert_eq!(
+            expected.len(),
+            3,
+            "two subkeys for alice, one for the signer"
+        );
+        assert_eq!(ids, expected);
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_the_signature_self_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = cert("P <p@example.com>");
+        let pgp = load_with(dir.path(), &[], &signer, false, false);
+        let s = pgp.signer("p@example.com").unwrap();
+        let sig = detached_signature(s, b"content\r\n").unwrap();
+        assert!(verify_detached(&s.cert, &sig, b"content\r\n").is_ok());
+        let e = verify_detached(&s.cert, &sig, b"contenu\r\n").unwrap_err();
+        assert!(matches!(e, OpenPgpError::SelfCheck(_)), "{e}");
+        let t = super::super::TransformError::OpenPgp(e);
+        assert!(
+            !t.is_permanent(),
+            "a self-check failure is temporary (451 4.7.0)"
+        );
+    }
+
+    #[test]
+    fn a_revoked_certificate_is_not_used_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, rev) = CertBuilder::general_purpose(Some("Alice <alice@bank.example>"))
+            .generate()
+            .unwrap();
+        let alice = alice.insert_packets(rev).unwrap().0;
+        let signer = cert("P <p@example.com>");
+        let pgp = load_with(dir.path(), &[&alice], &signer, false, false);
+        let e = pgp.key_for("Alice@Bank.example").unwrap_err().to_string();
+        assert!(
+            e.contains("revoked") && e.contains(&alice.fingerprint().to_hex()),
+            "{e}"
+        );
+        assert!(pgp.warnings().iter().any(|w| w.contains("revoked")));
+    }
+
+    #[test]
+    fn duplicates_merge_and_newest_usable_key_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = cert("Alice <alice@bank.example>");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let new = cert("Alice (new) <alice@bank.example>");
+        let signer = cert("P <p@example.com>");
+        let pgp = load_with(dir.path(), &[&old, &new, &old], &signer, false, false);
+        assert_eq!(pgp.len(), 2, "the duplicate is merged");
+        let k = pgp.key_for("alice@bank.example").unwrap();
+        assert_eq!(k.fingerprint, new.fingerprint().to_hex());
+        assert!(
+            k.skipped[0].contains(&old.fingerprint().to_hex()),
+            "{:?}",
+            k.skipped
+        );
+    }
+
+    #[test]
+    fn header_protection_puts_the_subject_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = cert("P <p@example.com>");
+        let pgp = load_with(dir.path(), &[], &signer, true, false);
+        let out = pgp.protect(MSG, "p@example.com", true, None).unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("hp=\"clear\""), "{text}");
+        let signed_part = &text[text.find("hp=").unwrap()..];
+        assert!(signed_part.contains("Subject: salaries"), "{text}");
+        let (head, _) = split_entity(MSG, true, true);
+        let head = String::from_utf8_lossy(&head);
+        assert!(
+            head.contains("Subject: ...") && !head.contains("salaries"),
+            "{head}"
+        );
+    }
 }
