@@ -31,7 +31,7 @@ pub fn run(cfg: &Config) -> CheckReport {
             r.warnings
                 .extend(p.warnings().iter().map(|d| d.to_string()));
             let known: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
-            let smime = p.check_smime(cfg.smime.is_some());
+            let smime = p.check_smime(cfg.smime.is_some() || cfg.openpgp.is_some());
             for d in p.check_clients(&known).into_iter().chain(smime) {
                 match d.severity {
                     crate::policy::Severity::Error => r.errors.push(d.to_string()),

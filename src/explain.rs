@@ -74,6 +74,11 @@ pub fn run(
     let _ = writeln!(text, "\noutgoing copies:");
     for (r, why) in &rcpt_refused {
         let _ = writeln!(text, "  <{r}>: refused at RCPT: {why}");
+        if why.contains("requires encryption") {
+            if let Err(keys_why) = rt.keys().choose(r, &crate::verdict::Actions::default()) {
+                let _ = writeln!(text, "    why: {keys_why}");
+            }
+        }
         refused_json.push(json!({"rcpt": r, "stage": "rcpt", "reason": why}));
     }
     let any_reject = verdicts

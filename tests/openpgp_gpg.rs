@@ -913,3 +913,38 @@ fn signing_key_file_readable_by_others_is_refused() {
     std::fs::set_permissions(&sec, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(OpenPgp::load(&cfg, dir.path(), false).is_ok());
 }
+
+#[test]
+fn demo_sends_one_openpgp_message_that_gpg_decrypts() {
+    let (tmp, dir) = support::demo::demo_dir();
+    let outbox = dir.join("outbox");
+    let mut found = None;
+    for e in std::fs::read_dir(&outbox).unwrap() {
+        let bytes = std::fs::read(e.unwrap().path()).unwrap();
+        if header_value(&bytes, "To").is_some_and(|t| t.contains("dora@bank.example")) {
+            found = Some(bytes);
+        }
+    }
+    let msg = found.expect("the demo's OpenPGP sample reached the upstream");
+    let g = Gpg::new(tmp.path());
+    for f in [
+        "recipient-keys/dora@bank.example.sec.asc",
+        "certs/openpgp-signing/example.com.asc",
+    ] {
+        g.must(&["--import", p(&dir.join(f))]);
+    }
+    let signer = g.key("payroll@example.com");
+    let (status, plain, err) = g.decrypt(tmp.path(), &encrypted_part(&msg));
+    assert!(
+        status.contains("[GNUPG:] DECRYPTION_OKAY"),
+        "{status}\n{err}"
+    );
+    assert!(status.contains("[GNUPG:] GOODMDC"), "{status}\n{err}");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("[GNUPG:] VALIDSIG ") && l.contains(&signer.fpr)),
+        "{status}\n{err}"
+    );
+    assert!(String::from_utf8_lossy(&plain).contains("payroll totals for November"));
+}

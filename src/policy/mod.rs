@@ -484,7 +484,7 @@ impl PolicySet {
             if !has_certificate(&addr.full) {
                 return Err(Rejection {
                     reason:
-                        "no S/MIME certificate for this recipient, and policy requires encryption"
+                        "no S/MIME certificate or OpenPGP key for this recipient, and policy requires encryption"
                             .into(),
                     by: rule.id.clone(),
                 });

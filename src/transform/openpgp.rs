@@ -529,12 +529,13 @@ impl OpenPgp {
                 } else {
                     None
                 };
-                let armored = self.encrypt(addrs, to_self, inner.as_deref(), &entity)?;
+                let binary = self.encrypt(addrs, to_self, inner.as_deref(), &entity)?;
                 drop(entity);
-                let ciphertext = mime::canonical_crlf(&armored).into_owned();
-                let boundary = mime::fresh_boundary("pgp", &ciphertext);
-                let mut out = head;
-                out.extend_from_slice(
+                drop(inner);
+                // Base64 cannot contain '-', so the boundary cannot occur in the armor.
+                let boundary = mime::fresh_boundary("pgp", b"");
+                let mut lead = head;
+                lead.extend_from_slice(
                     format!(
                         "Content-Type: multipart/encrypted;\r\n protocol=\"application/pgp-encrypted\";\r\n boundary=\"{boundary}\"\r\n\r\n\
                          This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n\
@@ -545,15 +546,18 @@ impl OpenPgp {
                          --{boundary}\r\n\
                          Content-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
                          Content-Description: OpenPGP encrypted message\r\n\
-                         Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n"
+                         Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n\
+                         -----BEGIN PGP MESSAGE-----\r\n\r\n"
                     )
                     .as_bytes(),
                 );
-                out.extend_from_slice(&ciphertext);
-                if !ciphertext.ends_with(b"\r\n") {
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+                // ASCII armor written directly with CRLF lines of 76 characters, in the
+                // ciphertext's own buffer. Without the optional CRC-24 line (RFC 9580
+                // §6.1: receivers must not require it; GnuPG 2.2 and RNP read it).
+                let mut out = mime::base64_lines_behind(&lead, binary);
+                out.extend_from_slice(
+                    format!("-----END PGP MESSAGE-----\r\n\r\n--{boundary}--\r\n").as_bytes(),
+                );
                 Ok(out)
             }
         }
@@ -610,7 +614,7 @@ impl OpenPgp {
 
     /// Encrypts `inner` (an already signed OpenPGP message) or, without it, `entity` as
     /// literal data, to every usable encryption subkey of each address (and `to_self`).
-    /// Returns the armored OpenPGP message after checking its PKESK recipients.
+    /// Returns the binary OpenPGP message after checking its PKESK recipients.
     fn encrypt(
         &self,
         addrs: &[String],
@@ -651,13 +655,11 @@ impl OpenPgp {
                 "no encryption subkey left to encrypt to".into(),
             ));
         }
-        let mut sink = Vec::with_capacity(entity.len() * 4 / 3 + 4096);
+        let room = inner.map_or(entity.len(), <[u8]>::len);
+        // Room for the base64 form that replaces the ciphertext in the same buffer.
+        let mut sink = Vec::with_capacity(mime::base64_lines_len(room + 1024) + 2048);
         {
             let m = Message::new(&mut sink);
-            let m = Armorer::new(m)
-                .kind(armor::Kind::Message)
-                .build()
-                .map_err(crypto("armoring"))?;
             let m = Encryptor::for_recipients(m, recipients)
                 .build()
                 .map_err(crypto("encrypting"))?;
@@ -975,7 +977,12 @@ pub fn pkesk_recipients(message: &[u8]) -> Result<BTreeSet<String>, OpenPgpError
                     ))
                 }
             },
-            Packet::SEIP(_) => seip = true,
+            Packet::SEIP(_) => {
+                // The encrypted data follows the PKESKs; its body cannot be read
+                // without a secret key, so the parse ends here.
+                seip = true;
+                break;
+            }
             _ => {}
         }
         let (_, next) = pp.next().map_err(fail)?;
@@ -1117,7 +1124,7 @@ mod tests {
         let text = String::from_utf8_lossy(&out).to_string();
         let start = text.find("-----BEGIN PGP MESSAGE-----").unwrap();
         let end = text.find("-----END PGP MESSAGE-----").unwrap() + 25;
-        let ids = pkesk_recipients(text[start..end].as_bytes()).unwrap();
+        let ids = pkesk_recipients(&text.as_bytes()[start..end]).unwrap();
         let p = policy();
         let mut expected = BTreeSet::new();
         for c in [&alice, &signer] {
