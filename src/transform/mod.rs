@@ -1,15 +1,19 @@
-//! Message transforms, applied in a fixed order: attachments, S/MIME sign, S/MIME
-//! encrypt, then DKIM (which the caller applies to [`Outgoing::message`]).
+//! Message transforms, applied in a fixed order: attachments, sign, encrypt (S/MIME or
+//! OpenPGP, chosen per recipient), then DKIM (which the caller applies to
+//! [`Outgoing::message`]).
 //!
 //! Two steps:
-//! - [`plan`] resolves certificates per recipient, applies the `if_no_certificate`
+//! - [`plan_with_keys`] ([`plan`] for S/MIME alone) picks the kind per recipient (the
+//!   first in the order with a usable key, [`Keys::choose`]), passes mail that is already
+//!   encrypted untouched, resolves certificates per recipient, applies the `if_no_certificate`
 //!   fallbacks and groups recipients whose effective actions are identical (one
 //!   outgoing copy each). A recipient whose rule requires encryption, with fallback
 //!   `reject` and no usable certificate, is refused there: plaintext never leaves
 //!   silently. [`separate_hidden_recipients`] then gives each Bcc recipient of an
 //!   encrypted copy a copy of its own.
-//! - [`apply`] builds one outgoing copy: attachments (strip or zip) -> sign -> encrypt,
-//!   each S/MIME step self-checked before anything is returned.
+//! - [`apply_with_keys`] ([`apply`]) builds one outgoing copy: attachments (strip or
+//!   zip) -> sign -> encrypt, each S/MIME or OpenPGP step self-checked before anything
+//!   is returned.
 //!
 //! Invariants: a plan whose actions say `encrypt` yields an encrypted message or an
 //! error, never plaintext; notes are audit-safe (file names, sizes, hashes, certificate

@@ -480,11 +480,29 @@ impl OpenPgp {
     pub fn warnings(&self) -> Vec<String> {
         let mut out = self.load_warnings.clone();
         for s in &self.certs {
-            if let Err(why) = usable(&s.cert, None) {
-                out.push(format!(
+            match usable(&s.cert, None) {
+                Err(why) => out.push(format!(
                     "{}: OpenPGP key {} cannot be used: {why}",
                     s.path.display(),
                     s.cert.fingerprint().to_hex()
+                )),
+                Ok(_) => {
+                    if let Some(days) = expires_within(&s.cert, 30) {
+                        out.push(format!(
+                            "{}: OpenPGP key {} expires in {days} day(s)",
+                            s.path.display(),
+                            s.cert.fingerprint().to_hex()
+                        ));
+                    }
+                }
+            }
+        }
+        for sg in &self.signers {
+            if let Some(days) = expires_within(&sg.cert, 30) {
+                out.push(format!(
+                    "{}: OpenPGP signing key {} expires in {days} day(s)",
+                    sg.info.key_file.display(),
+                    sg.info.fingerprint
                 ));
             }
         }
@@ -687,6 +705,16 @@ impl OpenPgp {
         }
         Ok(sink)
     }
+}
+
+/// Days until the certificate expires, when that is within `days` days from now.
+fn expires_within(cert: &Cert, days: u64) -> Option<u64> {
+    let p = policy();
+    let vc = cert.with_policy(&p, None).ok()?;
+    let at = vc.primary_key().key_expiration_time()?;
+    let left = at.duration_since(std::time::SystemTime::now()).ok()?;
+    let d = left.as_secs() / 86_400;
+    (d < days).then_some(d)
 }
 
 /// The live encryption-capable keys of a valid certificate under the policy.
@@ -1173,6 +1201,24 @@ mod tests {
             "{e}"
         );
         assert!(pgp.warnings().iter().any(|w| w.contains("revoked")));
+    }
+
+    #[test]
+    fn check_warns_about_a_key_that_expires_soon() {
+        let dir = tempfile::tempdir().unwrap();
+        let soon = CertBuilder::general_purpose(Some("Soon <soon@bank.example>"))
+            .set_validity_period(std::time::Duration::from_secs(10 * 86_400))
+            .generate()
+            .unwrap()
+            .0;
+        let signer = cert("P <p@example.com>");
+        let pgp = load_with(dir.path(), &[&soon], &signer, false, false);
+        assert!(pgp.key_for("soon@bank.example").is_ok());
+        let w = pgp.warnings();
+        assert!(
+            w.iter().any(|l| l.contains(&soon.fingerprint().to_hex()) && l.contains("expires in 9 day")),
+            "{w:?}"
+        );
     }
 
     #[test]
