@@ -1222,6 +1222,84 @@ mod tests {
     }
 
     #[test]
+    fn a_sha1_subkey_binding_made_after_the_cut_off_is_not_used() {
+        use openpgp::packet::key::{Key4, SecretParts, SubordinateRole};
+        use openpgp::packet::signature::SignatureBuilder;
+        use openpgp::types::{Curve, KeyFlags, SignatureType};
+        let dir = tempfile::tempdir().unwrap();
+        let (primary, _) = CertBuilder::new()
+            .set_profile(openpgp::Profile::RFC4880)
+            .unwrap()
+            .add_userid("Weak <weak@bank.example>")
+            .generate()
+            .unwrap();
+        let mut signer = primary
+            .primary_key()
+            .key()
+            .clone()
+            .parts_into_secret()
+            .unwrap()
+            .into_keypair()
+            .unwrap();
+        let sub: openpgp::packet::Key<SecretParts, SubordinateRole> =
+            Key4::generate_ecc(false, Curve::Cv25519).unwrap().into();
+        let builder = SignatureBuilder::new(SignatureType::SubkeyBinding)
+            .set_hash_algo(HashAlgorithm::SHA1)
+            .set_key_flags(
+                KeyFlags::empty()
+                    .set_transport_encryption()
+                    .set_storage_encryption(),
+            )
+            .unwrap();
+        let binding = sub.bind(&mut signer, &primary, builder).unwrap();
+        let weak = primary
+            .insert_packets(vec![Packet::from(sub.take_secret().0), binding.into()])
+            .unwrap()
+            .0;
+        assert_eq!(weak.keys().subkeys().count(), 1);
+        let other = cert("P <p@example.com>");
+        let pgp = load_with(dir.path(), &[&weak], &other, false, false);
+        let e = pgp.key_for("weak@bank.example").unwrap_err().to_string();
+        assert!(e.contains("SHA-1"), "{e}");
+    }
+
+    #[test]
+    fn a_protected_signing_key_is_unlocked_from_the_environment_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = CertBuilder::general_purpose(Some("P <p@example.com>"))
+            .set_password(Some("s3cret".into()))
+            .generate()
+            .unwrap()
+            .0;
+        let key = dir.path().join("signer.asc");
+        std::fs::write(&key, signer.as_tsk().armored().to_vec().unwrap()).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::create_dir(dir.path().join("ring")).unwrap();
+        let cfg = |env: Option<&str>| OpenPgpConfig {
+            keyring: dir.path().join("ring"),
+            signer: vec![PgpSignerConfig {
+                senders: vec!["*@example.com".into()],
+                key_file: key.clone(),
+                passphrase_file: None,
+                passphrase_env: env.map(str::to_string),
+            }],
+            ..OpenPgpConfig::default()
+        };
+        let e = OpenPgp::load(&cfg(None), dir.path(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("passphrase"), "{e}");
+        std::env::set_var("SEALGATE_TEST_PGP_WRONG", "nope");
+        let e = OpenPgp::load(&cfg(Some("SEALGATE_TEST_PGP_WRONG")), dir.path(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("wrong passphrase"), "{e}");
+        std::env::set_var("SEALGATE_TEST_PGP_RIGHT", "s3cret");
+        let pgp = OpenPgp::load(&cfg(Some("SEALGATE_TEST_PGP_RIGHT")), dir.path(), false).unwrap();
+        assert!(pgp.protect(MSG, "p@example.com", true, None).is_ok());
+    }
+
+    #[test]
     fn duplicates_merge_and_newest_usable_key_wins() {
         let dir = tempfile::tempdir().unwrap();
         let old = cert("Alice <alice@bank.example>");
