@@ -688,6 +688,10 @@ fn gnupg_and_rnp_read_what_sealgate_encrypts_and_signs() {
 
 /// A small keyring for the library-level tests: one Curve25519 recipient and a signer.
 fn small_setup(dir: &Path) -> (Gpg, OpenPgp, GpgKey, GpgKey) {
+    small_setup_with(dir, None)
+}
+
+fn small_setup_with(dir: &Path, header_protection: Option<bool>) -> (Gpg, OpenPgp, GpgKey, GpgKey) {
     let g = Gpg::new(dir);
     let cv = g.gen(
         "Curve <cv@bank.example>",
@@ -715,6 +719,7 @@ fn small_setup(dir: &Path) -> (Gpg, OpenPgp, GpgKey, GpgKey) {
             passphrase_file: None,
             passphrase_env: None,
         }],
+        header_protection,
         ..OpenPgpConfig::default()
     };
     let pgp = OpenPgp::load(&cfg, dir, false).unwrap();
@@ -947,4 +952,41 @@ fn demo_sends_one_openpgp_message_that_gpg_decrypts() {
         "{status}\n{err}"
     );
     assert!(String::from_utf8_lossy(&plain).contains("payroll totals for November"));
+}
+
+#[test]
+fn header_protection_hides_the_subject_in_what_gpg_decrypts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (g, pgp, _cv, _signer) = small_setup_with(dir.path(), Some(true));
+    let keys = Keys {
+        smime: None,
+        openpgp: Some(&pgp),
+        order: &[CryptoKind::Openpgp],
+    };
+    let plan = Plan {
+        actions: Actions {
+            sign: true,
+            encrypt: true,
+            kind: Some(CryptoKind::Openpgp),
+            ..Actions::default()
+        },
+        recipients: vec!["cv@bank.example".into()],
+        notes: Vec::new(),
+    };
+    let msg = crlf(b"From: payroll@example.com\nTo: cv@bank.example\nSubject: salaries of the board\nContent-Type: text/plain\n\nnumbers\n");
+    let out = apply_with_keys(&plan, "payroll@example.com", &msg, &keys).unwrap();
+    assert_eq!(
+        header_value(&out.message, "Subject").as_deref(),
+        Some("...")
+    );
+    assert!(!String::from_utf8_lossy(&out.message).contains("board"));
+    let (status, plain, err) = g.decrypt(dir.path(), &encrypted_part(&out.message));
+    assert!(
+        status.contains("[GNUPG:] DECRYPTION_OKAY"),
+        "{status}\n{err}"
+    );
+    let inner = String::from_utf8_lossy(&plain);
+    assert!(inner.contains("hp=\"cipher\""), "{inner}");
+    assert!(inner.contains("Subject: salaries of the board"), "{inner}");
+    assert!(inner.contains("HP-Outer: Subject: ..."), "{inner}");
 }
