@@ -402,6 +402,11 @@ impl OpenPgp {
     /// address on a valid User ID, with all of its usable encryption subkeys), or why
     /// there is none, naming each key found.
     pub fn key_for(&self, addr: &str) -> Result<KeyInfo, NoKey> {
+        self.choose_key(addr).map(|(_, info)| info)
+    }
+
+    /// [`OpenPgp::key_for`] with the certificate itself.
+    fn choose_key(&self, addr: &str) -> Result<(&Cert, KeyInfo), NoKey> {
         let n = normalize_address(addr);
         let Some(idx) = self.by_addr.get(&n) else {
             return Err(NoKey {
@@ -409,7 +414,7 @@ impl OpenPgp {
                 why: "no certificate in the keyring carries this address".into(),
             });
         };
-        let mut best: Option<(std::time::SystemTime, KeyInfo)> = None;
+        let mut best: Option<(std::time::SystemTime, KeyInfo, &Cert)> = None;
         let mut skipped = Vec::new();
         for s in idx.iter().filter_map(|&i| self.certs.get(i)) {
             match usable(&s.cert, Some(&n)) {
@@ -423,7 +428,7 @@ impl OpenPgp {
                         skipped: Vec::new(),
                     };
                     match &best {
-                        Some((t, old)) if *t >= created => {
+                        Some((t, old, _)) if *t >= created => {
                             skipped.push(format!(
                                 "{} ({}): an older key than {} for the same address",
                                 info.fingerprint,
@@ -432,7 +437,7 @@ impl OpenPgp {
                             ));
                         }
                         _ => {
-                            if let Some((_, old)) = best.take() {
+                            if let Some((_, old, _)) = best.take() {
                                 skipped.push(format!(
                                     "{} ({}): an older key than {} for the same address",
                                     old.fingerprint,
@@ -440,7 +445,7 @@ impl OpenPgp {
                                     info.fingerprint
                                 ));
                             }
-                            best = Some((created, info));
+                            best = Some((created, info, &s.cert));
                         }
                     }
                 }
@@ -452,9 +457,9 @@ impl OpenPgp {
             }
         }
         match best {
-            Some((_, mut info)) => {
+            Some((_, mut info, cert)) => {
                 info.skipped = skipped;
-                Ok(info)
+                Ok((cert, info))
             }
             None => Err(NoKey {
                 addr: addr.to_string(),
@@ -643,14 +648,7 @@ impl OpenPgp {
         let p = policy();
         let mut certs: Vec<&Cert> = Vec::new();
         for a in addrs {
-            let info = self.key_for(a)?;
-            if let Some(s) = self
-                .certs
-                .iter()
-                .find(|s| s.cert.fingerprint().to_hex() == info.fingerprint)
-            {
-                certs.push(&s.cert);
-            }
+            certs.push(self.choose_key(a)?.0);
         }
         let self_cert = to_self.map(|s| &s.cert);
         let valid: Vec<ValidCert<'_>> = certs
