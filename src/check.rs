@@ -62,7 +62,7 @@ pub fn run(cfg: &Config) -> CheckReport {
                 .extend(p.warnings().iter().map(|d| d.to_string()));
             bounce_recipients(cfg, &p, &mut r);
             let known: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
-            let smime = p.check_smime(cfg.smime.is_some());
+            let smime = p.check_smime(cfg.smime.is_some() || cfg.openpgp.is_some());
             for d in p.check_clients(&known).into_iter().chain(smime) {
                 match d.severity {
                     crate::policy::Severity::Error => r.errors.push(d.to_string()),
@@ -136,6 +136,18 @@ pub fn run(cfg: &Config) -> CheckReport {
         match crate::transform::smime::Smime::load(s, &base) {
             Ok(sm) => r.warnings.extend(sm.warnings()),
             Err(e) => r.errors.push(format!("{cfg_name}: [smime]: {e}")),
+        }
+    }
+    if let Some(o) = &cfg.openpgp {
+        sender_domains.extend(
+            o.signer
+                .iter()
+                .flat_map(|sg| sg.senders.iter().filter_map(|x| domain_of(x))),
+        );
+        let hp = cfg.smime.as_ref().is_some_and(|s| s.header_protection);
+        match crate::transform::openpgp::OpenPgp::load(o, &base, hp) {
+            Ok(p) => r.warnings.extend(p.warnings()),
+            Err(e) => r.errors.push(format!("{cfg_name}: [openpgp]: {e}")),
         }
     }
     match crate::transform::dkim::DkimSigner::load(&cfg.dkim, &base) {

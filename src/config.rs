@@ -46,6 +46,9 @@ pub struct Config {
     /// S/MIME certificates and signers; absent means no S/MIME action can succeed.
     #[serde(default)]
     pub smime: Option<crate::transform::smime::SmimeConfig>,
+    /// OpenPGP keyring and signers; absent means no OpenPGP action can succeed.
+    #[serde(default)]
+    pub openpgp: Option<crate::transform::openpgp::OpenPgpConfig>,
     /// DKIM keys; several for one domain mean several signatures.
     #[serde(default)]
     pub dkim: Vec<crate::transform::dkim::DkimConfig>,
@@ -307,12 +310,17 @@ pub struct PolicyConfig {
     /// Directory of `*.toml` policy files, read in name order.
     #[serde(default = "default_policy_dir")]
     pub dir: PathBuf,
+    /// How `sign`/`encrypt` are carried out: per recipient, the first kind with a usable
+    /// key (`["smime", "openpgp"]` when empty); a rule may set its own `encryption`.
+    #[serde(default)]
+    pub encryption: Vec<crate::verdict::CryptoKind>,
 }
 
 impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             dir: default_policy_dir(),
+            encryption: Vec::new(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `sealgate demo`: a newcomer's whole pipeline on one machine.
 //!
 //! On first run it makes a demo CA, an upstream TLS certificate, S/MIME certificates and
-//! a DKIM key under DIR, writes the example policies and a config, starts a TLS-only
+//! a DKIM key under DIR, OpenPGP keys (a signer and one recipient, made with Sequoia), writes the example policies and a config, starts a TLS-only
 //! capture upstream that writes each message it receives to DIR/outbox, starts the proxy,
 //! sends a few sample messages through it, prints what happened and where to look, and
 //! keeps serving until Ctrl-C. Everything stays on loopback.
@@ -43,6 +43,13 @@ fn samples() -> Vec<Sample> {
             to: &["alice@bank.example"],
             message: format!("From: Payroll <payroll@example.com>\r\nTo: alice@bank.example\r\nSubject: Payroll file November\r\nDate: {date}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nPlease find the payroll file attached.\r\n--b1\r\nContent-Type: application/pdf; name=\"payroll-2026-11.pdf\"\r\nContent-Disposition: attachment; filename=\"payroll-2026-11.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}\r\n--b1--\r\n"),
             expect: "S/MIME signed, then encrypted to alice's certificate",
+        },
+        Sample {
+            title: "a payslip to a bank contact with an OpenPGP key",
+            from: "payroll@example.com",
+            to: &["dora@bank.example"],
+            message: format!("From: Payroll <payroll@example.com>\r\nTo: dora@bank.example\r\nSubject: Payroll file November\r\nDate: {date}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThe payroll totals for November are ready.\r\n"),
+            expect: "no S/MIME certificate but an OpenPGP key: PGP/MIME, signed and encrypted to dora's key",
         },
         Sample {
             title: "a card number to a partner without a certificate",
@@ -104,6 +111,9 @@ fn prepare(dir: &Path, port: u16, upstream: SocketAddr) -> anyhow::Result<PathBu
             format!("{record}\n"),
         )?;
     }
+    if !certs.join("openpgp").exists() {
+        openpgp_keys(dir, &certs)?;
+    }
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies)?;
     for (name, text) in [
@@ -142,6 +152,12 @@ senders = ["*@example.com"]
 cert = "certs/signing/example.com.pem"
 key_file = "certs/signing/example.com.key"
 
+[openpgp]
+keyring = "certs/openpgp"
+[[openpgp.signer]]
+senders = ["*@example.com"]
+key_file = "certs/openpgp-signing/example.com.sec.asc"
+
 [[dkim]]
 domain = "example.com"
 selector = "s2026"
@@ -157,6 +173,42 @@ dir = "policies"
         ),
     )?;
     Ok(config)
+}
+
+/// The OpenPGP side of the demo, made with Sequoia's CertBuilder (Curve25519): a signer
+/// for payroll@example.com and dora@bank.example's certificate in the keyring, her
+/// secret key beside the S/MIME recipient keys so that `gpg --import` can read her mail.
+fn openpgp_keys(dir: &Path, certs: &Path) -> anyhow::Result<()> {
+    use sequoia_openpgp::cert::CertBuilder;
+    use sequoia_openpgp::serialize::SerializeInto;
+    let make = |uid: &str| -> anyhow::Result<sequoia_openpgp::Cert> {
+        // RFC 4880 (v4) keys announcing SEIPDv1 only: GnuPG 2.2 reads neither v6 keys
+        // nor SEIPDv2, which senders use when every recipient announces it.
+        Ok(CertBuilder::general_purpose(Some(uid))
+            .set_profile(sequoia_openpgp::Profile::RFC4880)?
+            .set_features(sequoia_openpgp::types::Features::empty().set_seipdv1())?
+            .generate()?
+            .0)
+    };
+    let signer = make("Payroll <payroll@example.com>")?;
+    let dora = make("Dora <dora@bank.example>")?;
+    let ring = certs.join("openpgp");
+    std::fs::create_dir_all(&ring)?;
+    std::fs::write(ring.join("dora@bank.example.asc"), dora.armored().to_vec()?)?;
+    let signing = certs.join("openpgp-signing");
+    std::fs::create_dir_all(&signing)?;
+    crate::secret::write_private(
+        &signing.join("example.com.sec.asc"),
+        &signer.as_tsk().armored().to_vec()?,
+    )?;
+    std::fs::write(signing.join("example.com.asc"), signer.armored().to_vec()?)?;
+    let keys = dir.join("recipient-keys");
+    std::fs::create_dir_all(&keys)?;
+    crate::secret::write_private(
+        &keys.join("dora@bank.example.sec.asc"),
+        &dora.as_tsk().armored().to_vec()?,
+    )?;
+    Ok(())
 }
 
 fn count_eml(dir: &Path) -> usize {
@@ -253,6 +305,7 @@ pub async fn run(dir: &Path, port: u16, once: bool) -> anyhow::Result<()> {
     );
     println!("  audit log:   {}", dir.join("audit.jsonl").display());
     println!("  decrypt:     openssl cms -decrypt -in {}/<file>.eml -recip {}/certs/recipients/alice@bank.example.pem -inkey {}/recipient-keys/alice@bank.example.key", outbox.display(), dir.display(), dir.display());
+    println!("  OpenPGP:     gpg --import {d}/recipient-keys/dora@bank.example.sec.asc {d}/certs/openpgp-signing/example.com.asc; gpg --decrypt <the part encrypted.asc of dora's .eml>", d = dir.display());
     println!("  dry run:     sealgate explain -c {} --from payroll@example.com --to alice@bank.example MSG.eml", config.display());
     println!(
         "  DKIM record: {}",

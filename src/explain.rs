@@ -100,7 +100,8 @@ pub fn run(
     let rcpt_refused: Vec<(String, String)> = to
         .iter()
         .filter_map(|r| {
-            let has_cert = |a: &str| rt.smime.as_ref().is_some_and(|s| s.has_certificate(a));
+            let keys = rt.keys();
+            let has_cert = |a: &str| keys.has_key(a);
             rt.policy
                 .judge_rcpt(&env, r, &has_cert)
                 .err()
@@ -128,6 +129,11 @@ pub fn run(
     let _ = writeln!(text, "\noutgoing copies:");
     for (r, why) in &rcpt_refused {
         let _ = writeln!(text, "  <{r}>: refused at RCPT: {why}");
+        if why.contains("requires encryption") {
+            if let Err(keys_why) = rt.keys().choose(r, &crate::verdict::Actions::default()) {
+                let _ = writeln!(text, "    why: {keys_why}");
+            }
+        }
         refused_json.push(json!({"rcpt": r, "stage": "rcpt", "reason": why}));
     }
     let any_reject = verdicts
@@ -138,7 +144,7 @@ pub fn run(
     } else if survivors.is_empty() {
         let _ = writeln!(text, "  none: every recipient is refused at RCPT");
     }
-    let (plans, refused) = crate::transform::plan(&pairs, rt.smime.as_ref());
+    let (plans, refused) = crate::transform::plan_with_keys(&pairs, &rt.keys(), message);
     let plans = crate::transform::separate_hidden_recipients(plans, message);
     for (r, why) in &refused {
         let _ = writeln!(text, "  <{r}>: refused: {why}");
@@ -152,7 +158,35 @@ pub fn run(
             let _ = writeln!(text, "  copy {} to {}:", n + 1, plan.recipients.join(", "));
             let _ = writeln!(text, "    actions: {}", describe(&plan.actions));
             let mut certs = Vec::new();
-            if plan.actions.encrypt {
+            let kind = plan
+                .actions
+                .kind
+                .unwrap_or(crate::verdict::CryptoKind::Smime);
+            if plan.actions.encrypt && kind == crate::verdict::CryptoKind::Openpgp {
+                if let Some(p) = &rt.openpgp {
+                    for r in &plan.recipients {
+                        match p.key_for(r) {
+                            Ok(k) => {
+                                let _ = writeln!(
+                                    text,
+                                    "    encrypt to <{r}>: OpenPGP key {} ({}, {}; encryption subkeys {})",
+                                    k.fingerprint,
+                                    k.path.display(),
+                                    k.algorithm,
+                                    k.subkeys.join(", ")
+                                );
+                                for s in &k.skipped {
+                                    let _ = writeln!(text, "      not used: key {s}");
+                                }
+                                certs.push(json!({"rcpt": r, "kind": "openpgp", "file": k.path, "fingerprint": k.fingerprint, "subkeys": k.subkeys, "algorithm": k.algorithm, "not_used": k.skipped}));
+                            }
+                            Err(e) => {
+                                let _ = writeln!(text, "    encrypt to <{r}>: {e}");
+                            }
+                        }
+                    }
+                }
+            } else if plan.actions.encrypt {
                 if let Some(s) = &rt.smime {
                     for r in &plan.recipients {
                         match s.certificate_for(r) {
@@ -178,7 +212,17 @@ pub fn run(
                     }
                 }
             }
-            let signer = if plan.actions.sign {
+            let pgp_signs = plan.actions.sign
+                && (plan.actions.kind == Some(crate::verdict::CryptoKind::Openpgp)
+                    || (!plan.actions.encrypt
+                        && rt.keys().sign_kind(from, &plan.actions)
+                            == Some(crate::verdict::CryptoKind::Openpgp)));
+            let signer = if pgp_signs {
+                rt.openpgp.as_ref().and_then(|p| p.signer_for(from)).map(|si| {
+                    let _ = writeln!(text, "    sign as: OpenPGP key {} (signing key {}, {}, {})", si.fingerprint, si.signing_key, si.algorithm, si.key_file.display());
+                    json!({"kind": "openpgp", "file": si.key_file, "fingerprint": si.fingerprint, "signing_key": si.signing_key, "algorithm": si.algorithm})
+                })
+            } else if plan.actions.sign {
                 rt.smime.as_ref().and_then(|s| s.signer_for(from)).map(|si| {
                     let _ = writeln!(text, "    sign as: {} ({}, {})", si.cert_path.display(), si.subject, si.key);
                     json!({"file": si.cert_path, "subject": si.subject, "key": si.key, "opaque": si.opaque})
@@ -189,7 +233,7 @@ pub fn run(
             let mut file = None;
             let mut dkim = Vec::new();
             let mut error = None;
-            match crate::transform::apply(plan, from, message, rt.smime.as_ref()) {
+            match crate::transform::apply_with_keys(plan, from, message, &rt.keys()) {
                 Ok(out) => {
                     for k in rt.dkim.signing_keys_for(&out.message) {
                         let _ = writeln!(
@@ -258,7 +302,10 @@ fn describe(a: &crate::verdict::Actions) -> String {
         v.push("sign".into());
     }
     if a.encrypt {
-        v.push("encrypt".into());
+        match a.kind {
+            Some(k) => v.push(format!("encrypt ({})", k.name())),
+            None => v.push("encrypt".into()),
+        }
     }
     if v.is_empty() {
         "relay unchanged (DKIM only)".into()

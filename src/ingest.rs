@@ -96,7 +96,8 @@ pub fn check_recipient(rt: &Runtime, client: &str, sender: &str, rcpt: &str) -> 
         client,
         from: sender,
     };
-    let has_cert = |a: &str| rt.smime.as_ref().is_some_and(|s| s.has_certificate(a));
+    let keys = rt.keys();
+    let has_cert = |a: &str| keys.has_key(a);
     rt.policy
         .judge_rcpt(&env, rcpt, &has_cert)
         .map_err(|r| named::policy_reject(format!("<{rcpt}>: {} ({})", r.reason, r.by)))
@@ -221,7 +222,7 @@ fn decide(
             }
         }
     }
-    let (plans, refused) = crate::transform::plan(&pairs, rt.smime.as_ref());
+    let (plans, refused) = crate::transform::plan_with_keys(&pairs, &rt.keys(), message);
     let plans = crate::transform::separate_hidden_recipients(plans, message);
     if let Some((rcpt, why)) = refused.first() {
         let by: Vec<String> = refs_by_rcpt
@@ -265,8 +266,8 @@ fn decide(
             }
         };
     for (n, plan) in plans.iter().enumerate() {
-        let out =
-            crate::transform::apply(plan, &tx.from, message, rt.smime.as_ref()).map_err(|e| {
+        let out = crate::transform::apply_with_keys(plan, &tx.from, message, &rt.keys()).map_err(
+            |e| {
                 tracing::warn!("transform of {id} failed: {e}");
                 let reply = if e.is_permanent() {
                     named::policy_reject(format!("message refused: {e}"))
@@ -274,7 +275,8 @@ fn decide(
                     named::transform_failed(&e.to_string())
                 };
                 (reply, json!({"transform": e.to_string()}))
-            })?;
+            },
+        )?;
         let signed = rt.dkim.sign(&out.message).map_err(dkim_err)?;
         let copy_id = format!("{id}-{}", n + 1);
         let rules: Vec<serde_json::Value> = plan

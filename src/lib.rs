@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! app --SMTP--> listener/session --(RCPT: recipient policy)--> DATA --> parse
-//!    --> policy: decide per recipient --> transform (attachments -> S/MIME sign -> S/MIME encrypt -> DKIM)
+//!    --> policy: decide per recipient --> transform (attachments -> sign -> encrypt, S/MIME or OpenPGP -> DKIM)
 //!    --> spool (fsync, then 250) --> relay workers --TLS only--> upstream
 //!                                    '--> retry with backoff / DSN bounce to sender
 //! every step --> audit log (JSON lines) + metrics + tracing

@@ -22,6 +22,8 @@ pub struct Runtime {
     pub policy: PolicySet,
     /// S/MIME certificates and signers; `None` without `[smime]`.
     pub smime: Option<Smime>,
+    /// OpenPGP keyring and signers; `None` without `[openpgp]`.
+    pub openpgp: Option<crate::transform::openpgp::OpenPgp>,
     /// DKIM keys (possibly none).
     pub dkim: DkimSigner,
 }
@@ -37,6 +39,8 @@ pub enum LoadError {
     Policy(#[from] crate::policy::PolicyError),
     #[error("[smime]: {0}")]
     Smime(#[from] crate::transform::smime::SmimeError),
+    #[error("[openpgp]: {0}")]
+    OpenPgp(#[from] crate::transform::openpgp::OpenPgpError),
     #[error("[[dkim]]: {0}")]
     Dkim(#[from] crate::transform::dkim::DkimError),
 }
@@ -75,14 +79,32 @@ impl Runtime {
             Some(c) => Some(Smime::load(c, &base)?),
             None => None,
         };
+        let openpgp = match &config.openpgp {
+            Some(c) => Some(crate::transform::openpgp::OpenPgp::load(
+                c,
+                &base,
+                config.smime.as_ref().is_some_and(|s| s.header_protection),
+            )?),
+            None => None,
+        };
         let dkim = DkimSigner::load(&config.dkim, &base)?;
         Ok(Runtime {
             config,
             tls_acceptor,
             policy,
             smime,
+            openpgp,
             dkim,
         })
+    }
+
+    /// The S/MIME and OpenPGP keys with `[policy] encryption`, for planning and applying.
+    pub fn keys(&self) -> crate::transform::Keys<'_> {
+        crate::transform::Keys {
+            smime: self.smime.as_ref(),
+            openpgp: self.openpgp.as_ref(),
+            order: &self.config.policy.encryption,
+        }
     }
 }
 

@@ -19,6 +19,30 @@ pub enum NoCertFallback {
     StripAttachments,
 }
 
+/// A way to sign and encrypt mail end to end; `[policy] encryption` and a rule's own
+/// `encryption` list them in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CryptoKind {
+    /// S/MIME (CMS), certificates from `[smime]`.
+    Smime,
+    /// OpenPGP as PGP/MIME (RFC 3156), keys from `[openpgp]`.
+    Openpgp,
+}
+
+impl CryptoKind {
+    /// The order used when neither the rule nor `[policy]` names one.
+    pub const DEFAULT_ORDER: [CryptoKind; 2] = [CryptoKind::Smime, CryptoKind::Openpgp];
+
+    /// The name used in configuration, explain and audit.
+    pub fn name(self) -> &'static str {
+        match self {
+            CryptoKind::Smime => "smime",
+            CryptoKind::Openpgp => "openpgp",
+        }
+    }
+}
+
 /// The union of every matching rule's actions for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Default)]
 pub struct Actions {
@@ -35,6 +59,14 @@ pub struct Actions {
     pub zip_attachments: bool,
     /// Where the zip password goes; `None` means the envelope sender.
     pub password_to: Option<String>,
+    /// A rule's own preference order for `sign`/`encrypt` (the first matching rule that
+    /// sets one); empty means `[policy] encryption`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub encryption: Vec<CryptoKind>,
+    /// Set by planning: the kind chosen for this recipient's encryption (first kind in
+    /// the order with a usable key). `None` before planning and when not encrypting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CryptoKind>,
 }
 
 impl Actions {

@@ -264,7 +264,7 @@ fn policy_refusals_are_seen_by_a_real_client_at_rcpt_and_at_data() {
     );
     assert!(!ok, "{t}");
     assert!(
-        t.contains("550 5.7.1 <carol@bank.example>: no S/MIME certificate for this recipient, and policy requires encryption (rule \"payroll to the bank is signed and encrypted\" in policies/50-rules.toml)"),
+        t.contains("550 5.7.1 <carol@bank.example>: no S/MIME certificate or OpenPGP key for this recipient, and policy requires encryption (rule \"payroll to the bank is signed and encrypted\" in policies/50-rules.toml)"),
         "{t}"
     );
     // RCPT time: deny list.

@@ -78,8 +78,8 @@ fn demo_output_decrypts_verifies_and_passes_dkim_with_real_tools() {
     let msgs = outbox(&dir);
     assert_eq!(
         msgs.len(),
-        5,
-        "four samples and one password message reach the upstream"
+        6,
+        "five samples (one of them OpenPGP) and one password message reach the upstream"
     );
     let keys = dkim_keys_file(&dir);
     for (rcpts, eml, _) in &msgs {

@@ -222,6 +222,10 @@ impl fmt::Display for RecipientExplanation {
                         }
                     ));
                 }
+                if !actions.encryption.is_empty() {
+                    let order: Vec<&str> = actions.encryption.iter().map(|k| k.name()).collect();
+                    parts.push(format!("encryption order {}", order.join(" > ")));
+                }
                 if actions.strip_attachments {
                     parts.push("strip-attachments".into());
                 }

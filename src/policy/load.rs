@@ -35,6 +35,7 @@ const RULE_KEYS: &[&str] = &[
     "message",
     "if_no_certificate",
     "password_to",
+    "encryption",
 ];
 const ACTIONS: &[&str] = &[
     "reject",
@@ -442,6 +443,7 @@ impl FileCompiler<'_, '_> {
         let mut message: Option<(String, usize)> = None;
         let mut fallback: Option<(NoCertFallback, usize)> = None;
         let mut password_to: Option<(String, usize)> = None;
+        let mut encryption: Option<(Vec<crate::verdict::CryptoKind>, usize)> = None;
         let mut empty_lists: Vec<(String, usize)> = Vec::new();
         // First the name, so that every other message can say which rule it is about.
         if let Some((_, v)) = t.iter().find(|(k, _)| {
@@ -551,6 +553,25 @@ impl FileCompiler<'_, '_> {
                     }
                 }
                 "password_to" => password_to = self.string(&what, value),
+                "encryption" => {
+                    if let Some(list) = self.strings(&what, value) {
+                        let mut kinds = Vec::new();
+                        for (k, at) in &list {
+                            match k.as_str() {
+                                "smime" => kinds.push(crate::verdict::CryptoKind::Smime),
+                                "openpgp" => kinds.push(crate::verdict::CryptoKind::Openpgp),
+                                _ => self.sink.error(
+                                    *at,
+                                    format!("{what}: unknown kind \"{k}\"; expected \"smime\" or \"openpgp\""),
+                                ),
+                            }
+                        }
+                        let at = list.first().map_or(value.span().start, |(_, at)| *at);
+                        if kinds.len() == list.len() && !kinds.is_empty() {
+                            encryption = Some((kinds, at));
+                        }
+                    }
+                }
                 other => {
                     let hint = suggest(other, RULE_KEYS)
                         .map(|s| format!(" (did you mean `{s}`?)"))
@@ -558,7 +579,7 @@ impl FileCompiler<'_, '_> {
                     self.sink.error(
                         key.span().start,
                         format!(
-                            "{label}: unknown key `{other}`{hint}; conditions are from, to, client, subject, header, body, attachment_name, attachment_type, size_over; other keys are name, actions, message, if_no_certificate, password_to"
+                            "{label}: unknown key `{other}`{hint}; conditions are from, to, client, subject, header, body, attachment_name, attachment_type, size_over; other keys are name, actions, message, if_no_certificate, password_to, encryption"
                         ),
                     );
                 }
@@ -642,6 +663,16 @@ impl FileCompiler<'_, '_> {
                 );
             } else {
                 acts.if_no_certificate = Some(f);
+            }
+        }
+        if let Some((kinds, at)) = encryption {
+            if !acts.encrypt && !acts.sign {
+                self.sink.error(
+                    at,
+                    format!("{label}: `encryption` is only used with the \"sign\" or \"encrypt\" action"),
+                );
+            } else {
+                acts.encryption = kinds;
             }
         }
         if let Some((p, at)) = password_to {

@@ -559,7 +559,7 @@ impl PolicySet {
             if !has_certificate(&addr.full) {
                 return Err(Rejection {
                     reason:
-                        "no S/MIME certificate for this recipient, and policy requires encryption"
+                        "no S/MIME certificate or OpenPGP key for this recipient, and policy requires encryption"
                             .into(),
                     by: rule.id.clone(),
                 });
@@ -798,6 +798,9 @@ impl PolicySet {
             }
             if actions.password_to.is_none() {
                 actions.password_to.clone_from(&a.password_to);
+            }
+            if actions.encryption.is_empty() {
+                actions.encryption.clone_from(&a.encryption);
             }
             rules.push(rule.id.clone());
         }

@@ -60,6 +60,8 @@ pub(crate) struct RuleActions {
     pub(crate) strip_attachments: bool,
     pub(crate) zip_attachments: bool,
     pub(crate) password_to: Option<String>,
+    /// The rule's own `encryption` order (`smime`, `openpgp`); empty means `[policy]`'s.
+    pub(crate) encryption: Vec<crate::verdict::CryptoKind>,
 }
 
 impl RuleActions {

@@ -714,3 +714,27 @@ fn explain_shows_the_canonical_form_it_judged() {
     assert_eq!(e.recipients[1].judged_as, None);
     assert!(text.contains("routing character '%'"), "{text}");
 }
+
+#[test]
+fn a_rules_own_encryption_order_is_kept_and_checked() {
+    use crate::verdict::CryptoKind;
+    let rules = "[[rule]]\nname = \"pgp first\"\nto = [\"*@bank.example\"]\nactions = [\"encrypt\"]\nencryption = [\"openpgp\", \"smime\"]\n\n[[rule]]\nname = \"later\"\nactions = [\"sign\"]\nencryption = [\"smime\"]\n";
+    let s = ok(&[("00.toml", RCPTS), ("50.toml", rules)]);
+    let a = accepted(&verdict(&s, "a@bank.example", &msg("x", "y"))).clone();
+    assert_eq!(a.encryption, [CryptoKind::Openpgp, CryptoKind::Smime]);
+    let b = accepted(&verdict(&s, "b@example.com", &msg("x", "y"))).clone();
+    assert_eq!(b.encryption, [CryptoKind::Smime]);
+    let e = errors(&[
+        ("00.toml", RCPTS),
+        (
+            "50.toml",
+            "[[rule]]\nname = \"x\"\nactions = [\"encrypt\"]\nencryption = [\"pgp\"]\n",
+        ),
+    ]);
+    assert!(e[0].contains("unknown kind \"pgp\""), "{e:?}");
+    let e = errors(&[
+        ("00.toml", RCPTS),
+        ("50.toml", "[[rule]]\nname = \"x\"\nactions = [\"strip-attachments\"]\nencryption = [\"openpgp\"]\n"),
+    ]);
+    assert!(e[0].contains("only used with"), "{e:?}");
+}

@@ -1,17 +1,21 @@
 //! Message transforms, applied in a fixed order: [`seven_bit`] (once per message, at
 //! receipt and before policy: long lines and 8-bit data converted, or the message
-//! refused at DATA), then per copy attachments, S/MIME sign, S/MIME encrypt, then DKIM
-//! (which the caller applies to [`Outgoing::message`]).
+//! refused at DATA), then per copy attachments, sign, encrypt (S/MIME or OpenPGP,
+//! chosen per recipient), then DKIM (which the caller applies to
+//! [`Outgoing::message`]).
 //!
 //! Two steps:
-//! - [`plan`] resolves certificates per recipient, applies the `if_no_certificate`
+//! - [`plan_with_keys`] ([`plan`] for S/MIME alone) picks the kind per recipient (the
+//!   first in the order with a usable key, [`Keys::choose`]), passes mail that is already
+//!   encrypted untouched, resolves certificates per recipient, applies the `if_no_certificate`
 //!   fallbacks and groups recipients whose effective actions are identical (one
 //!   outgoing copy each). A recipient whose rule requires encryption, with fallback
 //!   `reject` and no usable certificate, is refused there: plaintext never leaves
 //!   silently. [`separate_hidden_recipients`] then gives each Bcc recipient of an
 //!   encrypted copy a copy of its own.
-//! - [`apply`] builds one outgoing copy: attachments (strip or zip) -> sign -> encrypt,
-//!   each S/MIME step self-checked before anything is returned.
+//! - [`apply_with_keys`] ([`apply`]) builds one outgoing copy: attachments (strip or
+//!   zip) -> sign -> encrypt, each S/MIME or OpenPGP step self-checked before anything
+//!   is returned.
 //!
 //! Invariants: a plan whose actions say `encrypt` yields an encrypted message or an
 //! error, never plaintext; notes are audit-safe (file names, sizes, hashes, certificate
@@ -21,13 +25,100 @@ pub mod attachments;
 pub mod certstore;
 pub mod dkim;
 pub mod mime;
+pub mod openpgp;
 pub mod seven_bit;
 pub mod smime;
 
 use std::borrow::Cow;
 
-use crate::verdict::{Actions, NoCertFallback};
+use crate::verdict::{Actions, CryptoKind, NoCertFallback};
+use openpgp::{OpenPgp, OpenPgpError};
 use smime::{NoCertificate, Smime, SmimeError};
+
+/// The key material and preference order that [`plan_with_keys`] and
+/// [`apply_with_keys`] choose from: S/MIME, OpenPGP, and `[policy] encryption`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keys<'a> {
+    /// `[smime]`, when configured.
+    pub smime: Option<&'a Smime>,
+    /// `[openpgp]`, when configured.
+    pub openpgp: Option<&'a OpenPgp>,
+    /// `[policy] encryption`; empty means [`CryptoKind::DEFAULT_ORDER`].
+    pub order: &'a [CryptoKind],
+}
+
+impl<'a> Keys<'a> {
+    /// S/MIME only, in the default order (what [`plan`] and [`apply`] use).
+    pub fn smime_only(smime: Option<&'a Smime>) -> Keys<'a> {
+        Keys {
+            smime,
+            openpgp: None,
+            order: &[],
+        }
+    }
+
+    /// The order for these actions: the rule's own, else `[policy]`'s, else the default.
+    pub fn order_for<'b>(&'b self, a: &'b Actions) -> &'b [CryptoKind] {
+        if !a.encryption.is_empty() {
+            &a.encryption
+        } else if !self.order.is_empty() {
+            self.order
+        } else {
+            &CryptoKind::DEFAULT_ORDER
+        }
+    }
+
+    /// The first kind in `a`'s order with a usable key for `rcpt`, or why there is
+    /// none, naming each kind's reason.
+    pub fn choose(&self, rcpt: &str, a: &Actions) -> Result<CryptoKind, String> {
+        let mut why = Vec::new();
+        for &k in self.order_for(a) {
+            match k {
+                CryptoKind::Smime => match self.smime {
+                    Some(s) => match s.certificate_for(rcpt) {
+                        Ok(_) => return Ok(k),
+                        Err(e) => why.push(format!("S/MIME: {e}")),
+                    },
+                    None => why.push("S/MIME is not configured ([smime] missing)".into()),
+                },
+                CryptoKind::Openpgp => match self.openpgp {
+                    Some(p) => match p.key_for(rcpt) {
+                        Ok(_) => return Ok(k),
+                        Err(e) => why.push(format!("OpenPGP: {e}")),
+                    },
+                    None => why.push("OpenPGP is not configured ([openpgp] missing)".into()),
+                },
+            }
+        }
+        Err(why.join("; "))
+    }
+
+    /// True when `rcpt` has a usable key of any kind in the `[policy]` order (RCPT time,
+    /// before a rule's own order is known).
+    pub fn has_key(&self, rcpt: &str) -> bool {
+        self.choose(rcpt, &Actions::default()).is_ok()
+    }
+
+    /// The kind that signs a copy that is signed but not encrypted: the first kind in
+    /// the order with a signer for `sender`; else the first configured kind (whose
+    /// missing signer then refuses the message).
+    pub fn sign_kind(&self, sender: &str, a: &Actions) -> Option<CryptoKind> {
+        let order = self.order_for(a);
+        let has_signer = |k: CryptoKind| match k {
+            CryptoKind::Smime => self.smime.is_some_and(|s| s.signer_for(sender).is_some()),
+            CryptoKind::Openpgp => self.openpgp.is_some_and(|p| p.signer_for(sender).is_some()),
+        };
+        let configured = |k: CryptoKind| match k {
+            CryptoKind::Smime => self.smime.is_some(),
+            CryptoKind::Openpgp => self.openpgp.is_some(),
+        };
+        order
+            .iter()
+            .copied()
+            .find(|&k| has_signer(k))
+            .or_else(|| order.iter().copied().find(|&k| configured(k)))
+    }
+}
 
 /// One outgoing copy: the recipients that share it and what is done to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +162,10 @@ pub enum TransformError {
     NoCertificate(#[from] NoCertificate),
     #[error("S/MIME: {0}")]
     Smime(#[from] SmimeError),
+    #[error("policy requires OpenPGP but [openpgp] is not configured")]
+    OpenPgpNotConfigured,
+    #[error("OpenPGP: {0}")]
+    OpenPgp(#[from] OpenPgpError),
     #[error("attachments: {0}")]
     Attachments(#[from] attachments::AttachmentError),
     #[error("cannot build the password message: {0}")]
@@ -83,8 +178,11 @@ impl TransformError {
     /// may pass later, such as a failed self-check: the session answers `451 4.7.0`.
     pub fn is_permanent(&self) -> bool {
         match self {
-            TransformError::SmimeNotConfigured | TransformError::NoCertificate(_) => true,
+            TransformError::SmimeNotConfigured
+            | TransformError::OpenPgpNotConfigured
+            | TransformError::NoCertificate(_) => true,
             TransformError::Smime(e) => e.is_permanent(),
+            TransformError::OpenPgp(e) => e.is_permanent(),
             TransformError::Attachments(_) | TransformError::PasswordMessage(_) => false,
         }
     }
@@ -97,19 +195,38 @@ pub fn plan(
     recipients: &[(String, Actions)],
     smime: Option<&Smime>,
 ) -> (Vec<Plan>, Vec<(String, String)>) {
+    plan_with_keys(recipients, &Keys::smime_only(smime), b"")
+}
+
+/// [`plan`] with S/MIME and OpenPGP: per recipient, `encrypt` takes the first kind in
+/// the order (the rule's own, else `[policy] encryption`) with a usable key, and
+/// `if_no_certificate` applies when no kind has one. A `message` that is already
+/// encrypted (see [`openpgp::is_encrypted`]) is passed on untouched: never signed,
+/// stripped or encrypted again.
+pub fn plan_with_keys(
+    recipients: &[(String, Actions)],
+    keys: &Keys<'_>,
+    message: &[u8],
+) -> (Vec<Plan>, Vec<(String, String)>) {
     let mut plans: Vec<Plan> = Vec::new();
     let mut refused = Vec::new();
+    let encrypted = openpgp::is_encrypted(message);
     for (rcpt, actions) in recipients {
         let mut eff = actions.clone();
         let mut notes = Vec::new();
+        if let Some(what) = encrypted {
+            if !eff.is_pass_through() {
+                notes.push(format!(
+                    "{rcpt}: already encrypted ({what}): passed on untouched, not signed, stripped or encrypted again"
+                ));
+            }
+            eff = Actions::default();
+        }
         if eff.encrypt {
-            let found = match smime {
-                Some(s) => s
-                    .certificate_for(rcpt)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                None => Err("S/MIME is not configured ([smime] missing)".to_string()),
-            };
+            let found = keys.choose(rcpt, &eff);
+            if let Ok(kind) = found {
+                eff.kind = Some(kind);
+            }
             if let Err(why) = found {
                 match eff.if_no_certificate {
                     NoCertFallback::Reject => {
@@ -334,6 +451,11 @@ fn normalize(a: &mut Actions) {
     }
     if !a.encrypt {
         a.if_no_certificate = NoCertFallback::default();
+        a.kind = None;
+    }
+    if a.encrypt || !a.sign {
+        // The order only still matters for choosing a signer for a signed-only copy.
+        a.encryption.clear();
     }
 }
 
@@ -345,10 +467,37 @@ pub fn apply(
     message: &[u8],
     smime: Option<&Smime>,
 ) -> Result<Outgoing, TransformError> {
+    apply_with_keys(plan, sender, message, &Keys::smime_only(smime))
+}
+
+/// [`apply`] with S/MIME and OpenPGP: the plan's chosen kind encrypts (and signs, as
+/// one message); a signed-only copy is signed by the first kind in the order with a
+/// signer for `sender`. A message that is already encrypted leaves untouched.
+pub fn apply_with_keys(
+    plan: &Plan,
+    sender: &str,
+    message: &[u8],
+    keys: &Keys<'_>,
+) -> Result<Outgoing, TransformError> {
     let a = &plan.actions;
     let mut notes = plan.notes.clone();
     let mut extra = Vec::new();
     let mut current: Cow<'_, [u8]> = mime::canonical_crlf(message);
+    if openpgp::is_encrypted(&current).is_some() {
+        return Ok(Outgoing {
+            message: current.into_owned(),
+            extra,
+            notes,
+        });
+    }
+    let kind = if a.encrypt {
+        Some(a.kind.unwrap_or(CryptoKind::Smime))
+    } else if a.sign {
+        Some(keys.sign_kind(sender, a).unwrap_or(CryptoKind::Smime))
+    } else {
+        None
+    };
+    let smime = keys.smime;
 
     if a.strip_attachments {
         let s = attachments::strip(&current);
@@ -378,7 +527,42 @@ pub fn apply(
         current = Cow::Owned(z.message);
     }
 
-    if a.sign || a.encrypt {
+    if kind == Some(CryptoKind::Openpgp) {
+        let p = keys.openpgp.ok_or(TransformError::OpenPgpNotConfigured)?;
+        if a.encrypt {
+            for r in &plan.recipients {
+                let k = p.key_for(r).map_err(OpenPgpError::from)?;
+                notes.push(format!(
+                    "encrypted to {r} with OpenPGP key {} ({}, {}; subkeys {})",
+                    k.fingerprint,
+                    k.path.display(),
+                    k.algorithm,
+                    k.subkeys.join(", ")
+                ));
+                for s in &k.skipped {
+                    notes.push(format!("{r}: OpenPGP key {s}: not used"));
+                }
+            }
+        }
+        if a.sign {
+            match p.signer_for(sender) {
+                Some(si) => notes.push(format!(
+                    "signed with OpenPGP key {} (signing key {}, {}, {})",
+                    si.fingerprint,
+                    si.signing_key,
+                    si.algorithm,
+                    if a.encrypt {
+                        "inside the encryption"
+                    } else {
+                        "PGP/MIME detached"
+                    }
+                )),
+                None => return Err(OpenPgpError::NoSigner(sender.to_string()).into()),
+            }
+        }
+        let to = a.encrypt.then_some(plan.recipients.as_slice());
+        current = Cow::Owned(p.protect(&current, sender, a.sign, to)?);
+    } else if a.sign || a.encrypt {
         let s = smime.ok_or(TransformError::SmimeNotConfigured)?;
         let certs = if a.encrypt {
             let mut certs = Vec::with_capacity(plan.recipients.len());

@@ -1265,7 +1265,11 @@ mod envelope {
 /// RFC 9788: copies the message's own header fields into the cryptographic payload's
 /// header (`content`), marks its Content-Type with `hp="cipher"` (encrypted) or
 /// `hp="clear"` (signed only), and records the outer values in `HP-Outer` fields.
-fn protect_headers(content: &[u8], fields: &[mime::Field<'_>], encrypting: bool) -> Vec<u8> {
+pub(crate) fn protect_headers(
+    content: &[u8],
+    fields: &[mime::Field<'_>],
+    encrypting: bool,
+) -> Vec<u8> {
     const PROTECTED: [&str; 10] = [
         "from",
         "to",

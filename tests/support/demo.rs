@@ -25,7 +25,7 @@ pub fn demo_dir() -> (tempfile::TempDir, PathBuf) {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("5 message(s) reached the upstream"),
+        stdout.contains("6 message(s) reached the upstream"),
         "{stdout}"
     );
     assert!(
