@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod demo;
+pub mod interop;
 
 use sealgate::pki;
 use serde_json::Value;
