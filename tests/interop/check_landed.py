@@ -16,7 +16,9 @@ while every character of content does. Raw 8-bit UTF-8 in header fields (what so
 clients send without encoded words) is read as UTF-8.
 """
 import email
+import email.header
 import email.policy
+import email.utils
 import hashlib
 import json
 import sys
@@ -43,13 +45,20 @@ def main():
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     out = {"subject": fix8(msg.get("subject")), "from_name": "", "from_addr": "",
            "text": None, "html": None, "attachments": [], "defects": []}
-    frm = msg.get("from")
-    if frm is not None:
+    # The From display name is decoded by the RFC 2047 decoder (email.header) from the
+    # raw field: policy.default's structured parser keeps the white space between two
+    # encoded words ("=?utf-8?Q?J=C3=BCrgen?= =?utf-8?Q?_M=C3=BCller?=" gives two
+    # spaces), which RFC 2047 section 6.2 says to drop.
+    raw_msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    raw_from = next((fix8(v) for k, v in raw_msg.raw_items() if k.lower() == "from"), None)
+    if raw_from is not None:
         try:
-            addrs = frm.addresses
-            if addrs:
-                out["from_name"] = fix8(addrs[0].display_name)
-                out["from_addr"] = fix8(addrs[0].addr_spec)
+            pairs = email.utils.getaddresses([raw_from])
+            if pairs:
+                name, addr = pairs[0]
+                out["from_name"] = str(email.header.make_header(
+                    email.header.decode_header(name)))
+                out["from_addr"] = addr
         except Exception as e:  # noqa: BLE001 - a broken From is reported, not fatal
             out["defects"].append("From: %s" % e)
     for part in msg.walk():

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub mod demo;
 pub mod interop;
+pub mod mta;
 
 use sealgate::pki;
 use serde_json::Value;
