@@ -212,6 +212,9 @@ fn rcpt_for(client: usize, case: &str) -> String {
     format!("c{client}-{case}@example.net")
 }
 
+/// One client's results, one per case.
+type RowResults = Vec<Result<(), String>>;
+
 /// Shared context of the client runs.
 struct Ctx {
     port: u16,
@@ -415,8 +418,7 @@ fn real_clients_send_through_a_default_config_and_land_decoded_as_sent_with_dkim
 
     // Four workers take clients from a shared list; each client sends its four cases in turn.
     let started = Instant::now();
-    let results: Arc<Mutex<Vec<Option<Vec<Result<(), String>>>>>> =
-        Arc::new(Mutex::new(vec![None; ALL.len()]));
+    let results: Arc<Mutex<Vec<Option<RowResults>>>> = Arc::new(Mutex::new(vec![None; ALL.len()]));
     let next = Arc::new(Mutex::new(0usize));
     std::thread::scope(|s| {
         for _ in 0..4 {

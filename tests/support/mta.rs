@@ -114,7 +114,7 @@ impl Mta {
             files
         };
         if self.name == "exim" {
-            let want = format!("Envelope-to: {}", rcpt.to_ascii_lowercase());
+            let want = format!("Envelope-to: {rcpt}");
             list(self.mail.join("exim/new"))
                 .into_iter()
                 .filter(|f| {
@@ -122,7 +122,7 @@ impl Mta {
                         String::from_utf8_lossy(&b)
                             .lines()
                             .take_while(|l| !l.is_empty())
-                            .any(|l| l.to_ascii_lowercase() == want.to_ascii_lowercase())
+                            .any(|l| l.eq_ignore_ascii_case(&want))
                     })
                 })
                 .collect()
