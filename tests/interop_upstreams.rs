@@ -152,9 +152,8 @@ fn log_shows_tls_and_auth(variant: Variant, up: &Mta) -> Result<(), String> {
         }
         Variant::Chasquid { implicit } => (
             if implicit {
-                log.contains("(submission+TLS)")
-                    && log.contains("-> EHLO")
-                    && !log.contains("-> STARTTLS")
+                // chasquid logs the mode of every connection it accepts.
+                log.contains("Connected, mode: submission+TLS")
             } else {
                 log.contains("jump to TLS was successful")
             },
