@@ -98,15 +98,27 @@ pub fn ca(cn: &str) -> Result<Issued, ErrorStack> {
     })
 }
 
-/// A TLS server certificate for `dns` names and `ips`, signed by `ca`.
+/// A TLS server certificate for `dns` names and `ips`, signed by `ca`, valid for 825 days.
 pub fn server(ca: &Issued, dns: &[&str], ips: &[&str]) -> Result<Issued, ErrorStack> {
+    server_valid(ca, dns, ips, -1, 825)
+}
+
+/// A TLS server certificate as [`server`] makes, valid from `days_from` to `days_to`
+/// relative to now (an expired one for tests: `-30, -1`).
+pub fn server_valid(
+    ca: &Issued,
+    dns: &[&str],
+    ips: &[&str],
+    days_from: i64,
+    days_to: i64,
+) -> Result<Issued, ErrorStack> {
     let key = new_key(KeyKind::EcP256)?;
     let cn = dns
         .first()
         .copied()
         .or(ips.first().copied())
         .unwrap_or("localhost");
-    let mut b = builder(cn, &key, -1, 825)?;
+    let mut b = builder(cn, &key, days_from, days_to)?;
     b.set_issuer_name(ca.cert.subject_name())?;
     let mut san = SubjectAlternativeName::new();
     for d in dns {

@@ -639,16 +639,6 @@ fn corpus_messages_relay_unchanged_or_are_refused() {
     }
 }
 
-/// Audit records of `event` for the entry `id`.
-fn events_for(env: &TestEnv, event: &str, id: &str) -> Vec<serde_json::Value> {
-    env.audit_events()
-        .into_iter()
-        .filter(|e| {
-            e["event"] == event && e["queue_id"].as_str().is_some_and(|q| q.starts_with(id))
-        })
-        .collect()
-}
-
 /// Sends `subject` through a server whose upstream plays `scenario`, waits for the
 /// deferral and checks its reason; returns the queue id and the upstream.
 fn deferred_by_scripted_upstream(
@@ -678,7 +668,7 @@ fn deferred_by_scripted_upstream(
 fn a_2xx_reply_to_data_is_not_a_delivery() {
     let (env, id, up) =
         deferred_by_scripted_upstream("data250", "no 354", "unexpected reply to DATA");
-    assert!(events_for(&env, "relayed", &id).is_empty());
+    assert!(env.events_for("relayed", &id).is_empty());
     assert!(received(&up.dir).is_empty());
     assert!(env.queue_list().lines().any(|l| l.starts_with(&id)));
 }

@@ -50,6 +50,7 @@ struct Pki {
     good: pki::Issued,
     other_host: pki::Issued,
     untrusted: pki::Issued,
+    expired: pki::Issued,
 }
 
 fn shared_pki() -> &'static Pki {
@@ -60,11 +61,14 @@ fn shared_pki() -> &'static Pki {
         let other_host = pki::server(&ca, &["other.example"], &[]).expect("other cert");
         let rogue = pki::ca("untrusted rogue CA").expect("rogue CA");
         let untrusted = pki::server(&rogue, &["localhost"], &["127.0.0.1"]).expect("rogue cert");
+        let expired =
+            pki::server_valid(&ca, &["localhost"], &["127.0.0.1"], -30, -1).expect("expired cert");
         Pki {
             ca,
             good,
             other_host,
             untrusted,
+            expired,
         }
     })
 }
@@ -78,6 +82,8 @@ pub enum UpstreamCert {
     OtherHost,
     /// For `localhost`, from a CA sealgate does not trust.
     Untrusted,
+    /// For `localhost`, from the trusted CA, expired yesterday.
+    Expired,
 }
 
 impl UpstreamCert {
@@ -86,6 +92,7 @@ impl UpstreamCert {
             UpstreamCert::Good => "good",
             UpstreamCert::OtherHost => "other-host",
             UpstreamCert::Untrusted => "untrusted",
+            UpstreamCert::Expired => "expired",
         }
     }
 }
@@ -519,6 +526,7 @@ impl TestEnv {
             ("good", &p.good),
             ("other-host", &p.other_host),
             ("untrusted", &p.untrusted),
+            ("expired", &p.expired),
         ] {
             pki::write_cert(&certs.join(format!("{stem}.pem")), &issued.cert).unwrap();
             pki::write_key(&certs.join(format!("{stem}.key")), &issued.key).unwrap();
@@ -743,6 +751,16 @@ impl TestEnv {
     /// The audit log's records so far.
     pub fn audit_events(&self) -> Vec<Value> {
         audit_events(&self.audit)
+    }
+
+    /// Audit records of `event` for the entry `id` and its copies (`ID-1`, `ID-2`, ...).
+    pub fn events_for(&self, event: &str, id: &str) -> Vec<Value> {
+        self.audit_events()
+            .into_iter()
+            .filter(|e| {
+                e["event"] == event && e["queue_id"].as_str().is_some_and(|q| q.starts_with(id))
+            })
+            .collect()
     }
 
     /// Waits for an audit record with `event` for which `pred` holds.
