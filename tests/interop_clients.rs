@@ -416,12 +416,12 @@ fn real_clients_send_through_a_default_config_and_land_decoded_as_sent_with_dkim
         logs,
     };
 
-    // Four workers take clients from a shared list; each client sends its four cases in turn.
+    // Six workers take clients from a shared list; each client sends its four cases in turn.
     let started = Instant::now();
     let results: Arc<Mutex<Vec<Option<RowResults>>>> = Arc::new(Mutex::new(vec![None; ALL.len()]));
     let next = Arc::new(Mutex::new(0usize));
     std::thread::scope(|s| {
-        for _ in 0..4 {
+        for _ in 0..6 {
             let (results, next, ctx, env, keys, sink) =
                 (results.clone(), next.clone(), &ctx, &env, &keys, &sink.dir);
             s.spawn(move || loop {
@@ -512,4 +512,52 @@ fn real_clients_send_through_a_default_config_and_land_decoded_as_sent_with_dkim
         failures.join("\n"),
         env.diagnostics()
     );
+}
+
+#[test]
+fn interop_table_script_replaces_only_the_marked_readme_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let readme = dir.path().join("README.md");
+    let matrix = dir.path().join("matrix.md");
+    std::fs::write(
+        &readme,
+        "# t\n\nbefore\n<!-- interop-matrix:begin -->\nold table\n<!-- interop-matrix:end -->\nafter\n",
+    )
+    .unwrap();
+    std::fs::write(&matrix, "| a | b |\n|---|---|\n| x | **FAIL**: why |\n").unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/interop-table.sh");
+    for _ in 0..2 {
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(&matrix)
+            .arg(&readme)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&readme).unwrap();
+    assert!(
+        text.starts_with("# t\n\nbefore\n<!-- interop-matrix:begin -->\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("<!-- interop-matrix:end -->\nafter\n"),
+        "{text}"
+    );
+    assert!(!text.contains("old table"), "{text}");
+    assert_eq!(text.matches("| x | **FAIL**: why |").count(), 1, "{text}");
+    // Without the markers the script refuses instead of appending somewhere.
+    std::fs::write(&readme, "# no markers\n").unwrap();
+    let out = Command::new("bash")
+        .arg(script)
+        .arg(&matrix)
+        .arg(&readme)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read_to_string(&readme).unwrap(), "# no markers\n");
 }
