@@ -561,3 +561,31 @@ fn interop_table_script_replaces_only_the_marked_readme_section() {
     assert!(!out.status.success());
     assert_eq!(std::fs::read_to_string(&readme).unwrap(), "# no markers\n");
 }
+
+#[test]
+fn a_failed_client_is_summed_up_by_the_smtp_reply_it_got() {
+    let status = Command::new("false").status().unwrap();
+    let run = |output: &str| Run {
+        status: Some(status),
+        output: output.into(),
+    };
+    let py = run("Traceback (most recent call last):\n  File \"x.py\", line 12\nsmtplib.SMTPDataError: (550, b'5.6.11 message refused: bare LF (RFC 5321 \\xc2\\xa72.3.8)')\n");
+    assert!(
+        py.reason()
+            .starts_with("550 5.6.11 message refused: bare LF (RFC 5321"),
+        "{}",
+        py.reason()
+    );
+    let curl = run("< 550 5.6.11 message refused\n* closing\ncurl: (8) Weird server reply\n");
+    assert!(
+        curl.reason().starts_with("550 5.6.11 message refused"),
+        "{}",
+        curl.reason()
+    );
+    let other = run("something broke\n\n");
+    assert!(
+        other.reason().starts_with("something broke"),
+        "{}",
+        other.reason()
+    );
+}

@@ -269,7 +269,7 @@ impl Run {
     /// The line that says why it failed: the last SMTP reply with an error code, or the
     /// last line of output.
     pub fn reason(&self) -> String {
-        let re = regex::Regex::new(r"\b[45]\d\d[ -]?[45]\.\d{1,3}\.\d{1,3}").unwrap();
+        let re = regex::Regex::new(r"\b[45]\d\d(?:[ -]?|, b.)[45]\.\d{1,3}\.\d{1,3}").unwrap();
         let lines: Vec<&str> = self.output.lines().map(str::trim).collect();
         let line = lines
             .iter()
@@ -278,9 +278,17 @@ impl Run {
             .or_else(|| lines.iter().rev().find(|l| !l.is_empty()))
             .copied()
             .unwrap_or("");
-        let line = match re.find(line) {
-            Some(m) => &line[m.start()..],
-            None => line,
+        // Python's smtplib says `SMTPDataError: (550, b'5.6.11 ...')`: the reply as a tuple.
+        let tuple = regex::Regex::new(r#"\(([45]\d\d), b['"](.*?)['"]\)"#).unwrap();
+        let joined;
+        let line = if let Some(c) = tuple.captures(line) {
+            joined = format!("{} {}", &c[1], &c[2]);
+            joined.as_str()
+        } else {
+            match re.find(line) {
+                Some(m) => &line[m.start()..],
+                None => line,
+            }
         };
         let status = match self.status {
             None => "killed after the deadline".to_string(),
