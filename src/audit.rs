@@ -4,6 +4,8 @@
 //! It must never contain a message body, a password or key material: callers pass
 //! envelope facts, rule names, replies and hashes only. Records are appended with
 //! `O_APPEND`, one `write` each, so concurrent writers never interleave lines.
+//! Invariant: a record is one line of plain text: control characters, line separators
+//! and bidirectional controls inside values are written as JSON escapes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -69,7 +71,7 @@ impl Audit {
         if let Value::Object(m) = fields {
             obj.extend(m);
         }
-        let mut line = Value::Object(obj).to_string();
+        let mut line = json_for_logs(&Value::Object(obj).to_string()).into_owned();
         if self.file.is_some() {
             tracing::debug!(target: "audit", "{line}");
         } else {
@@ -92,6 +94,26 @@ impl Audit {
             }
         }
     }
+}
+
+/// A serialized JSON record with DEL, the C1 controls, the line and paragraph separators
+/// and the bidirectional controls written as `\uXXXX` (serde_json escapes only C0): the
+/// record decodes to the same values, and a log viewer or terminal showing the raw line
+/// neither breaks it nor reorders it. Those characters occur only inside JSON strings,
+/// where the escape means the same character.
+pub fn json_for_logs(line: &str) -> std::borrow::Cow<'_, str> {
+    if !crate::escape::has_hazard(line) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if crate::escape::is_hazard(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Current time as RFC 3339 UTC with milliseconds.
@@ -169,6 +191,23 @@ mod tests {
         assert!(!std::fs::read_to_string(d.path().join("a.jsonl.1"))
             .unwrap()
             .contains("\"two\""));
+    }
+
+    #[test]
+    fn separators_and_bidi_controls_are_escaped_in_records() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.jsonl");
+        let a = Audit::open(Some(&p)).unwrap();
+        let from = "a\u{2028}b\u{202e}c\u{85}d\u{7f}e\u{1b}@x.example";
+        a.record("received", serde_json::json!({"from": from}));
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(!crate::escape::has_hazard(text.trim_end()), "{text:?}");
+        assert!(
+            text.contains("\\u2028") && text.contains("\\u202e"),
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["from"], from);
     }
 
     #[test]

@@ -22,6 +22,36 @@ fn domain_of(glob: &str) -> Option<String> {
     (!d.contains('*') && !d.is_empty()).then(|| d.to_ascii_lowercase())
 }
 
+/// Bounces go only to approved recipients (see `dsn::route`): a postmaster the policy
+/// refuses is an error; a client's fixed sender address it refuses, without a
+/// postmaster, is refused at MAIL, which is worth a warning before it happens.
+fn bounce_recipients(cfg: &Config, p: &crate::policy::PolicySet, r: &mut CheckReport) {
+    let cfg_name = cfg.path.display().to_string();
+    let judge = |client: &str, addr: &str| {
+        let env = crate::policy::Envelope { client, from: "" };
+        p.judge_rcpt(&env, addr, &|_: &str| true)
+    };
+    if let Some(pm) = &cfg.server.postmaster {
+        if let Err(why) = judge("local", pm) {
+            r.errors.push(format!(
+                "{cfg_name}: [server] postmaster <{pm}> is refused by the recipient policy ({}: {}): bounces of unapproved senders would go nowhere",
+                why.by, why.reason
+            ));
+        }
+        return;
+    }
+    for c in &cfg.clients {
+        for s in c.allowed_senders.iter().filter(|s| !s.contains(['*', '?'])) {
+            if let Err(why) = judge(&c.name, s) {
+                r.warnings.push(format!(
+                    "{cfg_name}: [[client]] {}: sender <{s}> is not an approved recipient ({}: {}), so MAIL FROM:<{s}> is refused (its bounces could go nowhere); approve it or set [server] postmaster",
+                    c.name, why.by, why.reason
+                ));
+            }
+        }
+    }
+}
+
 /// Runs every check against an already-parsed configuration.
 pub fn run(cfg: &Config) -> CheckReport {
     let mut r = CheckReport::default();
@@ -30,6 +60,7 @@ pub fn run(cfg: &Config) -> CheckReport {
         Ok(p) => {
             r.warnings
                 .extend(p.warnings().iter().map(|d| d.to_string()));
+            bounce_recipients(cfg, &p, &mut r);
             let known: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
             let smime = p.check_smime(cfg.smime.is_some());
             for d in p.check_clients(&known).into_iter().chain(smime) {

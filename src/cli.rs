@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use sealgate::config::Config;
+use sealgate::escape::{for_terminal, lines_for_terminal};
 use sealgate::spool::Spool;
 
 /// Exit code 1: the job found problems.
@@ -168,7 +169,7 @@ pub fn explain(
                     serde_json::to_string_pretty(&report.json).unwrap_or_default()
                 );
             } else {
-                print!("{}", report.text);
+                print!("{}", lines_for_terminal(&report.text));
             }
             ExitCode::SUCCESS
         }
@@ -236,19 +237,20 @@ pub fn queue_list(config: &Path) -> ExitCode {
         } else {
             "queued".to_string()
         };
+        // Addresses and the upstream's reply are others' text: escaped for the terminal.
         println!(
             "{:<28} {:>9} {:>4} {:<20} <{}> -> {}  {}",
             e.envelope.id,
             e.size,
             e.state.attempts,
             format!("{}s", age),
-            e.envelope.from,
-            e.pending().join(", "),
-            status
+            for_terminal(&e.envelope.from),
+            for_terminal(&e.pending().join(", ")),
+            for_terminal(&status)
         );
     }
     for (id, why) in bad {
-        println!("{id}: damaged, moved to corrupt/: {why}");
+        println!("{id}: damaged, moved to corrupt/: {}", for_terminal(&why));
     }
     let corrupt = spool.corrupt_ids();
     if !corrupt.is_empty() {
@@ -292,23 +294,24 @@ pub fn queue_show(config: &Path, id: &str) -> ExitCode {
 fn show_entry(spool: &Spool, id: &str) -> Result<(), ExitCode> {
     match spool.load(id) {
         Ok((e, m)) => {
+            // Everything but the id and the numbers came from clients or the upstream.
             println!("id:        {}", e.envelope.id);
-            println!("from:      <{}>", e.envelope.from);
-            println!("to:        {}", e.envelope.rcpts.join(", "));
-            println!("pending:   {}", e.pending().join(", "));
-            println!("client:    {}", e.envelope.client);
+            println!("from:      <{}>", for_terminal(&e.envelope.from));
+            println!("to:        {}", for_terminal(&e.envelope.rcpts.join(", ")));
+            println!("pending:   {}", for_terminal(&e.pending().join(", ")));
+            println!("client:    {}", for_terminal(&e.envelope.client));
             println!("kind:      {:?}", e.envelope.kind);
             println!(
                 "message-id:{}",
                 e.envelope
                     .message_id
                     .as_deref()
-                    .map(|m| format!(" {m}"))
+                    .map(|m| format!(" {}", for_terminal(m)))
                     .unwrap_or_default()
             );
             println!(
                 "policy:    {}",
-                e.envelope.policy_version.as_deref().unwrap_or("-")
+                for_terminal(e.envelope.policy_version.as_deref().unwrap_or("-"))
             );
             println!("attempts:  {}", e.state.attempts);
             println!(
@@ -316,14 +319,16 @@ fn show_entry(spool: &Spool, id: &str) -> Result<(), ExitCode> {
                 e.state
                     .last_error
                     .as_deref()
-                    .map(|m| format!(" {m}"))
+                    .map(|m| format!(" {}", for_terminal(m)))
                     .unwrap_or_default()
             );
             println!("size:      {} bytes", e.size);
             println!("--- headers ---");
             print!(
                 "{}",
-                String::from_utf8_lossy(sealgate::dsn::original_headers(&m))
+                lines_for_terminal(&String::from_utf8_lossy(sealgate::dsn::original_headers(
+                    &m
+                )))
             );
             Ok(())
         }
@@ -435,73 +440,154 @@ pub fn queue_delete(config: &Path, id: &str) -> ExitCode {
     code
 }
 
-/// sendmail exit codes (sysexits.h).
-const EX_USAGE: u8 = 64;
-const EX_DATAERR: u8 = 65;
-const EX_UNAVAILABLE: u8 = 69;
-const EX_TEMPFAIL: u8 = 75;
-
+/// `sealgate sendmail` / `sendmail`: sendmail's command line and exit codes
+/// (sysexits.h, see [`sealgate::sendmail::exit`]).
 pub fn sendmail(args: Vec<String>) -> ExitCode {
-    let mut from: Option<String> = None;
-    let mut from_headers = false;
-    let mut dot_ends = true;
-    let mut rcpts = Vec::new();
-    let mut config = PathBuf::from(
-        std::env::var("SEALGATE_CONFIG").unwrap_or_else(|_| "/etc/sealgate/sealgate.toml".into()),
+    use sealgate::sendmail::{exit, Mode};
+    let inv = match sealgate::sendmail::parse_args(&args) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("sendmail: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    if !inv.ignored.is_empty() {
+        tracing::debug!("sendmail: ignored options: {}", inv.ignored.join(" "));
+    }
+    match &inv.mode {
+        Mode::Help => {
+            print!("{}", sealgate::sendmail::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Mode::Newaliases => {
+            eprintln!("sendmail: newaliases: sealgate has no alias database; nothing to do");
+            return ExitCode::SUCCESS;
+        }
+        Mode::QueueIgnored(what) => {
+            eprintln!("sendmail: -q{what} ignored: `sealgate serve` runs the queue itself");
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    // Never a default: without a readable configuration sendmail does not know where
+    // sealgate listens, and whatever else listens there must not get the message or
+    // the AUTH password.
+    let config = PathBuf::from(
+        std::env::var_os("SEALGATE_CONFIG").unwrap_or_else(|| "/etc/sealgate/sealgate.toml".into()),
     );
-    let mut it = args.into_iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "-t" => from_headers = true,
-            "-i" | "-oi" => dot_ends = false,
-            "-f" | "-r" => from = it.next(),
-            "-c" | "--config" => {
-                if let Some(c) = it.next() {
-                    config = PathBuf::from(c);
+    let cfg = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "sendmail: {e}; nothing was sent (the configuration must be readable by the \
+                 user running sendmail; set SEALGATE_CONFIG to use another file)"
+            );
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    let Some(addr) = cfg.server.listen.first().copied() else {
+        eprintln!("sendmail: {}: [server] listen is empty", config.display());
+        return ExitCode::from(exit::CONFIG);
+    };
+    let auth = match (
+        std::env::var("SEALGATE_USER"),
+        std::env::var("SEALGATE_PASSWORD"),
+    ) {
+        (Ok(u), Ok(p)) => Some((u, p)),
+        _ => None,
+    };
+    let auth_ref = auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into());
+    match inv.mode {
+        Mode::PrintQueue => queue_list(&config),
+        Mode::FlushQueue => queue_retry(&config, None),
+        Mode::SmtpSession => match sealgate::submit::proxy(addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sendmail: {e}");
+                ExitCode::from(exit::TEMPFAIL)
+            }
+        },
+        Mode::Verify => {
+            let host = &cfg.server.hostname;
+            let rcpts: Vec<String> = inv
+                .recipients
+                .iter()
+                .map(|r| sealgate::sendmail::qualify(r, host))
+                .collect();
+            let from = inv
+                .from
+                .as_deref()
+                .map(|f| sealgate::sendmail::qualify(f, host));
+            let from = from.unwrap_or_else(|| {
+                cfg.sendmail
+                    .sender
+                    .clone()
+                    .unwrap_or_else(|| format!("{user}@{}", cfg.server.hostname))
+            });
+            if inv.recipients.is_empty() {
+                eprintln!("sendmail: -bv: no recipients to verify");
+                return ExitCode::from(exit::USAGE);
+            }
+            match sealgate::submit::verify(addr, &from, &rcpts, auth_ref) {
+                Ok(results) => {
+                    let mut code = ExitCode::SUCCESS;
+                    for (r, res) in results {
+                        match res {
+                            Ok(()) => println!("{r}... deliverable"),
+                            Err(why) => {
+                                println!("{r}... undeliverable: {}", why.replace('\n', " / "));
+                                code = ExitCode::from(exit::NOUSER);
+                            }
+                        }
+                    }
+                    code
+                }
+                Err(e) => {
+                    eprintln!("sendmail: {e}");
+                    ExitCode::from(if e.is_temporary() {
+                        exit::TEMPFAIL
+                    } else {
+                        exit::UNAVAILABLE
+                    })
                 }
             }
-            "-F" | "-O" | "-o" | "-B" | "-N" | "-R" | "-V" | "-X" | "-L" | "-p" | "-q" => {
-                let _ = it.next();
-            }
-            "--" => rcpts.extend(it.by_ref()),
-            s if s.starts_with("-f") && s.len() > 2 => from = Some(s[2..].to_string()),
-            s if s.starts_with("-o")
-                || s.starts_with("-b")
-                || s.starts_with("-d")
-                || s.starts_with("-e")
-                || s.starts_with("-F")
-                || s.starts_with("-v") => {}
-            s if s.starts_with('-') => {
-                eprintln!("sendmail: unknown option {s}");
-                return ExitCode::from(EX_USAGE);
-            }
-            _ => rcpts.push(a),
         }
+        _ => sendmail_deliver(inv, &cfg, addr, auth_ref, &user),
     }
-    // The config may be unreadable for the user running sendmail: then the defaults.
-    let cfg = Config::load(&config).ok();
-    let max_size = cfg.as_ref().map_or(Config::DEFAULT_MAX_MESSAGE_SIZE, |c| {
-        c.server.max_message_size
-    });
+}
+
+fn sendmail_deliver(
+    inv: sealgate::sendmail::Invocation,
+    cfg: &Config,
+    addr: SocketAddr,
+    auth: Option<(&str, &str)>,
+    user: &str,
+) -> ExitCode {
+    use sealgate::sendmail::{exit, SenderSource};
+    use sealgate::submit::SubmitError;
+    let max_size = cfg.server.max_message_size;
     // Never hold more than the listener would take: LF line ends may double in size
     // when they become CRLF, so read up to twice the limit and check after conversion.
     let mut input = Vec::new();
     let cap = max_size.saturating_mul(2).saturating_add(1);
     if let Err(e) = std::io::stdin().take(cap).read_to_end(&mut input) {
         eprintln!("sendmail: reading the message: {e}");
-        return ExitCode::from(EX_DATAERR);
+        return ExitCode::from(exit::DATAERR);
     }
     let too_big = || {
         eprintln!(
             "sendmail: the message is larger than the limit of {max_size} bytes \
              (max_message_size); nothing was sent"
         );
-        ExitCode::from(EX_UNAVAILABLE)
+        ExitCode::from(exit::UNAVAILABLE)
     };
     if input.len() as u64 == cap {
         return too_big();
     }
-    if dot_ends {
+    if !inv.ignore_dots {
         // Traditional sendmail: a line with a single "." ends the message.
         let mut end = input.len();
         let mut start = 0;
@@ -521,54 +607,121 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
     if message.len() as u64 > max_size {
         return too_big();
     }
-    if from_headers {
-        let (extracted, stripped) = sealgate::sendmail::recipients_from_headers(&message);
-        rcpts.extend(extracted);
-        message = stripped;
+    let mut rcpts = inv.recipients;
+    if inv.extract {
+        // Postfix adds the header recipients to those given as arguments.
+        match sealgate::sendmail::recipients_from_headers(&message) {
+            Ok((extracted, stripped)) => {
+                for r in extracted {
+                    if !rcpts.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
+                        rcpts.push(r);
+                    }
+                }
+                message = stripped;
+            }
+            Err(e) => {
+                eprintln!("sendmail: {e}; nothing was sent");
+                return ExitCode::from(exit::DATAERR);
+            }
+        }
     }
     if rcpts.is_empty() {
         eprintln!("sendmail: no recipients (give them as arguments or use -t)");
-        return ExitCode::from(EX_USAGE);
+        return ExitCode::from(exit::USAGE);
     }
-    let from = from.unwrap_or_else(|| {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "root".into());
-        let host = cfg
-            .as_ref()
-            .map_or_else(|| "localhost".into(), |c| c.server.hostname.clone());
-        format!("{user}@{host}")
-    });
-    let addr: SocketAddr = cfg
-        .as_ref()
-        .and_then(|c| c.server.listen.first().copied())
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 2525)));
-    let auth = match (
-        std::env::var("SEALGATE_USER"),
-        std::env::var("SEALGATE_PASSWORD"),
-    ) {
-        (Ok(u), Ok(p)) => Some((u, p)),
-        _ => None,
-    };
-    match sealgate::submit::submit(
-        addr,
-        &from,
-        &rcpts,
-        &message,
-        auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
-    ) {
-        Ok((_, refused)) => {
-            for r in &refused {
-                eprintln!("sendmail: {r}");
+    let host = &cfg.server.hostname;
+    let rcpts: Vec<String> = rcpts
+        .iter()
+        .map(|r| sealgate::sendmail::qualify(r, host))
+        .collect();
+    let from = match inv.from {
+        Some(f) => sealgate::sendmail::qualify(&f, host),
+        None => {
+            // The client sealgate AUTHs as: its allowed_senders decide whether the
+            // header From may be the envelope sender (the server checks again).
+            let client = auth.and_then(|(u, _)| cfg.clients.iter().find(|c| c.username == u));
+            let allowed = |a: &str| {
+                client.is_none_or(|c| {
+                    c.allowed_senders.is_empty()
+                        || c.allowed_senders
+                            .iter()
+                            .any(|g| sealgate::policy::glob_match(g, a))
+                })
+            };
+            let (from, source) = sealgate::sendmail::default_sender(
+                &cfg.sendmail,
+                &message,
+                &allowed,
+                user,
+                &cfg.server.hostname,
+            );
+            if cfg.sendmail.sender_from_header && source != SenderSource::HeaderFrom {
+                tracing::debug!(
+                    "sendmail: the header From is not a single address this client may use; envelope sender {from}"
+                );
             }
-            ExitCode::SUCCESS
+            from
+        }
+    };
+    match sealgate::submit::submit(addr, &from, &rcpts, &message, auth) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(SubmitError::Connect { addr, source }) => {
+            let down = format!("sealgate is not reachable at {addr} ({source})");
+            if !cfg.sendmail.maildrop {
+                eprintln!("sendmail: {down}; nothing was sent ([sendmail] maildrop = false); try again later");
+                return ExitCode::from(exit::TEMPFAIL);
+            }
+            if auth.is_some() || cfg.server.require_auth {
+                eprintln!(
+                    "sendmail: {down}; nothing was sent: a message that must AUTH \
+                     (SEALGATE_USER, require_auth) is not kept in the maildrop, whose \
+                     collector cannot check a password later; try again later"
+                );
+                return ExitCode::from(exit::TEMPFAIL);
+            }
+            match sealgate::maildrop::write(&cfg.spool.dir, &from, &rcpts, &message) {
+                Ok(path) => {
+                    eprintln!(
+                        "sendmail: {down}; the message is kept in {} and will be sent when `sealgate serve` runs",
+                        path.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sendmail: {down}; and the maildrop cannot take it: {e}; nothing was sent, try again later");
+                    ExitCode::from(exit::TEMPFAIL)
+                }
+            }
+        }
+        Err(SubmitError::Recipients(refused)) => {
+            for (r, why) in &refused {
+                eprintln!("sendmail: <{r}>: {}", why.replace('\n', " / "));
+            }
+            eprintln!(
+                "sendmail: {} of {} recipients refused; nothing was sent to anyone",
+                refused.len(),
+                rcpts.len()
+            );
+            let too_many = refused.iter().any(|(_, w)| w.contains("4.5.3"));
+            ExitCode::from(if too_many {
+                exit::UNAVAILABLE
+            } else if refused.iter().all(|(_, w)| w.starts_with('4')) {
+                exit::TEMPFAIL
+            } else {
+                exit::NOUSER
+            })
+        }
+        Err(e @ SubmitError::Io(_)) => {
+            // The connection broke: after DATA the message may have been accepted.
+            eprintln!("sendmail: {e}; the message may not have been accepted, try again later");
+            ExitCode::from(exit::TEMPFAIL)
         }
         Err(e) => {
-            eprintln!("sendmail: {e}");
+            eprintln!("sendmail: {e}; nothing was sent");
             ExitCode::from(if e.is_temporary() {
-                EX_TEMPFAIL
+                exit::TEMPFAIL
             } else {
-                EX_UNAVAILABLE
+                exit::UNAVAILABLE
             })
         }
     }

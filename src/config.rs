@@ -58,6 +58,9 @@ pub struct Config {
     /// Prometheus metrics endpoint; absent means none.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// How `sealgate sendmail` submits: envelope sender, maildrop.
+    #[serde(default)]
+    pub sendmail: crate::sendmail::SendmailConfig,
     /// The file this was read from (not a key in the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -95,20 +98,100 @@ pub struct ServerConfig {
     /// Timeout waiting for each chunk of DATA (RFC 5321 §4.5.3.2.5: 3 minutes).
     #[serde(default = "default_data_timeout", deserialize_with = "de_duration")]
     pub data_timeout: Duration,
-    /// What to do with a bare LF or CR inside DATA: "reject" (default) or "normalize" (to CRLF).
+    /// What to do with a bare LF or CR inside DATA: "auto" (default: normalise for
+    /// loopback and authenticated clients, refuse for others), "reject" or "normalize".
     #[serde(default)]
     pub bare_line_endings: BareLineEndings,
+    /// Accept `%`, `!` and a quoted `@` in local parts (`user%other@ours`), which the
+    /// upstream may route to another domain (percent hack, bang path). Default false:
+    /// refused at RCPT/MAIL with `550 5.1.3`/`550 5.1.7`.
+    #[serde(default)]
+    pub allow_routing_characters: bool,
+    /// Subaddress delimiters, as the upstream's `recipient_delimiter`: `"+"` (default, as
+    /// Debian configures Postfix), `"+-"` or `["+", "-"]` (each character is one), `""`
+    /// for none. A list entry for `ceo@x` also covers `ceo+anything@x`.
+    #[serde(default)]
+    pub recipient_delimiter: RecipientDelimiter,
+    /// Where a bounce goes when the envelope sender is not an approved recipient; without
+    /// it such a sender is refused at MAIL (`550 5.7.1`) and an older entry's DSN is dropped.
+    #[serde(default)]
+    pub postmaster: Option<String>,
+    /// Commands outside a mail transaction (NOOP, RSET, VRFY, HELP, EHLO ...) a session may
+    /// send before it is closed with `421 4.7.0`; 1 while the listener is under stress.
+    #[serde(default = "default_junk_command_limit")]
+    pub junk_command_limit: u32,
+    /// Sessions one client address may hold at once; unset: `max_connections - 1` for
+    /// other hosts (a slot stays free for someone else) and no limit on loopback, where
+    /// every local application shares 127.0.0.1.
+    #[serde(default)]
+    pub max_connections_per_peer: Option<usize>,
+}
+
+/// `[server] recipient_delimiter`: one string (each character a delimiter) or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RecipientDelimiter {
+    /// `"+"` or `"+-"`.
+    One(String),
+    /// `["+", "-"]`.
+    Many(Vec<String>),
+}
+
+impl Default for RecipientDelimiter {
+    fn default() -> Self {
+        RecipientDelimiter::One("+".into())
+    }
+}
+
+impl RecipientDelimiter {
+    /// Every delimiter character, in order, without repeats.
+    pub fn chars(&self) -> Vec<char> {
+        let all: Vec<char> = match self {
+            RecipientDelimiter::One(s) => s.chars().collect(),
+            RecipientDelimiter::Many(v) => v.iter().flat_map(|s| s.chars()).collect(),
+        };
+        let mut out = Vec::new();
+        for c in all {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+}
+
+impl ServerConfig {
+    /// How the session and the policy read addresses.
+    pub fn address_rules(&self) -> crate::address::AddressRules {
+        crate::address::AddressRules {
+            allow_routing_characters: self.allow_routing_characters,
+        }
+    }
 }
 
 /// Handling of bare LF / bare CR in DATA (SMTP smuggling defence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BareLineEndings {
-    /// Refuse the message with `550 5.6.11`.
+    /// Normalise for clients on loopback and clients that authenticated; refuse for
+    /// anyone else (as Postfix exempts `$mynetworks` from `smtpd_forbid_bare_newline`).
     #[default]
+    Auto,
+    /// Refuse the message with `550 5.6.11`.
     Reject,
     /// Turn every bare LF and bare CR into CRLF; end-of-data is still only `CRLF.CRLF`.
     Normalize,
+}
+
+impl BareLineEndings {
+    /// True when a session from this peer normalises (rather than refuses) bare line ends.
+    pub fn normalizes(self, peer_is_loopback: bool, authenticated: bool) -> bool {
+        match self {
+            BareLineEndings::Auto => peer_is_loopback || authenticated,
+            BareLineEndings::Reject => false,
+            BareLineEndings::Normalize => true,
+        }
+    }
 }
 
 /// `[[client]]`: one local application.
@@ -255,7 +338,12 @@ impl Default for ServerConfig {
             max_recipients: default_max_recipients(),
             command_timeout: default_command_timeout(),
             data_timeout: default_data_timeout(),
-            bare_line_endings: BareLineEndings::Reject,
+            bare_line_endings: BareLineEndings::Auto,
+            allow_routing_characters: false,
+            recipient_delimiter: RecipientDelimiter::default(),
+            postmaster: None,
+            junk_command_limit: default_junk_command_limit(),
+            max_connections_per_peer: None,
         }
     }
 }
@@ -289,6 +377,9 @@ fn default_max_size() -> u64 {
     Config::DEFAULT_MAX_MESSAGE_SIZE
 }
 fn default_max_connections() -> usize {
+    100
+}
+fn default_junk_command_limit() -> u32 {
     100
 }
 fn default_max_recipients() -> usize {
@@ -535,6 +626,60 @@ impl Config {
                 ),
             ));
         }
+        if let Some(bad) = cfg
+            .server
+            .recipient_delimiter
+            .chars()
+            .into_iter()
+            .find(|c| {
+                c.is_alphanumeric()
+                    || c.is_whitespace()
+                    || c.is_control()
+                    || "@\"\\.<>()[]".contains(*c)
+            })
+        {
+            let (l, c) = locate_key(text, "server", "recipient_delimiter");
+            return Err(invalid(
+                l,
+                c,
+                format!("recipient_delimiter {bad:?} cannot delimit a subaddress: use characters such as \"+\" or \"-\""),
+            ));
+        }
+        if let Some(pm) = &cfg.server.postmaster {
+            let ok = pm
+                .rsplit_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && valid_hostname(d) && d.contains('.'))
+                && pm.len() <= 254
+                && !pm
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || "<>\"".contains(c));
+            if !ok {
+                let (l, c) = locate_key(text, "server", "postmaster");
+                return Err(invalid(
+                    l,
+                    c,
+                    format!(
+                        "postmaster = {pm:?} is not an address like \"postmaster@example.com\""
+                    ),
+                ));
+            }
+        }
+        if cfg.server.max_connections_per_peer == Some(0) {
+            let (l, c) = locate_key(text, "server", "max_connections_per_peer");
+            return Err(invalid(
+                l,
+                c,
+                "max_connections_per_peer must be at least 1".into(),
+            ));
+        }
+        if cfg.server.junk_command_limit == 0 {
+            let (l, c) = locate_key(text, "server", "junk_command_limit");
+            return Err(invalid(
+                l,
+                c,
+                "junk_command_limit must be at least 1".into(),
+            ));
+        }
         if cfg.server.max_message_size == 0 {
             let (l, c) = locate_key(text, "server", "max_message_size");
             return Err(invalid(
@@ -648,6 +793,10 @@ impl Config {
                 ));
             }
         }
+        if let Err(e) = crate::sendmail::validate(&cfg.sendmail) {
+            let (l, c) = locate_key(text, "sendmail", "sender");
+            return Err(invalid(l, c, e));
+        }
         if let Some(m) = &cfg.metrics {
             if !m.listen.ip().is_loopback() {
                 let (l, c) = locate_key(text, "metrics", "listen");
@@ -742,6 +891,47 @@ mod tests {
         assert_eq!(c.upstream.effective_port(), 587);
         assert_eq!(c.spool.dir, PathBuf::from("/etc/sealgate/spool"));
         assert_eq!(c.server.max_message_size, 25 * 1024 * 1024);
+        // Bare line ends: normalised for local and authenticated clients, refused for
+        // an unauthenticated client from elsewhere.
+        let ble = c.server.bare_line_endings;
+        assert_eq!(ble, BareLineEndings::Auto);
+        assert!(ble.normalizes(true, false) && ble.normalizes(false, true));
+        assert!(!ble.normalizes(false, false));
+        assert!(!BareLineEndings::Reject.normalizes(true, true));
+        assert!(BareLineEndings::Normalize.normalizes(false, false));
+    }
+
+    #[test]
+    fn address_reading_defaults_and_delimiter_forms() {
+        let parse = |server: &str| {
+            Config::parse(
+                &format!("[server]\n{server}\n{MINIMAL}"),
+                Path::new("s.toml"),
+            )
+        };
+        let c = parse("").unwrap();
+        assert!(!c.server.allow_routing_characters);
+        assert_eq!(c.server.recipient_delimiter.chars(), ['+']);
+        let c = parse("recipient_delimiter = \"+-\"\nallow_routing_characters = true").unwrap();
+        assert_eq!(c.server.recipient_delimiter.chars(), ['+', '-']);
+        assert!(c.server.address_rules().allow_routing_characters);
+        let c = parse("recipient_delimiter = [\"+\", \"-\", \"+\"]").unwrap();
+        assert_eq!(c.server.recipient_delimiter.chars(), ['+', '-']);
+        assert!(parse("recipient_delimiter = \"\"")
+            .unwrap()
+            .server
+            .recipient_delimiter
+            .chars()
+            .is_empty());
+        for bad in ["\"@\"", "\"x\"", "[\"+\", \" \"]"] {
+            let err = parse(&format!("recipient_delimiter = {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("s.toml:2:1:") && err.contains("recipient_delimiter"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

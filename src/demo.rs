@@ -221,7 +221,7 @@ pub async fn run(dir: &Path, port: u16, once: bool) -> anyhow::Result<()> {
         })
         .await?;
         match result {
-            Ok((reply, _)) => {
+            Ok(reply) => {
                 expected += 1;
                 if s.title.contains("without a certificate") {
                     expected += 1; // the password message

@@ -23,6 +23,7 @@ use hickory_resolver::TokioResolver;
 use mail_auth::common::parse::TxtRecordParser;
 use serde::Serialize;
 
+use crate::escape::for_terminal;
 use crate::transform::dkim::{inspect_key, parse_duration, Algorithm, DkimConfig, KeyInfo};
 
 /// How long one DNS query may take, per attempt.
@@ -117,12 +118,13 @@ pub fn has_failures(findings: &[Finding]) -> bool {
 pub fn render_text(findings: &[Finding]) -> String {
     let mut out = String::new();
     for f in findings {
+        // Subjects and details quote DNS records and upstream replies: others' text.
         out.push_str(&format!(
             "{:<4} {} {}: {}\n",
             f.verdict.label(),
             f.check,
-            f.subject,
-            f.detail
+            for_terminal(&f.subject),
+            for_terminal(&f.detail)
         ));
     }
     out
@@ -311,6 +313,22 @@ fn dns_error(check: &str, name: &str, err: String) -> Finding {
     )
 }
 
+/// A FAIL for a record holding control characters (an escape sequence, a bidi
+/// override): no receiver parses such a record as intended, and it was made to fool a
+/// reader. `None` when every record is plain text.
+fn hostile_record(check: &str, name: &str, records: &[String]) -> Option<Finding> {
+    let bad = records.iter().find(|r| crate::escape::has_hazard(r))?;
+    Some(Finding::new(
+        check,
+        name,
+        Verdict::Fail,
+        format!(
+            "TXT record contains control characters (fix: republish it as plain text): {}",
+            for_terminal(bad)
+        ),
+    ))
+}
+
 // ---------------------------------------------------------------------------------------
 // DKIM
 
@@ -419,6 +437,10 @@ async fn check_dkim_entry(
             return;
         }
     };
+    if let Some(f) = hostile_record("dkim", &name, &records) {
+        out.push(f);
+        return;
+    }
     let keys: Vec<Vec<(String, String)>> = records
         .iter()
         .map(|r| dkim_tags(r))
@@ -539,6 +561,9 @@ async fn check_spf(dns: &Dns, domain: &str) -> Finding {
         Ok(r) => r,
         Err(e) => return dns_error("spf", domain, e),
     };
+    if let Some(f) = hostile_record("spf", domain, &records) {
+        return f;
+    }
     let finding = match records.as_slice() {
         [] => Finding::new("spf", domain, Verdict::Fail, format!("no SPF record (fix: publish {domain}. IN TXT \"v=spf1 include:<your provider> -all\")")),
         [_, _, ..] => Finding::new("spf", domain, Verdict::Fail, format!("{} SPF records; RFC 7208 allows exactly one, receivers treat this as permerror (fix: merge them into one)", records.len())),
@@ -581,6 +606,9 @@ async fn check_dmarc(dns: &Dns, domain: &str) -> Finding {
             },
         }
     };
+    if let Some(f) = hostile_record("dmarc", &subject, &records) {
+        return f;
+    }
     if records.len() > 1 {
         return Finding::new(
             "dmarc",
@@ -619,7 +647,15 @@ async fn check_dmarc(dns: &Dns, domain: &str) -> Finding {
 async fn check_mta_sts(dns: &Dns, domain: &str) -> Finding {
     use mail_auth::mta_sts::MtaSts;
     let subject = format!("_mta-sts.{domain}");
-    let finding = match dns.tagged(&subject, "v=STSv1").await {
+    let answer = dns.tagged(&subject, "v=STSv1").await;
+    if let Some(f) = answer
+        .as_ref()
+        .ok()
+        .and_then(|r| hostile_record("mta-sts", &subject, r))
+    {
+        return f;
+    }
+    let finding = match answer {
         Err(e) => dns_error("mta-sts", &subject, e),
         Ok(r) if r.is_empty() => Finding::new("mta-sts", subject, Verdict::Warn, format!("no MTA-STS record: mail to {domain} can be downgraded to plaintext by an attacker (fix: publish a policy at https://mta-sts.{domain}/.well-known/mta-sts.txt and _mta-sts.{domain}. IN TXT \"v=STSv1; id=20260101\")")),
         Ok(r) if r.len() > 1 => Finding::new("mta-sts", subject, Verdict::Fail, format!("{} MTA-STS records; senders ignore MTA-STS (fix: keep one)", r.len())),
@@ -634,7 +670,15 @@ async fn check_mta_sts(dns: &Dns, domain: &str) -> Finding {
 async fn check_tls_rpt(dns: &Dns, domain: &str) -> Finding {
     use mail_auth::mta_sts::TlsRpt;
     let subject = format!("_smtp._tls.{domain}");
-    let finding = match dns.tagged(&subject, "v=TLSRPTv1").await {
+    let answer = dns.tagged(&subject, "v=TLSRPTv1").await;
+    if let Some(f) = answer
+        .as_ref()
+        .ok()
+        .and_then(|r| hostile_record("tls-rpt", &subject, r))
+    {
+        return f;
+    }
+    let finding = match answer {
         Err(e) => dns_error("tls-rpt", &subject, e),
         Ok(r) if r.is_empty() => Finding::new("tls-rpt", subject, Verdict::Warn, format!("no TLS-RPT record: you will not hear about TLS failures delivering to {domain} (fix: publish _smtp._tls.{domain}. IN TXT \"v=TLSRPTv1; rua=mailto:tls-reports@{domain}\")")),
         Ok(r) if r.len() > 1 => Finding::new("tls-rpt", subject, Verdict::Fail, format!("{} TLS-RPT records; reporters ignore them (fix: keep one)", r.len())),

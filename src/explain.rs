@@ -25,6 +25,61 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     crate::secret::write_private(path, bytes).with_context(|| format!("{}", path.display()))
 }
 
+/// Makes `dir` a directory only its owner can enter, as the copies it receives are as
+/// private as the spool: created with mode 0700, or an existing one of ours set to 0700.
+/// A symbolic link is refused (it may lead anywhere, e.g. into another user's
+/// directory), and so is a directory owned by someone else.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+    if !dir.exists() && std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("{}", dir.display()))?;
+    }
+    // Opened without following a link, then checked and changed through the descriptor:
+    // nothing can swap the directory for a link in between.
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => anyhow::anyhow!(
+                "{}: is a symbolic link; --write needs a real directory (give the link's target)",
+                dir.display()
+            ),
+            // O_DIRECTORY on a link answers ENOTDIR on Linux, ELOOP elsewhere.
+            Some(libc::ENOTDIR)
+                if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) =>
+            {
+                anyhow::anyhow!(
+                    "{}: is a symbolic link; --write needs a real directory (give the link's target)",
+                    dir.display()
+                )
+            }
+            Some(libc::ENOTDIR) => {
+                anyhow::anyhow!("{}: exists and is not a directory", dir.display())
+            }
+            _ => anyhow::Error::new(e).context(format!("{}", dir.display())),
+        })?;
+    let m = handle
+        .metadata()
+        .with_context(|| format!("{}", dir.display()))?;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me {
+        anyhow::bail!(
+            "{}: owned by uid {}, not by you (uid {me}); --write needs a directory of your own",
+            dir.display(),
+            m.uid()
+        );
+    }
+    handle
+        .set_permissions(std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("{}: cannot set mode 0700", dir.display()))
+}
+
 /// Runs the dry run.
 pub fn run(
     cfg: &Config,
@@ -90,12 +145,7 @@ pub fn run(
         refused_json.push(json!({"rcpt": r, "stage": "data", "reason": why}));
     }
     if let Some(dir) = write {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("{}", dir.display()))?;
+        private_dir(dir)?;
     }
     if !any_reject && refused.is_empty() {
         for (n, plan) in plans.iter().enumerate() {

@@ -10,6 +10,7 @@
 //!
 //! Each module owns one step of that picture; see its top comment.
 
+pub mod address;
 pub mod audit;
 pub mod capture;
 pub mod check;
@@ -18,9 +19,11 @@ pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod dsn;
+pub mod escape;
 pub mod explain;
 pub mod ingest;
 pub mod listener;
+pub mod maildrop;
 pub mod metrics;
 pub mod pki;
 pub mod policy;

@@ -17,7 +17,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::BareLineEndings;
 use crate::ingest::Ingest;
 use crate::reply::{named, Reply};
 use crate::runtime::{Runtime, Shared};
@@ -94,6 +93,7 @@ pub async fn serve(
 ) {
     let max = shared.get().config.server.max_connections;
     let limit = Arc::new(Semaphore::new(max));
+    let peers = PeerCounts::default();
     let mut tasks = Vec::new();
     for l in listeners {
         let (shared, ingest, limit, sd) = (
@@ -102,7 +102,10 @@ pub async fn serve(
             limit.clone(),
             shutdown.clone(),
         );
-        tasks.push(tokio::spawn(accept_loop(l, shared, ingest, limit, sd, max)));
+        let peers = peers.clone();
+        tasks.push(tokio::spawn(accept_loop(
+            l, shared, ingest, limit, sd, max, peers,
+        )));
     }
     for t in tasks {
         let _ = t.await;
@@ -118,7 +121,9 @@ async fn accept_loop(
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
     max: usize,
+    peers: PeerCounts,
 ) {
+    let mut backoff = AcceptBackoff::default();
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
@@ -126,10 +131,12 @@ async fn accept_loop(
         };
         let (sock, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    backoff.reset();
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    backoff.wait("SMTP", &e).await;
                     continue;
                 }
             },
@@ -137,6 +144,27 @@ async fn accept_loop(
         };
         let _ = sock.set_nodelay(true);
         let rt = shared.get();
+        let per_peer = rt.config.server.max_connections_per_peer;
+        let Some(peer_slot) = peers.claim(peer.ip(), per_peer_limit(per_peer, max, peer)) else {
+            // Over its share: told so and closed at once; the slot goes back.
+            drop(permit);
+            tokio::spawn(async move {
+                let mut sock = sock;
+                let reply = Reply::new(
+                    crate::reply::Class::Transient,
+                    21,
+                    (7, 0),
+                    format!(
+                        "too many connections from {} (max_connections_per_peer); try again later",
+                        peer.ip()
+                    ),
+                );
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), sock.write_all(&reply.to_wire()))
+                        .await;
+            });
+            continue;
+        };
         let ingest = ingest.clone();
         let sd = shutdown.clone();
         let load = Load {
@@ -159,8 +187,91 @@ async fn accept_loop(
                 .metrics
                 .sessions_active
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            drop(peer_slot);
             drop(permit);
         });
+    }
+}
+
+/// Sessions per client address, shared by all listeners.
+#[derive(Clone, Default)]
+struct PeerCounts(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One session's claim on its address's share; released on drop.
+struct PeerSlot {
+    counts: PeerCounts,
+    ip: std::net::IpAddr,
+}
+
+impl PeerCounts {
+    /// Counts a new session from `ip`, or `None` when it already holds `limit`.
+    fn claim(&self, ip: std::net::IpAddr, limit: usize) -> Option<PeerSlot> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// How many sessions `peer` may hold: the configured `max_connections_per_peer`; else
+/// all but one slot for another host, and every slot on loopback (all local
+/// applications share its address, so a share would only shut real clients out).
+fn per_peer_limit(configured: Option<usize>, max: usize, peer: SocketAddr) -> usize {
+    match configured {
+        Some(n) => n,
+        None if peer.ip().is_loopback() => max,
+        None => max.saturating_sub(1).max(1),
+    }
+}
+
+/// The pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS): 100 ms, doubling up to
+/// 1 s while failures repeat, back to nothing after a success. A listener out of
+/// descriptors is woken again at once by the connection still waiting; without the
+/// pause its loop spins on the CPU.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    /// The next pause; zero until the first failure.
+    next: Duration,
+}
+
+impl AcceptBackoff {
+    /// First pause after a failure.
+    const FIRST: Duration = Duration::from_millis(100);
+    /// Longest pause.
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// Logs the failure (once per streak, so a full descriptor table does not flood the
+    /// log) and sleeps.
+    pub async fn wait(&mut self, listener: &str, e: &std::io::Error) {
+        if self.next.is_zero() {
+            tracing::warn!("{listener} listener: accept failed: {e}; backing off");
+            self.next = Self::FIRST;
+        }
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(Self::MAX);
+    }
+
+    /// An accept succeeded: the next failure starts over at 100 ms.
+    pub fn reset(&mut self) {
+        self.next = Duration::ZERO;
     }
 }
 
@@ -171,9 +282,55 @@ pub struct RuntimeHooks<'a> {
     pub ingest: &'a Ingest,
     /// Peer address, for the audit log.
     pub peer: SocketAddr,
+    /// Set when a hook wrote a refusal to the audit log (so the driver does not write
+    /// a second record for the same reply).
+    pub audited: std::cell::Cell<bool>,
+}
+
+impl RuntimeHooks<'_> {
+    /// Audits a refused MAIL, RCPT or DATA command that no hook audited (a bad
+    /// parameter, SIZE over the limit, too many recipients, a command out of sequence):
+    /// every refusal is in the audit log.
+    fn audit_refused_command(&self, session: &Session, line: &[u8], step: &Step) {
+        let reply = match step {
+            Step::Reply(r) | Step::Close(r) => r,
+            Step::StartTls(_) | Step::Data(_) => return,
+        };
+        if reply.code() < 400 || self.audited.get() {
+            return;
+        }
+        let text = String::from_utf8_lossy(line);
+        let verb = text
+            .split_ascii_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !matches!(verb.as_str(), "mail" | "rcpt" | "data") {
+            return;
+        }
+        let command: String = text.trim_end().chars().take(300).collect();
+        self.ingest.audit.record(
+            "rejected",
+            serde_json::json!({"stage": verb, "command": command, "client": session.client(),
+                               "peer": self.peer.to_string(), "reply": reply.to_string()}),
+        );
+    }
 }
 
 impl Hooks for RuntimeHooks<'_> {
+    fn address_refused(&self, client: &str, stage: &str, address: &str, reply: &Reply) {
+        if stage == "rcpt" {
+            self.ingest
+                .metrics
+                .recipients_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.ingest.audit.record(
+            "rejected",
+            serde_json::json!({"stage": stage, "address": address, "client": client,
+                               "peer": self.peer.to_string(), "reply": reply.to_string()}),
+        );
+    }
     fn authenticate(&self, username: &str, password: &str) -> Option<String> {
         // argon2 takes tens of milliseconds of CPU: tell the runtime this worker blocks,
         // so other sessions' tasks move to another thread meanwhile.
@@ -181,6 +338,7 @@ impl Hooks for RuntimeHooks<'_> {
             crate::ingest::authenticate(self.rt, username, password)
         });
         if client.is_none() {
+            self.audited.set(true);
             tracing::warn!("AUTH failed for user {username:?} from {}", self.peer);
             self.ingest.audit.record(
                 "rejected",
@@ -192,6 +350,7 @@ impl Hooks for RuntimeHooks<'_> {
     }
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
         crate::ingest::check_sender(self.rt, client, sender).inspect_err(|r| {
+            self.audited.set(true);
             self.ingest.audit.record(
                 "rejected",
                 serde_json::json!({"stage": "mail", "from": sender, "client": client,
@@ -201,6 +360,7 @@ impl Hooks for RuntimeHooks<'_> {
     }
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
         crate::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|r| {
+            self.audited.set(true);
             self.ingest.metrics.recipients_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.ingest.audit.record(
                 "rejected",
@@ -284,6 +444,16 @@ struct Load {
 const STRESS_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Load {
+    /// Under stress a client gets one command outside a transaction, not the configured
+    /// number (Postfix: `smtpd_junk_command_limit = ${stress?{1}:{100}}`).
+    fn junk_limit(&self, configured: u32) -> u32 {
+        if self.slots.available_permits() * 5 < self.max {
+            1
+        } else {
+            configured
+        }
+    }
+
     fn limit(&self, configured: Duration) -> Duration {
         if self.slots.available_permits() * 5 < self.max {
             configured.min(STRESS_TIMEOUT)
@@ -309,9 +479,10 @@ async fn handle(
         require_auth: cfg.require_auth,
         tls_available: rt.tls_acceptor.is_some(),
         auth_available: !rt.config.clients.is_empty(),
-        peer_is_loopback: peer.ip().is_loopback(),
+        // An IPv4 client of a dual-stack socket arrives as ::ffff:127.0.0.1.
+        peer_is_loopback: peer.ip().to_canonical().is_loopback(),
+        address_rules: cfg.address_rules(),
     };
-    let normalize = cfg.bare_line_endings == BareLineEndings::Normalize;
     // A client that stops reading our replies would hold its connection slot forever:
     // writes get the same limit as reads (RFC 5321 4.5.3.2 applies to both sides).
     let write_limit = cfg.command_timeout;
@@ -319,6 +490,7 @@ async fn handle(
         rt: &rt,
         ingest: &ingest,
         peer,
+        audited: std::cell::Cell::new(false),
     };
     let mut session = Session::new(limits);
     let mut stream = Stream::Plain(sock);
@@ -398,7 +570,11 @@ async fn handle(
                 }
             }
         };
-        match session.command(&line, &hooks) {
+        session.set_junk_command_limit(load.junk_limit(cfg.junk_command_limit));
+        hooks.audited.set(false);
+        let step = session.command(&line, &hooks);
+        hooks.audit_refused_command(&session, &line, &step);
+        match step {
             Step::Reply(r) => out.extend_from_slice(&r.to_wire()),
             Step::Close(r) => {
                 out.extend_from_slice(&r.to_wire());
@@ -430,6 +606,9 @@ async fn handle(
                 out.extend_from_slice(&r.to_wire());
                 send(&mut stream, &out, write_limit).await?;
                 out.clear();
+                let normalize = cfg
+                    .bare_line_endings
+                    .normalizes(session.peer_is_loopback(), session.is_authenticated());
                 let mut rx = session.data_receiver(normalize);
                 let used = rx.feed(input.pending());
                 input.consume(used);
@@ -459,18 +638,31 @@ async fn handle(
                     }
                 }
                 let tx = session.take_transaction();
+                let info = crate::ingest::SessionInfo {
+                    client: session.client().to_string(),
+                    helo: session.helo().unwrap_or("").to_string(),
+                    peer,
+                    tls: session.is_tls(),
+                };
+                let refused = |reply: Reply, why: &str| {
+                    // Every refusal is audited, these two included.
+                    ingest.rejected(
+                        &info,
+                        &tx,
+                        &reply,
+                        serde_json::json!({"stage": "data", "detail": why}),
+                    );
+                    reply
+                };
                 let reply = match rx.finish() {
-                    DataOutcome::TooBig => named::too_big(rt.config.server.max_message_size),
-                    DataOutcome::BareLineEnding => named::bare_line_ending(),
-                    DataOutcome::Message(m) => {
-                        let info = crate::ingest::SessionInfo {
-                            client: session.client().to_string(),
-                            helo: session.helo().unwrap_or("").to_string(),
-                            peer,
-                            tls: session.is_tls(),
-                        };
-                        ingest.accept(&rt, &info, tx, m).await
+                    DataOutcome::TooBig => refused(
+                        named::too_big(rt.config.server.max_message_size),
+                        "max_message_size",
+                    ),
+                    DataOutcome::BareLineEnding => {
+                        refused(named::bare_line_ending(), "bare_line_endings")
                     }
+                    DataOutcome::Message(m) => ingest.accept(&rt, &info, tx, m).await,
                 };
                 out.extend_from_slice(&reply.to_wire());
             }

@@ -63,7 +63,8 @@ enum Command {
     /// sendmail-compatible entry point: message on stdin.
     #[command(disable_help_flag = true)]
     Sendmail {
-        /// sendmail arguments: [-t] [-i] [-f ADDR] [RCPT...]
+        /// sendmail's options and recipients, parsed by hand as sendmail's getopt
+        /// syntax needs (see `sealgate sendmail --help`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -140,12 +141,25 @@ enum QueueAction {
 
 fn main() -> ExitCode {
     let argv0 = std::env::args().next().unwrap_or_default();
-    let invoked_as_sendmail = std::path::Path::new(&argv0)
+    let name = std::path::Path::new(&argv0)
         .file_name()
-        .is_some_and(|n| n == "sendmail");
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     cli::init_logging();
-    if invoked_as_sendmail {
-        return cli::sendmail(std::env::args().skip(1).collect());
+    // Installed as /usr/sbin/sendmail, and as mailq and newaliases as sendmail is.
+    let mode = match name.as_str() {
+        "sendmail" => Some(None),
+        "mailq" => Some(Some("-bp")),
+        "newaliases" => Some(Some("-bi")),
+        _ => None,
+    };
+    if let Some(mode) = mode {
+        let args = mode
+            .map(String::from)
+            .into_iter()
+            .chain(std::env::args().skip(1))
+            .collect();
+        return cli::sendmail(args);
     }
     let args = Cli::parse();
     if matches!(

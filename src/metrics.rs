@@ -1,13 +1,18 @@
 //! Counters and a Prometheus text endpoint (`[metrics] listen`, loopback only).
 //!
 //! Counters are plain atomics incremented on the hot path; the endpoint renders them on
-//! request. It serves `GET /metrics` only and never shows message data.
+//! request. It serves `GET /metrics` only and never shows message data. The endpoint is
+//! bounded ([`MAX_SCRAPES`] connections, a 5 s deadline each) so that it can never use
+//! up the descriptors the mail service needs.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 /// Every counter sealgate exports.
 #[derive(Debug, Default)]
@@ -113,34 +118,56 @@ impl Metrics {
     }
 }
 
+/// Scrapes served at once; a further connection waits in the kernel's accept queue and
+/// costs this process no file descriptor (Prometheus scrapes one at a time).
+pub const MAX_SCRAPES: usize = 16;
+/// How long a scraper has to send its request line, and to take the reply.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves `/metrics` until the listener task is dropped.
+///
+/// Bounded like the SMTP listener: a permit is taken before `accept`, so at most
+/// [`MAX_SCRAPES`] connections are open; a connection that does not send its request
+/// within [`SCRAPE_TIMEOUT`] is closed; a failing `accept` (out of descriptors) backs off
+/// instead of spinning.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+    let mut backoff = crate::listener::AcceptBackoff::default();
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut sock = match listener.accept().await {
+            Ok((sock, _)) => {
+                backoff.reset();
+                sock
+            }
+            Err(e) => {
+                backoff.wait("metrics", &e).await;
+                continue;
+            }
         };
         let m = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = [0u8; 1024];
-            let n =
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-                    .await
-                {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let resp = if req.starts_with("GET /metrics") {
-                let body = m.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string()
-            };
-            let _ = sock.write_all(resp.as_bytes()).await;
+            let _permit = permit;
+            let _ = tokio::time::timeout(SCRAPE_TIMEOUT, answer(&mut sock, &m)).await;
         });
     }
+}
+
+/// Reads one request (its first 1 KiB is enough to see the request line) and answers it.
+async fn answer(sock: &mut TcpStream, m: &Metrics) -> std::io::Result<()> {
+    let mut buf = [0u8; 1024];
+    let n = sock.read(&mut buf).await?;
+    let req = String::from_utf8_lossy(&buf[..n]);
+    let resp = if req.starts_with("GET /metrics") {
+        let body = m.render();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+    };
+    sock.write_all(resp.as_bytes()).await
 }

@@ -5,6 +5,13 @@
 //! `give_up_after`, produces a DSN to the envelope sender (never for the null sender).
 //! An entry leaves the spool only when every recipient is done. Upstream connections are
 //! kept open and reused across messages by the same worker.
+//!
+//! Invariant: a reload takes effect on open connections. Each connection carries the
+//! generation of the settings it was opened under; [`Relay::set_settings`] bumps the
+//! generation before the reload is acknowledged, and a worker closes a connection of an
+//! older generation before it would begin another transaction on it (and when idle, as
+//! soon as the reload wakes it). A transaction already begun finishes; none begins
+//! under TLS trust or a minimum version that the reload replaced.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -50,15 +57,26 @@ const IDLE_CLOSE: Duration = Duration::from_secs(30);
 /// Reused connections idle longer than this are probed with RSET first.
 const PROBE_AFTER: Duration = Duration::from_secs(5);
 
+/// An upstream connection held by one worker between messages.
+struct Pooled {
+    conn: Connection,
+    /// The settings generation it was opened under (see [`Relay::set_settings`]).
+    generation: u64,
+}
+
 /// The relay: schedule plus workers.
 pub struct Relay {
     spool: Spool,
     audit: Arc<Audit>,
     metrics: Arc<Metrics>,
-    /// Replaced atomically on reload; each delivery uses one snapshot.
-    settings: RwLock<Arc<RelaySettings>>,
+    /// Replaced atomically on reload, with its generation (counted from 0 by reloads);
+    /// each delivery attempt uses one snapshot.
+    settings: RwLock<(u64, Arc<RelaySettings>)>,
     schedule: Mutex<Schedule>,
     wake: Notify,
+    /// The running configuration, whose recipient policy decides where a DSN may go
+    /// ([`dsn::route`]); unset only in unit tests, where DSNs go to the sender.
+    bounce_policy: std::sync::OnceLock<crate::runtime::Shared>,
 }
 
 impl Relay {
@@ -73,22 +91,55 @@ impl Relay {
             spool,
             audit,
             metrics,
-            settings: RwLock::new(Arc::new(settings)),
+            settings: RwLock::new((0, Arc::new(settings))),
             schedule: Mutex::new(Schedule::default()),
             wake: Notify::new(),
+            bounce_policy: std::sync::OnceLock::new(),
         })
     }
 
-    /// Swaps in new settings (reload); deliveries in progress finish with the old ones.
-    pub fn set_settings(&self, s: RelaySettings) {
-        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    /// Routes DSNs by the recipient policy of `shared` (the server calls this once).
+    pub fn route_bounces_with(&self, shared: crate::runtime::Shared) {
+        let _ = self.bounce_policy.set(shared);
     }
 
-    fn settings(&self) -> Arc<RelaySettings> {
+    /// Swaps in new settings (reload) under a new generation: a transaction in progress
+    /// finishes on its connection, which is then closed; idle workers are woken to close
+    /// theirs at once.
+    pub fn set_settings(&self, s: RelaySettings) {
+        {
+            let mut cur = self.settings.write().unwrap_or_else(|e| e.into_inner());
+            *cur = (cur.0 + 1, Arc::new(s));
+        }
+        self.wake.notify_waiters();
+    }
+
+    /// The current settings and their generation.
+    fn current(&self) -> (u64, Arc<RelaySettings>) {
         self.settings
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    fn generation(&self) -> u64 {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Closes `conn` when it was opened under settings a reload has since replaced.
+    async fn close_if_outdated(&self, conn: &mut Option<Pooled>) {
+        if conn
+            .as_ref()
+            .is_some_and(|p| p.generation != self.generation())
+        {
+            if let Some(p) = conn.take() {
+                tracing::info!(
+                    "closing an upstream connection opened before the reload ({})",
+                    p.conn.tls_version
+                );
+                p.conn.quit().await;
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Schedule> {
@@ -195,11 +246,12 @@ impl Relay {
     }
 
     async fn worker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut conn: Option<Connection> = None;
+        let mut conn: Option<Pooled> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
+            self.close_if_outdated(&mut conn).await;
             match self.take_due() {
                 Ok(id) => {
                     self.deliver(&id, &mut conn).await;
@@ -215,10 +267,11 @@ impl Relay {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.changed() => {}
                     }
+                    self.close_if_outdated(&mut conn).await;
                     if let Some(c) = &conn {
-                        if c.last_used.elapsed() >= IDLE_CLOSE {
+                        if c.conn.last_used.elapsed() >= IDLE_CLOSE {
                             if let Some(c) = conn.take() {
-                                c.quit().await;
+                                c.conn.quit().await;
                             }
                         }
                     }
@@ -226,7 +279,7 @@ impl Relay {
             }
         }
         if let Some(c) = conn.take() {
-            c.quit().await;
+            c.conn.quit().await;
         }
     }
 
@@ -280,7 +333,7 @@ impl Relay {
 
     /// One delivery attempt of one entry. Spool file I/O runs on blocking threads so that
     /// SMTP sessions on the async workers never wait for the disk.
-    async fn deliver(self: &Arc<Self>, id: &str, conn: &mut Option<Connection>) {
+    async fn deliver(self: &Arc<Self>, id: &str, conn: &mut Option<Pooled>) {
         let (me, owned_id) = (self.clone(), id.to_string());
         let Ok(Some((entry, message))) =
             tokio::task::spawn_blocking(move || me.load_for_delivery(&owned_id)).await
@@ -288,28 +341,44 @@ impl Relay {
             return;
         };
         let pending = entry.pending();
-        let settings = self.settings();
+        let (mut generation, mut settings);
         let env = &entry.envelope;
         let mut attempt = 0;
+        // The TLS session the last attempt ran over, kept for the audit record even when
+        // the attempt failed and its connection was dropped.
+        let mut used_tls: Option<(String, String)> = None;
         let result = loop {
             attempt += 1;
+            self.close_if_outdated(conn).await;
+            (generation, settings) = self.current();
             let reused = conn.is_some();
             if let Some(c) = conn.as_mut() {
-                let stale = c.last_used.elapsed() >= IDLE_CLOSE
-                    || (c.last_used.elapsed() >= PROBE_AFTER && !c.still_usable().await);
+                let stale = c.conn.last_used.elapsed() >= IDLE_CLOSE
+                    || (c.conn.last_used.elapsed() >= PROBE_AFTER && !c.conn.still_usable().await);
                 if stale {
                     conn.take();
                 }
             }
             if conn.is_none() {
                 match self.connect(&settings).await {
-                    Ok(c) => *conn = Some(c),
+                    Ok(c) => {
+                        *conn = Some(Pooled {
+                            conn: c,
+                            generation,
+                        })
+                    }
                     Err(e) => break Err(e),
                 }
             }
-            let Some(c) = conn.as_mut() else {
+            // A reload while this connection was being opened or probed: it carries no
+            // transaction; reconnect under the new settings.
+            if self.generation() != generation {
+                continue;
+            }
+            let Some(Pooled { conn: c, .. }) = conn.as_mut() else {
                 continue;
             };
+            used_tls = Some((c.tls_version.clone(), c.cipher.clone()));
             match c
                 .send(&env.from, &pending, &message, env.body_8bit, env.smtputf8)
                 .await
@@ -333,10 +402,7 @@ impl Relay {
                 }
             }
         };
-        let (tls_version, cipher) = conn
-            .as_ref()
-            .map(|c| (c.tls_version.clone(), c.cipher.clone()))
-            .unwrap_or_default();
+        let (tls_version, cipher) = used_tls.unwrap_or_default();
         let outcomes: Vec<(String, RcptOutcome)> = match result {
             Ok(r) => r,
             Err(e) => {
@@ -417,7 +483,7 @@ impl Relay {
             for (rcpt, why) in deferred.drain(..) {
                 failures.push(Failure {
                     rcpt: rcpt.clone(),
-                    status: "4.4.7".into(),
+                    status: "5.4.7".into(),
                     diagnostic: format!(
                         "gave up after {} (give_up_after); last error: {why}",
                         humanize(settings.give_up_after)
@@ -460,7 +526,9 @@ impl Relay {
                 "rcpts": deferred.iter().map(|(r, _)| r).collect::<Vec<_>>(),
                 "reason": state.last_error, "attempts": state.attempts,
                 "retry_in_seconds": backoff.as_secs().max(1),
-                "tls_version": tls_version, "cipher": cipher,
+                // null when no TLS session was up (the connection itself failed).
+                "tls_version": Some(tls_version).filter(|v| !v.is_empty()),
+                "cipher": Some(cipher).filter(|v| !v.is_empty()),
             }),
         );
         self.schedule(&env.id, now_ms() + backoff.as_millis() as u64);
@@ -492,17 +560,37 @@ impl Relay {
             count_bounced();
             return Ok(());
         }
+        // A bounce is mail: its recipient passes the recipient policy like any other.
+        let route = match self.bounce_policy.get() {
+            Some(shared) => dsn::route(&shared.get(), &env.client, &env.from),
+            None => dsn::Route::Sender(env.from.clone()),
+        };
+        let (dsn_to, route_note) = match route {
+            dsn::Route::Sender(to) => (to, None),
+            dsn::Route::Postmaster { address, why } => (address, Some(why)),
+            dsn::Route::Nowhere { why } => {
+                self.audit.record(
+                    "bounced",
+                    json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
+                           "rcpts": rcpts, "reasons": reasons, "dsn": null, "dsn_to": null,
+                           "note": format!("no DSN is sent: {why}")}),
+                );
+                count_bounced();
+                return Ok(());
+            }
+        };
         let bytes = dsn::build(
             &settings.hostname,
             &settings.upstream.host,
             env,
             message,
             failures,
+            &dsn_to,
         );
         let dsn_env = Envelope {
             id: dsn_id(&env.id, failures),
             from: String::new(),
-            rcpts: vec![env.from.clone()],
+            rcpts: vec![dsn_to.clone()],
             created: spool::now(),
             client: "sealgate".into(),
             message_id: Some(format!("<{}.dsn@{}>", env.id, settings.hostname)),
@@ -528,7 +616,8 @@ impl Relay {
         self.audit.record(
             "bounced",
             json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
-                   "rcpts": rcpts, "reasons": reasons, "dsn": dsn_id}),
+                   "rcpts": rcpts, "reasons": reasons, "dsn": dsn_id, "dsn_to": dsn_to,
+                   "note": route_note.map(|why| format!("DSN sent to the postmaster: {why}"))}),
         );
         Ok(())
     }

@@ -55,7 +55,11 @@ impl Runtime {
             _ => None,
         };
         let base = config.base_dir();
-        let policy = PolicySet::load(&config.policy.dir)?;
+        let mut policy = PolicySet::load(&config.policy.dir)?;
+        policy.set_address_reading(
+            config.server.address_rules(),
+            &config.server.recipient_delimiter.chars(),
+        );
         let known: Vec<&str> = config.clients.iter().map(|c| c.name.as_str()).collect();
         let unknown: Vec<_> = policy
             .check_clients(&known)

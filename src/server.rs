@@ -2,7 +2,8 @@
 //!
 //! Startup delivers whatever the spool already holds. SIGHUP reloads the configuration
 //! (a broken one keeps the running set and logs why); SIGUSR1 makes every queued entry
-//! due now (`sealgate queue retry`); SIGTERM/SIGINT stop accepting, drain sessions and exit.
+//! due now (`sealgate queue retry`) and collects the maildrop ([`crate::maildrop`]);
+//! SIGTERM/SIGINT stop accepting, drain sessions and exit.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,6 +50,25 @@ pub struct Running {
 pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
     let rt = Runtime::load(config_path)?;
     let spool = Spool::open(&rt.config.spool.dir).context("opening the spool")?;
+    // The lock comes first: a second server on this spool must stop before it touches
+    // anything (emptying tmp/ under a running server would lose messages in flight).
+    let pidfile = spool.dir().join(crate::spool::PIDFILE);
+    let pid_lock = match crate::spool::claim_pidfile(spool.dir()) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            return Err(e).with_context(|| format!("{}", pidfile.display()));
+        }
+        // A full spool disk must not keep the server from starting: delivering the
+        // queue is what frees the space. Without the pid file `queue retry` cannot
+        // signal this server (it finds no lock and says so).
+        Err(e) => {
+            tracing::error!(
+                "cannot write {}: {e}; `sealgate queue retry` will not reach this server",
+                pidfile.display()
+            );
+            None
+        }
+    };
     // Before anything is accepted: what a crashed predecessor left in tmp/ was never acknowledged.
     spool.remove_unacknowledged();
     let audit = Arc::new(
@@ -86,27 +106,11 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
             .with_context(|| format!("metrics listen {}", m.listen))?;
         tokio::spawn(crate::metrics::serve(l, metrics.clone()));
     }
-    let pidfile = spool.dir().join(crate::spool::PIDFILE);
-    let pid_lock = match crate::spool::claim_pidfile(spool.dir()) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-            return Err(e).with_context(|| format!("{}", pidfile.display()));
-        }
-        // A full spool disk must not keep the server from starting: delivering the
-        // queue is what frees the space. Without the pid file `queue retry` cannot
-        // signal this server (it finds no lock and says so).
-        Err(e) => {
-            tracing::error!(
-                "cannot write {}: {e}; `sealgate queue retry` will not reach this server",
-                pidfile.display()
-            );
-            None
-        }
-    };
     let workers = rt.config.upstream.connections;
     let drain = rt.config.server.data_timeout;
     audit.record("started", json!({"listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "config": config_path.display().to_string(), "queued": queued}));
     let shared = Shared::new(rt);
+    relay.route_bounces_with(shared.clone());
     let (tx, rx) = watch::channel(false);
     let relay_tasks = relay.start(workers, rx.clone());
     let ingest = Arc::new(Ingest {
@@ -115,6 +119,14 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         audit: audit.clone(),
         metrics,
     });
+    if shared.get().config.sendmail.maildrop {
+        crate::maildrop::start(
+            ingest.spool.dir(),
+            shared.clone(),
+            ingest.clone(),
+            rx.clone(),
+        );
+    }
     tokio::spawn(signals(
         config_path.to_path_buf(),
         shared.clone(),
@@ -179,8 +191,34 @@ fn policy_fingerprint(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
     v
 }
 
-/// Reloads when the policy directory changes, once it has been quiet for a second
-/// (editors write files in several steps).
+/// The policy directory's files and their contents, in name order.
+fn policy_contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let bytes = std::fs::read(e.path()).ok()?;
+                    Some((e.file_name().to_string_lossy().into_owned(), bytes))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// How long the policy directory must be unchanged before a reload.
+const POLICY_QUIET: Duration = Duration::from_secs(1);
+/// How often the watcher looks while waiting for quiet.
+const POLICY_POLL: Duration = Duration::from_millis(200);
+
+/// Reloads when the policy directory changes: only once it has been quiet for
+/// [`POLICY_QUIET`] (no name, size or modification time changed) and two reads of
+/// every file, [`POLICY_POLL`] apart, agree; an editor writing a file in place in
+/// several steps would otherwise put a half-written allow or deny list in force. A
+/// change that leaves the policy version (a hash of names and contents) as it runs
+/// now reloads nothing and writes no audit record. Editors should still save
+/// atomically (write a new file, rename it over the old).
 async fn watch_policies(
     path: PathBuf,
     shared: Shared,
@@ -199,17 +237,31 @@ async fn watch_policies(
         if now == last {
             continue;
         }
-        // Debounce: wait until the directory stops changing.
+        // Debounce on the last change: quiet for POLICY_QUIET.
         let mut settled = now;
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let again = policy_fingerprint(&dir);
-            if again == settled {
-                break;
+        let mut quiet_since = tokio::time::Instant::now();
+        while quiet_since.elapsed() < POLICY_QUIET {
+            tokio::select! {
+                _ = tokio::time::sleep(POLICY_POLL) => {}
+                _ = shutdown.changed() => return,
             }
-            settled = again;
+            let again = policy_fingerprint(&dir);
+            if again != settled {
+                settled = again;
+                quiet_since = tokio::time::Instant::now();
+            }
+        }
+        // A writer within one timestamp tick and size: the contents must agree too.
+        let first = policy_contents(&dir);
+        tokio::time::sleep(POLICY_POLL).await;
+        if policy_contents(&dir) != first || policy_fingerprint(&dir) != settled {
+            continue;
         }
         last = settled;
+        match crate::policy::PolicySet::load(&dir) {
+            Ok(p) if p.version() == shared.get().policy.version() => continue,
+            _ => {}
+        }
         match reload(&path, &shared, &relay, &audit) {
             Ok(()) => tracing::info!(
                 "policy directory changed: reloaded (policy version {})",

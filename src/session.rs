@@ -13,7 +13,6 @@
 //!   handshake (CVE-2011-0411).
 
 use base64::Engine;
-use std::borrow::Cow;
 
 use crate::reply::{named, Reply};
 
@@ -35,6 +34,8 @@ pub struct SessionLimits {
     pub auth_available: bool,
     /// The peer connected over loopback (plaintext AUTH allowed there).
     pub peer_is_loopback: bool,
+    /// How MAIL/RCPT addresses are read into their canonical form (`crate::address`).
+    pub address_rules: crate::address::AddressRules,
 }
 
 /// Decisions the session delegates: credentials and policy.
@@ -45,6 +46,9 @@ pub trait Hooks {
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply>;
     /// Content-free policy for one recipient. `Err` carries the reply.
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply>;
+    /// An address refused for its spelling (`crate::address`) before any policy saw it;
+    /// `stage` is `mail` or `rcpt`. For the audit log; the reply is already decided.
+    fn address_refused(&self, _client: &str, _stage: &str, _address: &str, _reply: &Reply) {}
 }
 
 /// The envelope of one mail transaction.
@@ -113,7 +117,16 @@ pub struct Session {
     auth: AuthProgress,
     tx: Transaction,
     errors: u32,
+    /// Commands outside a transaction (NOOP, RSET, VRFY, EXPN, HELP) since the session
+    /// began or its last message: a client that only keeps its slot busy is closed.
+    junk: u32,
+    /// How many such commands are allowed ([`Session::set_junk_command_limit`]).
+    junk_limit: u32,
 }
+
+/// Junk commands allowed when the driver sets no limit (Postfix's
+/// `smtpd_junk_command_limit`).
+pub const DEFAULT_JUNK_COMMAND_LIMIT: u32 = 100;
 
 impl Session {
     /// A new session; the driver sends [`Session::greeting`] first.
@@ -127,6 +140,30 @@ impl Session {
             auth: AuthProgress::None,
             tx: Transaction::default(),
             errors: 0,
+            junk: 0,
+            junk_limit: DEFAULT_JUNK_COMMAND_LIMIT,
+        }
+    }
+
+    /// Sets how many commands outside a transaction are allowed; the driver lowers it
+    /// while the listener is short of connection slots (as Postfix does under stress).
+    pub fn set_junk_command_limit(&mut self, limit: u32) {
+        self.junk_limit = limit.max(1);
+    }
+
+    /// Counts a command that does not move a transaction forward: past the limit the
+    /// session is closed with `421 4.7.0`, which frees its slot for another client.
+    fn junk(&mut self, reply: Reply) -> Step {
+        self.junk += 1;
+        if self.junk > self.junk_limit {
+            Step::Close(Reply::new(
+                crate::reply::Class::Transient,
+                21,
+                (7, 0),
+                "too many commands without a transaction (junk_command_limit); closing",
+            ))
+        } else {
+            Step::Reply(reply)
         }
     }
 
@@ -142,6 +179,16 @@ impl Session {
     /// The client name policies see: the authenticated `[[client]]` or `local`.
     pub fn client(&self) -> &str {
         self.authenticated.as_deref().unwrap_or("local")
+    }
+
+    /// True once the client authenticated as a `[[client]]`.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.is_some()
+    }
+
+    /// The peer connected over loopback.
+    pub fn peer_is_loopback(&self) -> bool {
+        self.limits.peer_is_loopback
     }
 
     /// The EHLO/HELO name, if given.
@@ -168,6 +215,7 @@ impl Session {
     /// The transaction; the driver takes it when DATA ends.
     pub fn take_transaction(&mut self) -> Transaction {
         self.state = State::Ready;
+        self.junk = 0;
         std::mem::take(&mut self.tx)
     }
 
@@ -214,12 +262,12 @@ impl Session {
                 if self.state == State::HaveMail {
                     self.state = State::Ready;
                 }
-                Step::Reply(named::reset())
+                self.junk(named::reset())
             }
-            "NOOP" => Step::Reply(named::ok()),
+            "NOOP" => self.junk(named::ok()),
             "QUIT" => Step::Close(named::bye(&self.limits.hostname)),
-            "VRFY" | "EXPN" => Step::Reply(named::vrfy()),
-            "HELP" => Step::Reply(named::help()),
+            "VRFY" | "EXPN" => self.junk(named::vrfy()),
+            "HELP" => self.junk(named::help()),
             "STARTTLS" => self.starttls(arg),
             "AUTH" => self.auth_start(arg, hooks),
             "BDAT" => self.error(Reply::new(
@@ -294,8 +342,24 @@ impl Session {
         if path.eq_ignore_ascii_case("postmaster") {
             return self.error(named::syntax("address must be local-part@domain"));
         }
+        if !path.is_ascii() && !params_request_smtputf8(params) {
+            return self.error(named::smtputf8_required());
+        }
+        // The one spelling every later step (sender check, signer, DKIM, relay) sees.
+        let from = if path.is_empty() {
+            String::new()
+        } else {
+            match crate::address::canonical(path, self.limits.address_rules) {
+                Ok(c) => c.into_string(),
+                Err(e) => {
+                    let r = bad_address(path, e, (1, 7));
+                    hooks.address_refused(self.client(), "mail", path, &r);
+                    return self.error(r);
+                }
+            }
+        };
         let mut tx = Transaction {
-            from: path.to_string(),
+            from,
             ..Transaction::default()
         };
         for p in params.split_ascii_whitespace() {
@@ -319,10 +383,7 @@ impl Session {
                 _ => return self.error(named::param_not_supported(p)),
             }
         }
-        if !tx.smtputf8 && !path.is_ascii() {
-            return self.error(named::smtputf8_required());
-        }
-        if let Err(r) = hooks.check_sender(self.client(), &path) {
+        if let Err(r) = hooks.check_sender(self.client(), &tx.from) {
             return self.error(r);
         }
         self.tx = tx;
@@ -351,6 +412,15 @@ impl Session {
         if !self.tx.smtputf8 && !path.is_ascii() {
             return self.error(named::smtputf8_required());
         }
+        // The one spelling the policy, certificates and the relay see.
+        let path = match crate::address::canonical(path, self.limits.address_rules) {
+            Ok(c) => c.into_string(),
+            Err(e) => {
+                let r = bad_address(path, e, (1, 3));
+                hooks.address_refused(self.client(), "rcpt", path, &r);
+                return self.error(r);
+            }
+        };
         if self.tx.rcpts.len() >= self.limits.max_recipients {
             return Step::Reply(named::too_many_recipients(self.limits.max_recipients));
         }
@@ -360,7 +430,7 @@ impl Session {
             return self.error(r);
         }
         if !self.tx.rcpts.iter().any(|r| r.eq_ignore_ascii_case(&path)) {
-            self.tx.rcpts.push(path.to_string());
+            self.tx.rcpts.push(path);
         }
         Step::Reply(named::recipient_ok())
     }
@@ -502,44 +572,26 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-/// `"ceo"@example.com` and `"c\eo"@example.com` are `ceo@example.com` (RFC 5321 4.1.2:
-/// a quoted string that needs no quoting means the same mailbox): the unquoted form,
-/// so that allow/deny lists and certificates see one spelling. A local part that does
-/// need its quotes (`"john smith"@x`) is kept as written.
-fn unquote_local_part(path: &str) -> Cow<'_, str> {
-    let Some((local, domain)) = path.rsplit_once('@') else {
-        return Cow::Borrowed(path);
-    };
-    let Some(inner) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
-        return Cow::Borrowed(path);
-    };
-    let mut plain = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some(n) => plain.push(n),
-                None => return Cow::Borrowed(path),
-            },
-            c => plain.push(c),
-        }
-    }
-    let atext =
-        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
-    let dot_atom = !plain.is_empty()
-        && !plain.starts_with('.')
-        && !plain.ends_with('.')
-        && !plain.contains("..")
-        && plain.chars().all(|c| c == '.' || atext(c));
-    if dot_atom {
-        Cow::Owned(format!("{plain}@{domain}"))
-    } else {
-        Cow::Borrowed(path)
-    }
+/// `550 5.1.3` (recipient) or `550 5.1.7` (sender): the address has no canonical form.
+fn bad_address(path: &str, e: crate::address::AddressError, detail: (u16, u16)) -> Reply {
+    Reply::new(
+        crate::reply::Class::Permanent,
+        50,
+        detail,
+        format!("<{path}>: {e}"),
+    )
 }
 
-/// Splits `<path> params` and validates the path (source routes are dropped, RFC 5321 §4.1.2).
-fn parse_path(s: &str) -> Result<(Cow<'_, str>, &str), &'static str> {
+/// True when the MAIL parameters hold SMTPUTF8 (checked before the address is read).
+fn params_request_smtputf8(params: &str) -> bool {
+    params
+        .split_ascii_whitespace()
+        .any(|p| p.eq_ignore_ascii_case("SMTPUTF8"))
+}
+
+/// Splits `<path> params` and checks the path's bytes; its syntax (quotes, source
+/// routes, routing characters) is `crate::address::canonical`'s to judge.
+fn parse_path(s: &str) -> Result<(&str, &str), &'static str> {
     let s = s.trim_start();
     let Some(rest) = s.strip_prefix('<') else {
         return Err("address must be enclosed in <>");
@@ -547,32 +599,30 @@ fn parse_path(s: &str) -> Result<(Cow<'_, str>, &str), &'static str> {
     let Some(end) = rest.find('>') else {
         return Err("missing closing >");
     };
-    let mut path = &rest[..end];
+    let path = &rest[..end];
     let params = &rest[end + 1..];
-    if let Some(colon) = path.find(':') {
-        if path.starts_with('@') {
-            path = &path[colon + 1..];
-        }
-    }
     if path.len() > 256 {
         return Err("path too long (RFC 5321 §4.5.3.1.3)");
     }
     if path.chars().any(|c| c.is_control() || c == ' ' || c == '<') {
         return Err("invalid character in address");
     }
-    // RFC 5321 §4.5.1: "postmaster" without a domain must be accepted as a recipient;
-    // the policy then decides about it like any other address.
-    if !path.is_empty() && !path.eq_ignore_ascii_case("postmaster") {
-        match path.rsplit_once('@') {
-            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {}
-            _ => return Err("address must be local-part@domain"),
-        }
-    }
-    Ok((unquote_local_part(path), params))
+    Ok((path, params))
 }
 
 /// Turns the DATA byte stream into the message: dot-unstuffing, `CRLF.CRLF` detection,
 /// bare LF/CR detection or normalisation, and the size limit. Sans-IO: feed it any chunks.
+///
+/// Normalisation (when asked for):
+/// - a bare LF is a line end (CRLF); a run of CRs directly before an LF is one line end
+///   (`CR CR LF`, as curl `--crlf` writes it, is CRLF, not an extra empty line); a run of
+///   CRs before anything else is one line end per CR (old Mac text);
+/// - a line that began after a bare LF can never end the data; its leading dot is
+///   unstuffed (as Postfix's `smtpd_forbid_bare_newline = normalize` does, and as clients
+///   that stuff after every LF, such as Python's smtplib, expect) unless the message shows
+///   that its client does not stuff there: a line after a bare LF that starts with one dot
+///   and then anything but a second dot (curl `--upload-file` of an LF file) keeps every
+///   such dot.
 #[derive(Debug)]
 pub struct DataReceiver {
     /// The message so far (never more than `max` bytes).
@@ -584,6 +634,12 @@ pub struct DataReceiver {
     bare_line_ending: bool,
     normalize: bool,
     done: bool,
+    /// Offsets in `message` of the first dot of lines that began after a bare LF with
+    /// `..`: removed at the end unless `soft_dots_literal`.
+    soft_dots: Vec<usize>,
+    /// A line after a bare LF started with a single dot: the client does not dot-stuff
+    /// after bare LFs, so no dot there is removed.
+    soft_dots_literal: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -596,8 +652,12 @@ enum DataState {
     DotCr,
     /// Inside a line.
     InLine,
-    /// A CR inside a line was seen.
-    Cr,
+    /// This many CRs inside a line were seen, nothing else since.
+    Cr(u64),
+    /// After a bare LF (normalising): a line start that can never end the data.
+    SoftStart,
+    /// A '.' after a bare LF was seen (kept provisionally at the recorded offset).
+    SoftDot(Option<usize>),
 }
 
 /// How the DATA phase ended.
@@ -622,13 +682,19 @@ impl DataReceiver {
             bare_line_ending: false,
             normalize,
             done: false,
+            soft_dots: Vec::new(),
+            soft_dots_literal: false,
         }
     }
 
-    fn emit(&mut self, bytes: &[u8]) {
+    /// True when the bytes emitted so far were all stored.
+    fn emit(&mut self, bytes: &[u8]) -> bool {
         self.seen += bytes.len() as u64;
         if self.seen <= self.max {
             self.message.extend_from_slice(bytes);
+            true
+        } else {
+            false
         }
     }
 
@@ -656,6 +722,32 @@ impl DataReceiver {
         input.len()
     }
 
+    /// A bare LF: a line end when normalising; the next line can never end the data.
+    fn bare_lf(&mut self) {
+        self.bare_line_ending = true;
+        if self.normalize {
+            self.emit(b"\r\n");
+            self.state = DataState::SoftStart;
+        } else {
+            self.emit(b"\n");
+            self.state = DataState::InLine;
+        }
+    }
+
+    /// `n` bare CRs followed by something other than LF: a line end each.
+    fn bare_crs(&mut self, n: u64) {
+        self.bare_line_ending = true;
+        let unit: &[u8] = if self.normalize { b"\r\n" } else { b"\r" };
+        for done in 0..n {
+            if !self.emit(unit) {
+                // Over the limit: the rest is only counted, never stored.
+                self.seen += (n - done - 1) * unit.len() as u64;
+                break;
+            }
+        }
+        self.state = DataState::InLine;
+    }
+
     fn byte(&mut self, b: u8) {
         use DataState::*;
         match self.state {
@@ -681,36 +773,55 @@ impl DataReceiver {
                     self.done = true;
                 } else {
                     // ".\r" followed by something else: a bare CR after an unstuffed dot.
-                    self.state = Cr;
+                    self.state = Cr(1);
                     self.byte(b);
                 }
             }
-            InLine => match b {
-                b'\r' => self.state = Cr,
-                b'\n' => {
-                    // Bare LF: never a line end for end-of-data purposes.
-                    self.bare_line_ending = true;
-                    if self.normalize {
-                        self.emit(b"\r\n");
-                    } else {
-                        self.emit(b"\n");
-                    }
+            SoftStart => {
+                if b == b'.' {
+                    let at = self.message.len();
+                    let stored = self.emit(b".");
+                    self.state = SoftDot(stored.then_some(at));
+                } else {
+                    self.state = InLine;
+                    self.byte(b);
                 }
-                _ => self.emit(&[b]),
+            }
+            SoftDot(at) => {
+                if b == b'.' {
+                    // `..` after a bare LF: what a client that stuffs there sends.
+                    if let (Some(at), false) = (at, self.soft_dots_literal) {
+                        self.soft_dots.push(at);
+                    }
+                } else {
+                    self.soft_dots_literal = true;
+                    self.soft_dots = Vec::new();
+                }
+                self.state = InLine;
+                self.byte(b);
+            }
+            InLine => match b {
+                b'\r' => self.state = Cr(1),
+                b'\n' => self.bare_lf(),
+                _ => {
+                    self.emit(&[b]);
+                }
             },
-            Cr => match b {
+            Cr(n) => match b {
                 b'\n' => {
+                    if n > 1 {
+                        // Stray CRs before CRLF: no line of their own.
+                        self.bare_line_ending = true;
+                    }
                     self.emit(b"\r\n");
                     self.state = LineStart;
                 }
                 b'\r' => {
                     self.bare_line_ending = true;
-                    self.emit(if self.normalize { b"\r\n" } else { b"\r" });
+                    self.state = Cr(n.saturating_add(1));
                 }
                 _ => {
-                    self.bare_line_ending = true;
-                    self.emit(if self.normalize { b"\r\n" } else { b"\r" });
-                    self.state = InLine;
+                    self.bare_crs(n);
                     self.byte(b);
                 }
             },
@@ -733,8 +844,17 @@ impl DataReceiver {
             DataOutcome::TooBig
         } else if self.bare_line_ending && !self.normalize {
             DataOutcome::BareLineEnding
-        } else {
+        } else if self.soft_dots.is_empty() || self.soft_dots_literal {
             DataOutcome::Message(self.message)
+        } else {
+            let mut out = Vec::with_capacity(self.message.len());
+            let mut from = 0;
+            for &at in &self.soft_dots {
+                out.extend_from_slice(self.message.get(from..at).unwrap_or_default());
+                from = at + 1;
+            }
+            out.extend_from_slice(self.message.get(from..).unwrap_or_default());
+            DataOutcome::Message(out)
         }
     }
 }
@@ -775,6 +895,7 @@ mod tests {
             tls_available: false,
             auth_available: true,
             peer_is_loopback: true,
+            address_rules: crate::address::AddressRules::default(),
         }
     }
 
@@ -818,16 +939,6 @@ mod tests {
 
     #[test]
     fn needlessly_quoted_local_parts_are_unquoted() {
-        assert_eq!(unquote_local_part("\"ceo\"@example.com"), "ceo@example.com");
-        assert_eq!(
-            unquote_local_part("\"c\\eo\"@example.com"),
-            "ceo@example.com"
-        );
-        assert_eq!(unquote_local_part("\"a.b\"@x"), "a.b@x");
-        assert_eq!(unquote_local_part("\"john smith\"@x"), "\"john smith\"@x");
-        assert_eq!(unquote_local_part("\".a\"@x"), "\".a\"@x");
-        assert_eq!(unquote_local_part("\"\"@x"), "\"\"@x");
-        assert_eq!(unquote_local_part("plain@x"), "plain@x");
         // Through a session: the policy sees the unquoted spelling (evil.example is refused).
         let mut s = Session::new(limits());
         let h = AllowAll;
@@ -838,6 +949,71 @@ mod tests {
         let tx = s.take_transaction();
         assert_eq!(tx.from, "a@b.c");
         assert_eq!(tx.rcpts, ["x@y.z"]);
+    }
+
+    fn reply_text(step: &Step) -> String {
+        match step {
+            Step::Reply(r) | Step::Close(r) | Step::StartTls(r) | Step::Data(r) => {
+                String::from_utf8_lossy(&r.to_wire()).into_owned()
+            }
+        }
+    }
+
+    #[test]
+    fn routing_spellings_are_refused_with_550_5_1_3_before_the_policy() {
+        let h = AllowAll;
+        let mut s = Session::new(limits());
+        s.command(b"EHLO c", &h);
+        s.command(b"MAIL FROM:<a@b.c>", &h);
+        for (rcpt, why) in [
+            ("user%evil.example@y.z", "routing character '%'"),
+            ("evil.example!user@y.z", "routing character '!'"),
+            ("\"user@evil.example\"@y.z", "routing character '@'"),
+            ("user@evil.example@y.z", "more than one '@'"),
+            ("ceo(x)@y.z", "comments"),
+            ("@a.example,@b.example:user@y.z", "source routes"),
+        ] {
+            let step = s.command(format!("RCPT TO:<{rcpt}>").as_bytes(), &h);
+            let text = reply_text(&step);
+            assert!(text.starts_with("550 5.1.3 "), "{rcpt}: {text}");
+            assert!(text.contains(why), "{rcpt}: {text}");
+            assert!(text.contains(&format!("<{rcpt}>")), "{rcpt}: {text}");
+        }
+        let step = s.command(b"RCPT TO:<x%y@y.z>", &h);
+        assert!(
+            reply_text(&step).contains("allow_routing_characters"),
+            "the reply names the setting"
+        );
+        assert!(s.take_transaction().rcpts.is_empty());
+    }
+
+    #[test]
+    fn sender_with_routing_characters_is_refused_with_550_5_1_7() {
+        let h = AllowAll;
+        let mut s = Session::new(limits());
+        s.command(b"EHLO c", &h);
+        let step = s.command(b"MAIL FROM:<billing%evil.example@b.c>", &h);
+        assert!(reply_text(&step).starts_with("550 5.1.7 "), "{step:?}");
+        assert_eq!(code(&s.command(b"MAIL FROM:<Billing@B.C.>", &h)), 250);
+        s.command(b"RCPT TO:<X@Y.Z.>", &h);
+        let tx = s.take_transaction();
+        assert_eq!(tx.from, "Billing@b.c");
+        assert_eq!(tx.rcpts, ["X@y.z"]);
+    }
+
+    #[test]
+    fn the_setting_lets_routing_characters_through_as_written() {
+        let h = AllowAll;
+        let mut l = limits();
+        l.address_rules.allow_routing_characters = true;
+        let mut s = Session::new(l);
+        s.command(b"EHLO c", &h);
+        s.command(b"MAIL FROM:<a@b.c>", &h);
+        assert_eq!(code(&s.command(b"RCPT TO:<u%v@Y.z>", &h)), 250);
+        // Comments and source routes stay refused.
+        assert_eq!(code(&s.command(b"RCPT TO:<u(c)@y.z>", &h)), 550);
+        assert_eq!(code(&s.command(b"RCPT TO:<@a:u@y.z>", &h)), 550);
+        assert_eq!(s.take_transaction().rcpts, ["u%v@y.z"]);
     }
 
     #[test]
@@ -925,7 +1101,7 @@ mod tests {
         assert_eq!(code(&s.command(b"MAIL FROM:<postmaster>", &h)), 501);
         assert_eq!(code(&s.command(b"MAIL FROM:<a@b.c>", &h)), 250);
         assert_eq!(code(&s.command(b"RCPT TO:<Postmaster>", &h)), 250);
-        assert_eq!(code(&s.command(b"RCPT TO:<nobody>", &h)), 501);
+        assert_eq!(code(&s.command(b"RCPT TO:<nobody>", &h)), 550);
     }
 
     #[test]
@@ -1058,6 +1234,61 @@ mod tests {
         }
     }
 
+    fn normalized(input: &[u8]) -> Vec<u8> {
+        match receive(input, true).0 {
+            DataOutcome::Message(m) => m,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stray_cr_before_crlf_makes_no_line() {
+        // curl -F --crlf writes CR CR LF: one line end, not an empty line after each.
+        assert_eq!(
+            normalized(b"From: a@b\r\r\nSubject: s\r\r\n\r\r\nbody\r\n.\r\n"),
+            b"From: a@b\r\nSubject: s\r\n\r\nbody\r\n"
+        );
+        assert_eq!(normalized(b"a\r\r\r\nb\r\n.\r\n"), b"a\r\nb\r\n");
+        // Bare CRs before anything else are line ends each (old Mac text).
+        assert_eq!(normalized(b"a\r\rb\rc\r\n.\r\n"), b"a\r\n\r\nb\r\nc\r\n");
+        let (m, _) = receive(b"a\r\r\nb\r\n.\r\n", false);
+        assert_eq!(m, DataOutcome::BareLineEnding);
+    }
+
+    #[test]
+    fn a_run_of_bare_crs_is_counted_not_stored_beyond_the_limit() {
+        let mut d = DataReceiver::new(10, true);
+        let mut input = b"a".to_vec();
+        input.extend(std::iter::repeat_n(b'\r', 5000));
+        input.extend_from_slice(b"b\r\n.\r\n");
+        d.feed(&input);
+        assert!(d.is_done());
+        assert!(d.message.len() <= 10);
+        assert_eq!(d.seen(), 1 + 2 * 5000 + 1 + 2);
+        assert_eq!(d.finish(), DataOutcome::TooBig);
+    }
+
+    #[test]
+    fn dots_after_bare_lf_follow_the_client() {
+        // Python's smtplib stuffs after every LF: ".x" arrives as "..x".
+        assert_eq!(
+            normalized(b"a\n..x\n...\n..\nb\n\r\n.\r\n"),
+            b"a\r\n.x\r\n..\r\n.\r\nb\r\n\r\n"
+        );
+        // curl --upload-file does not: a single dot there shows it, and every dot stays.
+        assert_eq!(
+            normalized(b"a\n..x\n.y\n\r\n.\r\n"),
+            b"a\r\n..x\r\n.y\r\n\r\n"
+        );
+        // Lines after CRLF are unstuffed as always.
+        assert_eq!(normalized(b"a\r\n..x\n.y\r\n.\r\n"), b"a\r\n.x\r\n.y\r\n");
+        // A dot line after a bare LF never ends the data, and stays visible.
+        assert_eq!(
+            normalized(b"a\n.\nb\n.\r\nc\r\n.\r\n"),
+            b"a\r\n.\r\nb\r\n.\r\nc\r\n"
+        );
+    }
+
     #[test]
     fn data_split_across_chunks() {
         let mut d = DataReceiver::new(1000, false);
@@ -1066,5 +1297,20 @@ mod tests {
         }
         assert!(d.is_done());
         assert_eq!(d.finish(), DataOutcome::Message(b"hello\r\n".to_vec()));
+    }
+
+    #[test]
+    fn junk_commands_past_the_limit_close_the_session() {
+        let mut s = Session::new(limits());
+        s.set_junk_command_limit(3);
+        let h = AllowAll;
+        assert!(matches!(s.command(b"EHLO x\r\n", &h), Step::Reply(_)));
+        for _ in 0..3 {
+            assert!(matches!(s.command(b"NOOP\r\n", &h), Step::Reply(_)));
+        }
+        match s.command(b"RSET\r\n", &h) {
+            Step::Close(r) => assert!(r.to_string().starts_with("421 4.7.0"), "{r}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

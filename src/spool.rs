@@ -186,7 +186,8 @@ pub const PIDFILE: &str = "sealgate.pid";
 
 /// Writes our pid to `<dir>/sealgate.pid` and holds an exclusive lock on it for as long
 /// as the returned file is open. Fails with `WouldBlock` when another live server holds
-/// it, with other errors when the file cannot be written (a full disk).
+/// it, with other errors when the file cannot be opened; a pid that cannot be written
+/// (a full disk) is logged, and the lock is still held.
 pub fn claim_pidfile(dir: &Path) -> io::Result<File> {
     use std::os::unix::io::AsRawFd;
     let path = dir.join(PIDFILE);
@@ -213,8 +214,17 @@ pub fn claim_pidfile(dir: &Path) -> io::Result<File> {
         }
         return Err(e);
     }
-    f.set_len(0)?;
-    f.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    // The lock is what keeps a second server out: it stays held even when the pid
+    // cannot be written (a full disk), which only costs `queue retry` its signal.
+    if let Err(e) = f
+        .set_len(0)
+        .and_then(|()| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+    {
+        tracing::error!(
+            "cannot write {}: {e}; `sealgate queue retry` will not reach this server",
+            path.display()
+        );
+    }
     Ok(f)
 }
 

@@ -21,6 +21,17 @@ pub enum SubmitError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Refused(String),
+    /// One or more recipients refused at RCPT: the message was not sent to anyone.
+    #[error("{}", recipients_text(.0))]
+    Recipients(Vec<(String, String)>),
+}
+
+fn recipients_text(refused: &[(String, String)]) -> String {
+    refused
+        .iter()
+        .map(|(r, reply)| format!("<{r}>: {}", reply.replace('\n', " / ")))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl SubmitError {
@@ -28,6 +39,7 @@ impl SubmitError {
     pub fn is_temporary(&self) -> bool {
         match self {
             SubmitError::Refused(r) => r.starts_with('4'),
+            SubmitError::Recipients(v) => v.iter().all(|(_, r)| r.starts_with('4')),
             _ => true,
         }
     }
@@ -38,6 +50,24 @@ struct Client {
 }
 
 impl Client {
+    fn connect(addr: SocketAddr, auth: Option<(&str, &str)>) -> Result<Client, SubmitError> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .map_err(|source| SubmitError::Connect { addr, source })?;
+        s.set_read_timeout(Some(Duration::from_secs(300)))?;
+        let mut c = Client {
+            r: BufReader::new(s),
+        };
+        let (code, text) = c.reply()?;
+        if code != 220 {
+            return Err(SubmitError::Refused(text));
+        }
+        c.cmd("EHLO localhost", 250)?;
+        if let Some((u, p)) = auth {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{u}\0{p}"));
+            c.cmd(&format!("AUTH PLAIN {token}"), 235)?;
+        }
+        Ok(c)
+    }
     fn reply(&mut self) -> Result<(u16, String), SubmitError> {
         let mut text = Vec::new();
         loop {
@@ -55,6 +85,13 @@ impl Client {
         }
     }
     fn cmd(&mut self, line: &str, want: u16) -> Result<String, SubmitError> {
+        // Every caller passes checked addresses; this is the last line of defence
+        // against a line break turning one command into two.
+        if line.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(SubmitError::Refused(format!(
+                "refusing to send a command with a line break or NUL: {line:?}"
+            )));
+        }
         self.r
             .get_mut()
             .write_all(format!("{line}\r\n").as_bytes())?;
@@ -64,53 +101,49 @@ impl Client {
         }
         Ok(text)
     }
+    /// MAIL FROM and every RCPT TO; returns the refused recipients with their replies.
+    fn envelope(
+        &mut self,
+        from: &str,
+        rcpts: &[String],
+        eight_bit: bool,
+    ) -> Result<Vec<(String, String)>, SubmitError> {
+        let utf8 = if !from.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()) {
+            " SMTPUTF8"
+        } else {
+            ""
+        };
+        let eight = if eight_bit { " BODY=8BITMIME" } else { "" };
+        self.cmd(&format!("MAIL FROM:<{from}>{eight}{utf8}"), 250)?;
+        let mut refused = Vec::new();
+        for r in rcpts {
+            match self.cmd(&format!("RCPT TO:<{r}>"), 250) {
+                Ok(_) => {}
+                Err(SubmitError::Refused(t)) => refused.push((r.clone(), t)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(refused)
+    }
 }
 
 /// Submits `message` (CRLF line endings) and returns the final `250` reply text.
-/// Recipients refused at RCPT are reported in `Err` unless others were accepted, in which
-/// case the refusals come back in the second tuple element.
+/// All or nothing: when the server refuses any recipient at RCPT, the transaction is
+/// abandoned and `Err(Recipients)` lists every refusal, so a caller that retries on
+/// failure never sends a duplicate to the recipients that were accepted.
 pub fn submit(
     addr: SocketAddr,
     from: &str,
     rcpts: &[String],
     message: &[u8],
     auth: Option<(&str, &str)>,
-) -> Result<(String, Vec<String>), SubmitError> {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .map_err(|source| SubmitError::Connect { addr, source })?;
-    s.set_read_timeout(Some(Duration::from_secs(300)))?;
-    let mut c = Client {
-        r: BufReader::new(s),
-    };
-    let (code, text) = c.reply()?;
-    if code != 220 {
-        return Err(SubmitError::Refused(text));
-    }
-    c.cmd("EHLO localhost", 250)?;
-    if let Some((u, p)) = auth {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{u}\0{p}"));
-        c.cmd(&format!("AUTH PLAIN {token}"), 235)?;
-    }
-    let utf8 = if !from.is_ascii() || rcpts.iter().any(|r| !r.is_ascii()) {
-        " SMTPUTF8"
-    } else {
-        ""
-    };
-    let eight = if message.iter().any(|&b| b >= 0x80) {
-        " BODY=8BITMIME"
-    } else {
-        ""
-    };
-    c.cmd(&format!("MAIL FROM:<{from}>{eight}{utf8}"), 250)?;
-    let mut refused = Vec::new();
-    for r in rcpts {
-        if let Err(SubmitError::Refused(t)) = c.cmd(&format!("RCPT TO:<{r}>"), 250) {
-            refused.push(t);
-        }
-    }
-    if refused.len() == rcpts.len() {
+) -> Result<String, SubmitError> {
+    let mut c = Client::connect(addr, auth)?;
+    let refused = c.envelope(from, rcpts, message.iter().any(|&b| b >= 0x80))?;
+    if !refused.is_empty() {
+        let _ = c.cmd("RSET", 250);
         let _ = c.cmd("QUIT", 221);
-        return Err(SubmitError::Refused(refused.join("\n")));
+        return Err(SubmitError::Recipients(refused));
     }
     c.cmd("DATA", 354)?;
     let stuffed = crate::upstream::dot_stuff(message);
@@ -120,7 +153,58 @@ pub fn submit(
     if code != 250 {
         return Err(SubmitError::Refused(text));
     }
-    Ok((text, refused))
+    Ok(text)
+}
+
+/// Each recipient with `Ok` or the server's refusal.
+pub type Verdicts = Vec<(String, Result<(), String>)>;
+
+/// `sendmail -bv`: MAIL FROM and RCPT TO for each recipient, then RSET; nothing is
+/// sent. Returns each recipient with `Ok` or the server's refusal.
+pub fn verify(
+    addr: SocketAddr,
+    from: &str,
+    rcpts: &[String],
+    auth: Option<(&str, &str)>,
+) -> Result<Verdicts, SubmitError> {
+    let mut c = Client::connect(addr, auth)?;
+    let refused = c.envelope(from, rcpts, false)?;
+    let _ = c.cmd("RSET", 250);
+    let _ = c.cmd("QUIT", 221);
+    Ok(rcpts
+        .iter()
+        .map(|r| {
+            let why = refused.iter().find(|(x, _)| x == r).map(|(_, t)| t.clone());
+            (r.clone(), why.map_or(Ok(()), Err))
+        })
+        .collect())
+}
+
+/// `sendmail -bs`: copies stdin to the listener and its replies to stdout until either
+/// side closes. The session is the listener's own, so every rule of SMTP applies.
+pub fn proxy(addr: SocketAddr) -> Result<(), SubmitError> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|source| SubmitError::Connect { addr, source })?;
+    let mut to_server = s.try_clone()?;
+    let mut from_server = s;
+    let upload = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to_server);
+        let _ = to_server.shutdown(std::net::Shutdown::Write);
+    });
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut from_server, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+    }
+    // The server closed (after QUIT, or a timeout): the uploader may still wait on
+    // stdin; the process exits without it.
+    drop(upload);
+    Ok(())
 }
 
 /// Turns LF or CRLF input into CRLF (sendmail input is usually LF-terminated).

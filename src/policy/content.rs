@@ -2,7 +2,7 @@
 //!
 //! The message is split by sealgate's own MIME tree ([`mime::parse`], the one the
 //! transforms rewrite, so rules judge exactly the parts that strip, zip and encrypt act
-//! on; an attachment is what [`attachments::is_attachment`] says) and decoded
+//! on; an attachment is what [`attachments::Roles::is_attachment`] says) and decoded
 //! (transfer encodings leniently, charsets with mail-parser's decoders, headers with
 //! mail-parser) into a [`MessageView`]: the top-level subject and headers, every text the
 //! `body` condition sees (every `text/*` part, HTML converted to text, other parts whose
@@ -91,6 +91,25 @@ impl MessageView {
             view.subject = top.subject().unwrap_or_default().to_owned();
             view.headers = top_headers(&top);
         }
+        // A top-level field with white space before its colon (`Subject :`) ends the
+        // header for some readers (Python's email): they show it and what follows as
+        // body, so the body rules see that text too.
+        let top_fields = mime::fields(top_header);
+        if let Some(at) = top_fields.iter().position(|f| {
+            f.raw
+                .iter()
+                .take_while(|&&b| b != b':')
+                .any(|&b| b == b' ' || b == b'\t')
+        }) {
+            let text: Vec<u8> = top_fields[at..]
+                .iter()
+                .flat_map(|f| f.raw.iter().copied())
+                .collect();
+            view.texts.push((
+                TextSource("header fields (read as body by some readers)".into()),
+                normalize(String::from_utf8_lossy(&text).into_owned()),
+            ));
+        }
         view.walk(&canon, 0, "", ENCODED_LEVELS);
         view
     }
@@ -101,11 +120,12 @@ impl MessageView {
     /// messages in base64 or quoted-printable, at most `encoded_left` levels.
     fn walk(&mut self, raw: &[u8], depth0: usize, prefix0: &str, encoded_left: usize) {
         let root = mime::parse(raw);
+        let roles = attachments::Roles::of(&root);
         // Pushed in reverse so that parts come out in document order.
         let mut stack: Vec<(&Entity<'_>, usize, String)> = vec![(&root, depth0, prefix0.into())];
         while let Some((e, depth, prefix)) = stack.pop() {
             let info = &e.info;
-            let is_attachment = attachments::is_attachment(e);
+            let is_attachment = roles.is_attachment(e);
             let name = info.file_name.clone().filter(|n| !n.is_empty());
             let label = |what: &str| match &name {
                 Some(n) => format!("{prefix}{what} \"{n}\""),
@@ -162,6 +182,33 @@ impl MessageView {
                         (what, text)
                     };
                     self.texts.push((TextSource(label(what)), normalize(text)));
+                    if info.transfer_encoding == "base64" && !is_base64_text(e.body) {
+                        // Not base64: readers that refuse to decode it show it as it is.
+                        let raw = decode_charset(e.body, info.charset.as_deref());
+                        self.texts.push((
+                            TextSource(label("undecodable base64 (as sent)")),
+                            normalize(raw),
+                        ));
+                    }
+                }
+                Kind::Leaf
+                    if !info.content_type.starts_with("text/")
+                        && encoded_left > 0
+                        && depth < MAX_DEPTH
+                        && opens_as_message(info, e.body) =>
+                {
+                    // A forwarded message sent as application/octet-stream (`fwd.eml`):
+                    // mail programs open it as the message it is, so it is read as one.
+                    let decoded = mime::decode_body(e.body, &info.transfer_encoding);
+                    let canon = mime::canonical_crlf(&decoded).into_owned();
+                    // Opened here, so held to the same limits as the message itself.
+                    if let Some(h) = mime::hazard(&canon) {
+                        self.hazard.get_or_insert(h);
+                    }
+                    let inner = mime::parse(&canon);
+                    self.attached_message_subject(inner.header, &prefix);
+                    let inner_prefix = format!("{prefix}attached message > ");
+                    self.walk(&canon, depth + 1, &inner_prefix, encoded_left - 1);
                 }
                 Kind::Leaf if sniffed_as_text(info, e.body) => {
                     // Declared as something else (a CSV export sent as
@@ -186,10 +233,29 @@ impl MessageView {
                     .as_deref()
                     .map(|n| n.trim_end_matches(['.', ' ']).to_lowercase());
                 self.attachments.push(AttachmentInfo {
-                    name,
+                    name: name.clone(),
                     name_lower,
                     content_type: info.content_type.clone(),
                 });
+                // The files inside a zip archive, by the names they unpack as (what
+                // mail filters check `*.exe` against too). An encrypted zip lists its
+                // names in the clear.
+                if matches!(e.kind, Kind::Leaf) {
+                    let content = mime::decode_body(e.body, &info.transfer_encoding);
+                    let archive = name.as_deref().unwrap_or("archive");
+                    for member in zip_member_names(&content) {
+                        let base = member.rsplit(['/', '\\']).next().unwrap_or_default();
+                        let lower = base.trim_end_matches(['.', ' ']).to_lowercase();
+                        if lower.is_empty() {
+                            continue;
+                        }
+                        self.attachments.push(AttachmentInfo {
+                            name: Some(format!("{archive} > {member}")),
+                            name_lower: Some(lower),
+                            content_type: info.content_type.clone(),
+                        });
+                    }
+                }
             }
         }
     }
@@ -208,6 +274,187 @@ impl MessageView {
     }
 }
 
+/// What content rules and attachment actions see of a message, for tools and tests
+/// (`examples/mime_view.rs`, the differential test against other MIME readers).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Seen {
+    /// Why the message is refused before any rule sees it (the MIME limits), if it is.
+    pub refused: Option<String>,
+    /// Every text `body` conditions search, folded as they see it.
+    pub texts: Vec<String>,
+    /// Every leaf part, in document order (inside attached messages too).
+    pub leaves: Vec<SeenLeaf>,
+}
+
+/// One leaf part as sealgate reads it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeenLeaf {
+    /// `type/subtype`, lower case.
+    pub content_type: String,
+    /// True when strip/zip act on it and `attachment_*` conditions see it.
+    pub attachment: bool,
+    /// Its file name, decoded.
+    pub name: Option<String>,
+    /// SHA-256 of its decoded content, lower-case hex.
+    pub sha256: String,
+    /// SHA-256 of its decoded content without trailing CR and LF (readers differ on
+    /// whether the line break before a delimiter, or at the end of an unclosed
+    /// multipart, belongs to the part).
+    pub sha256_trimmed: String,
+}
+
+/// [`Seen`] for `raw`.
+pub fn seen(raw: &[u8]) -> Seen {
+    let view = MessageView::new(raw);
+    if let Some(h) = view.hazard {
+        return Seen {
+            refused: Some(h.to_string()),
+            texts: Vec::new(),
+            leaves: Vec::new(),
+        };
+    }
+    let canon = mime::canonical_crlf(raw);
+    let mut leaves = Vec::new();
+    seen_leaves(&canon, ENCODED_LEVELS, &mut leaves);
+    Seen {
+        refused: None,
+        texts: view.texts.into_iter().map(|(_, t)| t).collect(),
+        leaves,
+    }
+}
+
+fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
+    use sha2::{Digest, Sha256};
+    let root = mime::parse(raw);
+    let roles = attachments::Roles::of(&root);
+    let mut stack = vec![&root];
+    while let Some(e) = stack.pop() {
+        match &e.kind {
+            Kind::Multipart { parts, .. } => stack.extend(parts.iter().rev().map(|(_, p)| p)),
+            Kind::Message(inner) if !roles.is_attachment(e) => stack.push(inner),
+            // An attached message that strip and zip move whole: listed as one leaf,
+            // and looked into.
+            Kind::Message(_) | Kind::Leaf => {
+                if let Kind::Message(inner) = &e.kind {
+                    stack.push(inner);
+                }
+                let content = mime::decode_body(e.body, &e.info.transfer_encoding);
+                let hex = |b: &[u8]| -> String {
+                    Sha256::digest(b)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect()
+                };
+                let end = content
+                    .iter()
+                    .rposition(|c| *c != b'\r' && *c != b'\n')
+                    .map_or(0, |p| p + 1);
+                out.push(SeenLeaf {
+                    sha256_trimmed: hex(&content[..end]),
+                    content_type: e.info.content_type.clone(),
+                    attachment: roles.is_attachment(e),
+                    name: e.info.file_name.clone(),
+                    sha256: Sha256::digest(&content)
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                });
+                if e.info.is_message() && e.info.is_encoded() && encoded_left > 0 {
+                    seen_leaves(&content, encoded_left - 1, out);
+                }
+            }
+        }
+    }
+}
+
+/// True when a leaf that is not declared `message/rfc822` or `message/global` (an
+/// octet-stream `fwd.eml`, a `message/partial` ...) decodes to a message: its first lines are
+/// header fields up to an empty line, among them From, Subject, Date, MIME-Version or
+/// Content-Type. Only a prefix is decoded for the test.
+fn opens_as_message(info: &mime::PartInfo, body: &[u8]) -> bool {
+    let family = info.content_type.split('/').next().unwrap_or_default();
+    if info.is_message() || matches!(family, "multipart" | "image" | "audio" | "video") {
+        return false;
+    }
+    // message/partial, message/news ... are messages to readers (Python's email parses
+    // every message/* as one); reports are text.
+    if family == "message" {
+        return !matches!(
+            info.content_type.as_str(),
+            "message/delivery-status"
+                | "message/disposition-notification"
+                | "message/global-delivery-status"
+                | "message/global-disposition-notification"
+        );
+    }
+    let encoded = match info.transfer_encoding.as_str() {
+        "base64" => 8192,
+        "quoted-printable" => 3 * 8192,
+        _ => 8192,
+    };
+    let prefix = body.get(..encoded).unwrap_or(body);
+    let decoded = mime::decode_body(prefix, &info.transfer_encoding);
+    let canon = mime::canonical_crlf(&decoded);
+    let Some(end) = mime::find(&canon, b"\r\n\r\n") else {
+        return false;
+    };
+    let fields = mime::fields(&canon[..end + 4]);
+    !fields.is_empty()
+        && fields.iter().all(|f| {
+            !f.name.is_empty() && f.name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        })
+        && fields.iter().any(|f| {
+            ["from", "subject", "date", "mime-version", "content-type"]
+                .iter()
+                .any(|n| f.is(n))
+        })
+}
+
+/// Most member names read from one zip archive.
+const MAX_ZIP_MEMBERS: usize = 1000;
+
+/// The member names in a zip archive's central directory (empty when `data` is no zip).
+/// Read by hand, every offset checked: no allocation beyond the names, no panic.
+fn zip_member_names(data: &[u8]) -> Vec<String> {
+    let u16_at = |at: usize| -> Option<usize> {
+        data.get(at..at + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let u32_at = |at: usize| -> Option<usize> {
+        data.get(at..at + 4)
+            .and_then(|b| usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok())
+    };
+    if !data.starts_with(b"PK\x03\x04") || data.len() < 22 {
+        return Vec::new();
+    }
+    // The end-of-central-directory record: in the last 22 + 65,535 octets.
+    let tail_start = data.len().saturating_sub(22 + 65_535);
+    let Some(eocd) =
+        memchr::memmem::rfind(&data[tail_start..], b"PK\x05\x06").map(|p| tail_start + p)
+    else {
+        return Vec::new();
+    };
+    let (Some(count), Some(mut at)) = (u16_at(eocd + 10), u32_at(eocd + 16)) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    for _ in 0..count.min(MAX_ZIP_MEMBERS) {
+        if data.get(at..at + 4) != Some(b"PK\x01\x02") {
+            break;
+        }
+        let (Some(n), Some(x), Some(c)) = (u16_at(at + 28), u16_at(at + 30), u16_at(at + 32))
+        else {
+            break;
+        };
+        let Some(name) = data.get(at + 46..at + 46 + n) else {
+            break;
+        };
+        names.push(String::from_utf8_lossy(name).into_owned());
+        at += 46 + n + x + c;
+    }
+    names
+}
+
 /// How many decoded octets [`sniffed_as_text`] looks at: git's test for binary files.
 const SNIFF_OCTETS: usize = 8000;
 
@@ -217,10 +464,8 @@ const SNIFF_OCTETS: usize = 8000;
 /// next to nothing.
 fn sniffed_as_text(info: &mime::PartInfo, body: &[u8]) -> bool {
     let family = info.content_type.split('/').next().unwrap_or_default();
-    if matches!(
-        family,
-        "text" | "message" | "multipart" | "image" | "audio" | "video"
-    ) {
+    // message/partial, message/external-body ...: readers may show them as text.
+    if info.is_message() || matches!(family, "text" | "multipart" | "image" | "audio" | "video") {
         return false;
     }
     // Most binary formats have a NUL within their first kilobyte: that prefix is tried
@@ -236,31 +481,77 @@ fn sniffed_as_text(info: &mime::PartInfo, body: &[u8]) -> bool {
         let prefix = body.get(..encoded).unwrap_or(body);
         let decoded = mime::decode_body(prefix, &info.transfer_encoding);
         let head = decoded.get(..wanted).unwrap_or(&decoded);
-        !head.is_empty() && !head.contains(&0)
+        !head.is_empty() && (!head.contains(&0) || utf16_bom(head).is_some())
     })
 }
 
-/// Folds what renders as a space or a digit but would break a pattern: no-break and
-/// other Unicode spaces become a space, zero-width characters and soft hyphens go,
-/// full-width and Arabic-Indic/Devanagari digits become ASCII digits. A card number
-/// written `4111\u{a0}1111\u{200b}1111 1111` is one to the reader, so it is one to the
-/// detectors and patterns too.
+/// Folds what renders as a space or a digit but would break a pattern, by Unicode
+/// property rather than by list: every white-space character becomes a space, every
+/// Default_Ignorable_Code_Point (zero-width characters, soft hyphen, U+2063, U+034F,
+/// U+180E, variation selectors ...) goes, and every decimal digit (`Nd`: full-width,
+/// mathematical, Bengali, Thai, Myanmar, Mongolian, Tibetan, N'Ko ...) becomes the ASCII
+/// digit of its value. A card number written `4111\u{a0}1111\u{200b}1111 1111` is one to
+/// the reader, so it is one to the detectors and patterns too.
 fn normalize(text: String) -> String {
     if text.is_ascii() {
         return text;
     }
-    let digit = |c: char, zero: u32| char::from_digit(c as u32 - zero, 10);
     text.chars()
-        .filter_map(|c| match c {
-            '\u{a0}' | '\u{2000}'..='\u{200a}' | '\u{202f}' | '\u{205f}' | '\u{3000}' => Some(' '),
-            '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' | '\u{ad}' => None,
-            '\u{ff10}'..='\u{ff19}' => digit(c, 0xff10),
-            '\u{660}'..='\u{669}' => digit(c, 0x660),
-            '\u{6f0}'..='\u{6f9}' => digit(c, 0x6f0),
-            '\u{966}'..='\u{96f}' => digit(c, 0x966),
-            _ => Some(c),
+        .filter_map(|c| {
+            if c.is_ascii() {
+                Some(c)
+            } else if c.is_whitespace() {
+                Some(' ')
+            } else if is_default_ignorable(c) {
+                None
+            } else if let Some(d) = digit_value(c) {
+                char::from_digit(d, 10)
+            } else {
+                Some(c)
+            }
         })
         .collect()
+}
+
+/// The code point ranges of a Unicode property class (`\p{...}`), from regex-syntax's
+/// tables: the Unicode version the `regex` crate matches with.
+fn property_ranges(class: &str) -> Vec<(u32, u32)> {
+    use regex_syntax::hir::{Class, HirKind};
+    match regex_syntax::Parser::new()
+        .parse(class)
+        .map(|h| h.into_kind())
+    {
+        Ok(HirKind::Class(Class::Unicode(c))) => c
+            .ranges()
+            .iter()
+            .map(|r| (r.start() as u32, r.end() as u32))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+static DECIMAL_DIGITS: std::sync::LazyLock<Vec<(u32, u32)>> =
+    std::sync::LazyLock::new(|| property_ranges(r"\p{Nd}"));
+static DEFAULT_IGNORABLE: std::sync::LazyLock<Vec<(u32, u32)>> =
+    std::sync::LazyLock::new(|| property_ranges(r"\p{Default_Ignorable_Code_Point}"));
+
+/// The range of sorted, disjoint `ranges` that holds `c`.
+fn range_of(ranges: &[(u32, u32)], c: char) -> Option<(u32, u32)> {
+    let c = c as u32;
+    let i = ranges.partition_point(|&(_, end)| end < c);
+    ranges.get(i).copied().filter(|&(start, _)| start <= c)
+}
+
+/// True for a Default_Ignorable_Code_Point: invisible when rendered.
+pub fn is_default_ignorable(c: char) -> bool {
+    range_of(&DEFAULT_IGNORABLE, c).is_some()
+}
+
+/// The value of a decimal digit (`Nd`) of any script. Unicode encodes each script's
+/// digits as one run of ten code points, zero first, so within a merged range of runs
+/// the value is the distance from its start modulo ten.
+fn digit_value(c: char) -> Option<u32> {
+    range_of(&DECIMAL_DIGITS, c).map(|(start, _)| (c as u32 - start) % 10)
 }
 
 /// True when `a` and `b` have the same words (`split_whitespace` compared), in one
@@ -299,6 +590,25 @@ fn same_words(a: &str, b: &str) -> bool {
 /// `from_utf8` a word at a time.
 fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
     let label = charset.map(|c| c.trim().to_ascii_lowercase());
+    // A byte-order mark says UTF-16 when no charset (or a generic one) says otherwise:
+    // text editors and spreadsheet exports write it, and readers honour it.
+    if matches!(
+        label.as_deref(),
+        None | Some("utf-8" | "utf8" | "us-ascii" | "utf-16" | "utf16")
+    ) {
+        if let Some(big_endian) = utf16_bom(bytes) {
+            let units = bytes[2..].chunks_exact(2).map(|p| {
+                if big_endian {
+                    u16::from_be_bytes([p[0], p[1]])
+                } else {
+                    u16::from_le_bytes([p[0], p[1]])
+                }
+            });
+            return char::decode_utf16(units)
+                .map(|c| c.unwrap_or('\u{fffd}'))
+                .collect();
+        }
+    }
     if matches!(label.as_deref(), None | Some("utf-8" | "utf8" | "us-ascii")) {
         if let Ok(s) = std::str::from_utf8(bytes) {
             return s.to_owned();
@@ -307,6 +617,30 @@ fn decode_charset(bytes: &[u8], charset: Option<&str>) -> String {
     match label.and_then(|c| charset_decoder(c.as_bytes())) {
         Some(decode) => decode(bytes),
         None => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
+/// True when `body` holds only base64 characters, white space and final padding.
+fn is_base64_text(body: &[u8]) -> bool {
+    let mut padding = false;
+    body.iter().all(|&c| match c {
+        b'=' => {
+            padding = true;
+            true
+        }
+        b' ' | b'\t' | b'\r' | b'\n' => true,
+        c if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' => !padding,
+        _ => false,
+    })
+}
+
+/// `Some(true)` for a UTF-16 big-endian byte-order mark at the start of `bytes`,
+/// `Some(false)` for little-endian.
+fn utf16_bom(bytes: &[u8]) -> Option<bool> {
+    match bytes.get(..2) {
+        Some([0xfe, 0xff]) => Some(true),
+        Some([0xff, 0xfe]) => Some(false),
+        _ => None,
     }
 }
 
@@ -369,6 +703,28 @@ mod tests {
         assert_eq!(normalize("\u{ff14}\u{ff11}\u{ff11}\u{ff11}".into()), "4111");
         assert_eq!(normalize("\u{664}\u{6f1}\u{967}x".into()), "411x");
         assert_eq!(normalize("Grüße".into()), "Grüße");
+        // Digits of every script by their value; invisible characters dropped.
+        for (zero, script) in [
+            (0x09e6, "Bengali"),
+            (0x0e50, "Thai"),
+            (0x1040, "Myanmar"),
+            (0x1810, "Mongolian"),
+            (0x0f20, "Tibetan"),
+            (0x07c0, "N'Ko"),
+            (0x1d7ce, "mathematical bold"),
+            (0x1d7f6, "mathematical monospace"),
+            (0xff10, "full-width"),
+        ] {
+            let digits: String = [4, 1, 1, 1]
+                .iter()
+                .map(|d| char::from_u32(zero + d).unwrap())
+                .collect();
+            assert_eq!(normalize(digits), "4111", "{script}");
+        }
+        assert_eq!(
+            normalize("4\u{2063}1\u{34f}1\u{180e}1\u{fe0f}1\u{ad}".into()),
+            "41111"
+        );
         let card = "Card: 4111\u{a0}1111\u{200b}1111\u{a0}1111\r\n";
         let msg = format!("Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{card}");
         let v = MessageView::new(msg.as_bytes());
@@ -376,6 +732,28 @@ mod tests {
             .texts
             .iter()
             .any(|(_, t)| t.contains("4111 11111111 1111")));
+    }
+
+    #[test]
+    fn zip_member_names_are_read_even_when_encrypted_and_never_panic() {
+        use std::io::Write;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .with_aes_encryption(zip::AesMode::Aes256, "secret password");
+        for n in ["docs/a.pdf", "bin/tool.exe"] {
+            w.start_file(n, opts).unwrap();
+            w.write_all(b"MZ").unwrap();
+        }
+        let archive = w.finish().unwrap().into_inner();
+        assert_eq!(zip_member_names(&archive), ["docs/a.pdf", "bin/tool.exe"]);
+        // Cut or damaged anywhere: no panic, at most the names that are whole.
+        for cut in 0..archive.len() {
+            let _ = zip_member_names(&archive[..cut]);
+            let mut bad = archive.clone();
+            bad[cut] ^= 0xff;
+            let _ = zip_member_names(&bad);
+        }
+        assert!(zip_member_names(b"not a zip").is_empty());
     }
 
     #[test]
@@ -427,7 +805,7 @@ mod tests {
             .any(|a| a.name.as_deref() == Some("setup.exe")
                 && a.content_type == "application/x-msdownload"));
         // An inline forwarded message is looked into, not counted as an attachment:
-        // the same judgement `strip-attachments` makes (`attachments::is_attachment`).
+        // the same judgement `strip-attachments` makes (`attachments::Roles::is_attachment`).
         assert!(!v
             .attachments
             .iter()

@@ -28,7 +28,8 @@ pub enum Detector {
     UsSsn,
     /// E-mail addresses (`local@domain.tld`).
     EmailAddress,
-    /// PEM / OpenSSH / PGP private key blocks (the BEGIN line followed by key material).
+    /// PEM / OpenSSH / PGP private key blocks (the BEGIN line followed by key material),
+    /// also when quoted in a reply (`> ` before each line).
     PrivateKey,
     /// AWS access key IDs (`AKIA`, `ASIA`, `ABIA`, `ACCA` followed by 16 base-32 characters).
     AwsAccessKey,
@@ -143,7 +144,7 @@ static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
 });
 static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| {
     constant_regex(
-        r"(-----BEGIN (?:(?:RSA|EC|DSA|OPENSSH|ENCRYPTED|PGP) )?PRIVATE KEY(?: BLOCK)?-----)\r?\n(?:[A-Za-z\-]+:[^\r\n]*\r?\n)*\s*[A-Za-z0-9+/=]{40,}",
+        r"(-----BEGIN (?:(?:RSA|EC|DSA|OPENSSH|ENCRYPTED|PGP) )?PRIVATE KEY(?: BLOCK)?-----)[ \t]*\r?\n(?:[ \t>]*[A-Za-z\-]+:[^\r\n]*\r?\n)*[\s>]*[A-Za-z0-9+/=]{40,}",
     )
 });
 static AWS_KEY: LazyLock<Regex> =
@@ -832,6 +833,9 @@ mod tests {
         );
         let pkcs8 = "x\r\n-----BEGIN PRIVATE KEY-----\r\nMC4CAQAwBQYDK2VwBCIEIBbmYHdaIs7WkZb2yGczQxNNUOGvLBcxYfyZrVaUUvYX\r\n";
         assert!(hit(Detector::PrivateKey, pkcs8).is_some());
+        // Quoted in a reply.
+        let quoted = "> -----BEGIN RSA PRIVATE KEY-----\r\n> MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\r\n>> x\r\n";
+        assert!(hit(Detector::PrivateKey, quoted).is_some());
         // A public key, and a mention of the marker without key material.
         assert!(hit(
             Detector::PrivateKey,

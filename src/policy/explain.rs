@@ -70,6 +70,10 @@ pub struct Approval {
     pub entry: Option<String>,
     /// The file holding that entry.
     pub file: Option<String>,
+    /// The address the upstream may route the recipient to (percent hack, bang path,
+    /// quoted `@`; only with `allow_routing_characters`) that decided, when not itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routed_as: Option<String>,
 }
 
 /// Why one condition of a rule held.
@@ -118,6 +122,12 @@ pub struct RuleMatch {
 pub struct RecipientExplanation {
     /// The recipient as given.
     pub recipient: String,
+    /// The canonical, lower-cased form the lists and rules judged (none when the
+    /// address has no canonical form and was refused for it).
+    pub judged_as: Option<String>,
+    /// The address without its subaddress (`ceo+x@d` → `ceo@d`), judged too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subaddress_of: Option<String>,
     /// What `[recipients]` said.
     pub approval: Approval,
     /// Rules that matched, in policy order (empty when the recipient is not approved).
@@ -163,12 +173,20 @@ impl fmt::Display for Explanation {
 impl fmt::Display for RecipientExplanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "recipient <{}>", self.recipient)?;
+        match (&self.judged_as, &self.subaddress_of) {
+            (Some(j), Some(b)) => writeln!(f, "  judged as <{j}>, a subaddress of <{b}>")?,
+            (Some(j), None) => writeln!(f, "  judged as <{j}>")?,
+            (None, _) => writeln!(f, "  no canonical form: refused before the lists")?,
+        }
         let a = &self.approval;
         let file = a.file.as_deref().unwrap_or("policy");
         match (&a.outcome, &a.entry) {
             (ApprovalOutcome::Approved, Some(e)) => writeln!(f, "  approved by \"{e}\" in {file}")?,
             (ApprovalOutcome::Denied, Some(e)) => writeln!(f, "  denied by \"{e}\" in {file}")?,
             _ => writeln!(f, "  not approved: no allow entry covers it ({file})")?,
+        }
+        if let Some(r) = &a.routed_as {
+            writeln!(f, "  (judged as the upstream may route it: <{r}>)")?;
         }
         for m in &self.matched_rules {
             writeln!(f, "  matched {}", m.rule)?;

@@ -63,6 +63,7 @@ mod patterns;
 mod recipients;
 mod rules;
 
+pub use content::{is_default_ignorable, seen, Seen, SeenLeaf};
 pub use diagnostic::{Diagnostic, PolicyError, Severity};
 pub use explain::{
     Approval, ApprovalOutcome, AttachmentSummary, Evidence, Explanation, MessageSummary,
@@ -76,6 +77,9 @@ use content::MessageView;
 /// The rule name in replies and audit records when [`crate::transform::mime::hazard`]
 /// refuses a message.
 pub const MIME_LIMITS: &str = "MIME limits";
+
+/// The rule name when an address has no canonical form (`crate::address`).
+pub const ADDRESS_SYNTAX: &str = "address rules (RFC 5321; sealgate.toml [server])";
 use recipients::{AddressList, NormalAddress};
 use rules::{Banks, Rule, Scan};
 use sha2::{Digest, Sha256};
@@ -121,7 +125,14 @@ pub struct PolicySet {
     needs_parse: bool,
     /// Warnings from loading; the set is usable.
     warnings: Vec<Diagnostic>,
+    /// How addresses are read before judging (`[server] allow_routing_characters`).
+    address_rules: crate::address::AddressRules,
+    /// `[server] recipient_delimiter`: where a subaddress starts (`ceo+x` is `ceo`'s).
+    delimiters: Vec<char>,
 }
+
+/// A recipient as the policy judges it, or why it cannot be judged.
+type ReadAddress = Result<NormalAddress, crate::address::AddressError>;
 
 /// An error about a whole file (reading it, its name), shown at 1:1.
 fn file_error(file: String, message: impl Into<String>) -> Diagnostic {
@@ -315,7 +326,41 @@ impl PolicySet {
             rcpt_rules,
             banks: c.banks,
             warnings: diagnostics,
+            address_rules: crate::address::AddressRules::default(),
+            delimiters: vec!['+'],
         })
+    }
+
+    /// Sets how addresses are read (from `[server]`): whether routing characters are
+    /// accepted, and the subaddress delimiters (default `+`, as Debian's Postfix).
+    pub fn set_address_reading(
+        &mut self,
+        rules: crate::address::AddressRules,
+        delimiters: &[char],
+    ) {
+        self.address_rules = rules;
+        self.delimiters = delimiters.to_vec();
+    }
+
+    /// The canonical, lower-cased form an address is judged in (`crate::address`), with
+    /// its subaddress base; an address that has none is refused before any list is asked.
+    fn read_address(&self, raw: &str) -> ReadAddress {
+        let s = raw.trim();
+        let s = s.strip_prefix('<').unwrap_or(s);
+        let s = s.strip_suffix('>').unwrap_or(s);
+        let c = crate::address::canonical(s, self.address_rules)?;
+        let mut a = NormalAddress::with_delimiters(c.as_str(), &self.delimiters);
+        a.routed = crate::address::routed_forms(c.as_str());
+        Ok(a)
+    }
+
+    /// The envelope sender as judged: canonical when it has a canonical form, else as
+    /// written (lower case); the null sender stays empty.
+    fn read_sender(&self, from: &str) -> String {
+        match self.read_address(from) {
+            Ok(a) => a.full,
+            Err(_) => NormalAddress::new(from).full,
+        }
     }
 
     /// Short hex SHA-256 of the file names and contents; recorded in every audit record.
@@ -396,28 +441,54 @@ impl PolicySet {
             .collect()
     }
 
-    /// `[recipients]`: denied, approved or not approved, with the deciding entry.
+    /// `[recipients]`: denied, approved or not approved, with the deciding entry. An
+    /// address with routing characters (allowed by `[server] allow_routing_characters`)
+    /// is approved only when every address the upstream may route it to is, too.
     fn approval(&self, addr: &NormalAddress) -> Approval {
         let shown = |file: usize| self.files.get(file).cloned();
-        if let Some(src) = self.deny.lookup(addr) {
-            return Approval {
-                outcome: ApprovalOutcome::Denied,
-                entry: Some(src.entry.clone()),
-                file: shown(src.file),
-            };
+        let routed: Vec<NormalAddress> = addr
+            .routed
+            .iter()
+            .map(|r| NormalAddress::with_delimiters(r, &self.delimiters))
+            .collect();
+        let forms = std::iter::once((addr, None)).chain(routed.iter().map(|r| (r, Some(r))));
+        for (form, routed_as) in forms.clone() {
+            if let Some(src) = self.deny.lookup(form) {
+                return Approval {
+                    outcome: ApprovalOutcome::Denied,
+                    entry: Some(src.entry.clone()),
+                    file: shown(src.file),
+                    routed_as: routed_as.map(|r| r.full.clone()),
+                };
+            }
         }
-        match self.allow.lookup(addr) {
-            Some(src) => Approval {
-                outcome: ApprovalOutcome::Approved,
-                entry: Some(src.entry.clone()),
-                file: shown(src.file),
-            },
-            None => Approval {
-                outcome: ApprovalOutcome::NotApproved,
-                entry: None,
-                file: Some(self.not_approved_by.file.clone()),
-            },
+        let mut approved = None;
+        for (form, routed_as) in forms {
+            match self.allow.lookup(form) {
+                Some(src) => {
+                    approved.get_or_insert(Approval {
+                        outcome: ApprovalOutcome::Approved,
+                        entry: Some(src.entry.clone()),
+                        file: shown(src.file),
+                        routed_as: None,
+                    });
+                }
+                None => {
+                    return Approval {
+                        outcome: ApprovalOutcome::NotApproved,
+                        entry: None,
+                        file: Some(self.not_approved_by.file.clone()),
+                        routed_as: routed_as.map(|r| r.full.clone()),
+                    }
+                }
+            }
         }
+        approved.unwrap_or(Approval {
+            outcome: ApprovalOutcome::NotApproved,
+            entry: None,
+            file: Some(self.not_approved_by.file.clone()),
+            routed_as: None,
+        })
     }
 
     fn approval_rejection(a: &Approval) -> Option<Rejection> {
@@ -429,13 +500,14 @@ impl PolicySet {
             ApprovalOutcome::Approved => None,
             ApprovalOutcome::Denied => Some(Rejection {
                 reason: format!(
-                    "recipient denied by \"{}\"",
-                    a.entry.as_deref().unwrap_or("")
+                    "recipient denied by \"{}\"{}",
+                    a.entry.as_deref().unwrap_or(""),
+                    routed_note(a)
                 ),
                 by,
             }),
             ApprovalOutcome::NotApproved => Some(Rejection {
-                reason: "recipient not approved".into(),
+                reason: format!("recipient not approved{}", routed_note(a)),
                 by,
             }),
         }
@@ -451,11 +523,14 @@ impl PolicySet {
         rcpt: &str,
         has_certificate: &dyn Fn(&str) -> bool,
     ) -> Result<(), Rejection> {
-        let addr = NormalAddress::new(rcpt);
+        let addr = self.read_address(rcpt).map_err(|e| Rejection {
+            reason: e.to_string(),
+            by: RuleRef::built_in(ADDRESS_SYNTAX),
+        })?;
         if let Some(r) = Self::approval_rejection(&self.approval(&addr)) {
             return Err(r);
         }
-        let from = NormalAddress::new(env.from).full;
+        let from = self.read_sender(env.from);
         let mut scratch = Vec::new();
         let mut needs_certificate: Option<&Rule> = None;
         for &i in &self.rcpt_rules {
@@ -464,7 +539,7 @@ impl PolicySet {
             };
             scratch.clear();
             if !rule.envelope_matches(env.client, &from, &mut scratch)
-                || rule.to_matches(&addr.full).is_err()
+                || self.to_matches(rule, &addr).is_err()
             {
                 continue;
             }
@@ -537,7 +612,7 @@ impl PolicySet {
         Explanation {
             policy_version: self.version.clone(),
             client: env.client.to_owned(),
-            from: NormalAddress::new(env.from).full,
+            from: self.read_sender(env.from),
             message: MessageSummary {
                 size: view.size,
                 parsed: view.parsed,
@@ -564,9 +639,27 @@ impl PolicySet {
         view: &MessageView,
         explain: bool,
     ) -> Vec<RecipientExplanation> {
-        let from = NormalAddress::new(env.from).full;
-        let addrs: Vec<NormalAddress> = rcpts.iter().map(|r| NormalAddress::new(r)).collect();
-        let approvals: Vec<Approval> = addrs.iter().map(|a| self.approval(a)).collect();
+        let from = self.read_sender(env.from);
+        let read: Vec<ReadAddress> = rcpts.iter().map(|r| self.read_address(r)).collect();
+        // An unreadable address is judged as the empty address: no entry covers it, and
+        // its verdict below is the address error.
+        let addrs: Vec<NormalAddress> = read
+            .iter()
+            .map(|r| r.clone().unwrap_or_else(|_| NormalAddress::new("")))
+            .collect();
+        let approvals: Vec<Approval> = addrs
+            .iter()
+            .zip(&read)
+            .map(|(a, r)| match r {
+                Ok(_) => self.approval(a),
+                Err(_) => Approval {
+                    outcome: ApprovalOutcome::NotApproved,
+                    entry: None,
+                    file: Some(RuleRef::BUILT_IN.into()),
+                    routed_as: None,
+                },
+            })
+            .collect();
         let approved: Vec<bool> = approvals
             .iter()
             .map(|a| a.outcome == ApprovalOutcome::Approved)
@@ -587,7 +680,7 @@ impl PolicySet {
                 if !approved[i] {
                     continue;
                 }
-                if let Ok(g) = rule.to_matches(&addr.full) {
+                if let Ok(g) = self.to_matches(rule, addr) {
                     to_hits.push((i, g));
                 }
             }
@@ -611,19 +704,24 @@ impl PolicySet {
         }
         rcpts
             .iter()
+            .zip(read)
             .zip(approvals)
             .zip(matched)
-            .map(|((rcpt, approval), matches)| {
-                let verdict = match Self::approval_rejection(&approval) {
-                    Some(r) => RecipientVerdict::Reject {
+            .map(|(((rcpt, read), approval), matches)| {
+                let verdict = match (&read, Self::approval_rejection(&approval)) {
+                    (Err(e), _) => RecipientVerdict::Reject {
+                        reason: e.to_string(),
+                        by: RuleRef::built_in(ADDRESS_SYNTAX),
+                    },
+                    (Ok(_), Some(r)) => RecipientVerdict::Reject {
                         reason: r.reason,
                         by: r.by,
                     },
-                    None if view.hazard.is_some() => RecipientVerdict::Reject {
+                    (Ok(_), None) if view.hazard.is_some() => RecipientVerdict::Reject {
                         reason: view.hazard.map(|h| h.to_string()).unwrap_or_default(),
                         by: RuleRef::built_in(MIME_LIMITS),
                     },
-                    None => self.combine(matches.iter().map(|(ri, _)| *ri)),
+                    (Ok(_), None) => self.combine(matches.iter().map(|(ri, _)| *ri)),
                 };
                 let matched_rules = matches
                     .into_iter()
@@ -636,14 +734,43 @@ impl PolicySet {
                         })
                     })
                     .collect();
+                let (judged_as, subaddress_of) = match read {
+                    Ok(a) => (Some(a.full), a.base),
+                    Err(_) => (None, None),
+                };
                 RecipientExplanation {
                     recipient: rcpt.clone(),
+                    judged_as,
+                    subaddress_of,
                     approval,
                     matched_rules,
                     verdict,
                 }
             })
             .collect()
+    }
+
+    /// A rule's `to` condition against the address, then against its subaddress base
+    /// (mail to `ceo+x@` lands in `ceo@`'s mailbox, so rules about `ceo@` apply).
+    /// With routing characters allowed, the addresses the upstream may route it to are
+    /// tried too (rules only add actions, so matching more forms never relaxes a policy).
+    fn to_matches<'r>(
+        &self,
+        rule: &'r Rule,
+        addr: &NormalAddress,
+    ) -> Result<Option<&'r glob::Glob>, ()> {
+        let one = |a: &NormalAddress| {
+            rule.to_matches(&a.full).or_else(|e| match &a.base {
+                Some(b) => rule.to_matches(b),
+                None => Err(e),
+            })
+        };
+        one(addr).or_else(|e| {
+            addr.routed
+                .iter()
+                .find_map(|r| one(&NormalAddress::with_delimiters(r, &self.delimiters)).ok())
+                .ok_or(e)
+        })
     }
 
     /// Folds the actions of the matching rules (in policy order) into one verdict.
@@ -680,6 +807,14 @@ impl PolicySet {
         }
         RecipientVerdict::Accept { actions, rules }
     }
+}
+
+/// ` (as the upstream may route it: <x>)` when a routed form decided.
+fn routed_note(a: &Approval) -> String {
+    a.routed_as
+        .as_deref()
+        .map(|r| format!(" (as the upstream may route it: <{r}>)"))
+        .unwrap_or_default()
 }
 
 /// Reject, then strip-attachments, then zip-attachments.

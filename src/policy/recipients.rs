@@ -5,6 +5,10 @@
 //! address (`alice@partner.org`). Comparison is case-insensitive for the whole address:
 //! mail servers treat local parts case-insensitively in practice, and a deny entry must
 //! not be bypassed by writing `CEO@example.com`.
+//! Addresses arrive in their canonical spelling (`crate::address`); with a
+//! `recipient_delimiter`, an address entry also covers the entry's subaddresses: a deny
+//! of `ceo@example.com` covers `ceo+x@example.com`, as the upstream delivers both to one
+//! mailbox, and an allow of `alice@example.com` covers `alice+news@example.com`.
 //! Invariant: a lookup costs a few hash probes (one per label of the recipient's domain),
 //! never a scan of the list; deny is always consulted and wins over allow.
 
@@ -105,9 +109,21 @@ pub(crate) struct NormalAddress {
     pub(crate) full: String,
     /// Byte offset of the domain in `full`, or `full.len()` when there is no `@`.
     domain_start: usize,
+    /// `full` without its subaddress (`ceo+x@d` → `ceo@d`), when a delimiter cuts it.
+    pub(crate) base: Option<String>,
+    /// Where the upstream may route it (`u%d@x` → `u@d`), when routing characters are
+    /// allowed; each is judged too.
+    pub(crate) routed: Vec<String>,
 }
 
 impl NormalAddress {
+    /// As [`NormalAddress::new`], with the subaddress cut at the first of `delimiters`.
+    pub(crate) fn with_delimiters(raw: &str, delimiters: &[char]) -> NormalAddress {
+        let mut a = NormalAddress::new(raw);
+        a.base = crate::address::subaddress_base(&a.full, delimiters);
+        a
+    }
+
     pub(crate) fn new(raw: &str) -> NormalAddress {
         let s = raw.trim();
         let s = s.strip_prefix('<').unwrap_or(s);
@@ -119,11 +135,15 @@ impl NormalAddress {
                 NormalAddress {
                     full: format!("{local}@{domain}"),
                     domain_start: local.len() + 1,
+                    base: None,
+                    routed: Vec::new(),
                 }
             }
             None => NormalAddress {
                 domain_start: lower.len(),
                 full: lower,
+                base: None,
+                routed: Vec::new(),
             },
         }
     }
@@ -156,10 +176,13 @@ impl AddressList {
             && self.subdomains_of.is_empty()
     }
 
-    /// The most specific entry that covers `addr`: address, then domain, then the nearest
-    /// `*.parent`, then `*`.
+    /// The most specific entry that covers `addr`: address (as written, then without its
+    /// subaddress), then domain, then the nearest `*.parent`, then `*`.
     pub(crate) fn lookup(&self, addr: &NormalAddress) -> Option<&EntrySource> {
         if let Some(s) = self.addresses.get(&addr.full) {
+            return Some(s);
+        }
+        if let Some(s) = addr.base.as_ref().and_then(|b| self.addresses.get(b)) {
             return Some(s);
         }
         let domain = addr.domain();
@@ -236,6 +259,33 @@ mod tests {
         assert_eq!(hit(&l, "postmaster"), None);
         let all = list(&["*"]);
         assert_eq!(hit(&all, "x@anything.example").as_deref(), Some("*"));
+    }
+
+    #[test]
+    fn an_address_entry_covers_its_subaddresses() {
+        let l = list(&["ceo@example.com", "alice+news@example.com"]);
+        let hit = |a: &str, d: &[char]| {
+            l.lookup(&NormalAddress::with_delimiters(a, d))
+                .map(|s| s.entry.clone())
+        };
+        assert_eq!(
+            hit("CEO+x@example.com", &['+']).as_deref(),
+            Some("ceo@example.com")
+        );
+        assert_eq!(
+            hit("ceo-x@example.com", &['+', '-']).as_deref(),
+            Some("ceo@example.com")
+        );
+        assert_eq!(hit("ceo-x@example.com", &['+']), None);
+        assert_eq!(hit("ceo+x@example.com", &[]), None);
+        assert_eq!(hit("ceox@example.com", &['+']), None);
+        // An entry with a subaddress covers that one only.
+        assert_eq!(
+            hit("alice+news@example.com", &['+']).as_deref(),
+            Some("alice+news@example.com")
+        );
+        assert_eq!(hit("alice@example.com", &['+']), None);
+        assert_eq!(hit("alice+other@example.com", &['+']), None);
     }
 
     #[test]

@@ -601,3 +601,116 @@ actions = ["strip-attachments"]
         assert!(accepted(&v).strip_attachments, "{name:?}");
     }
 }
+
+#[test]
+fn deny_and_rules_cover_subaddresses_and_spellings_are_judged_canonically() {
+    let rules = r#"[[rule]]
+name = "ceo mail is encrypted"
+to = ["boss@example.com"]
+actions = ["reject"]
+message = "boss mail goes another way"
+"#;
+    let mut s = ok(&[("00-recipients.toml", RCPTS), ("50-rules.toml", rules)]);
+    let yes = |_: &str| true;
+    for denied in [
+        "ceo+x@example.com",
+        "CEO+a+b@EXAMPLE.com.",
+        "\"ceo\"@example.com",
+        "\"ceo+x\"@example.com",
+    ] {
+        let r = s.judge_rcpt(&ENV, denied, &yes).unwrap_err();
+        assert_eq!(
+            r.reason, "recipient denied by \"ceo@example.com\"",
+            "{denied}"
+        );
+    }
+    let r = s.judge_rcpt(&ENV, "boss+x@example.com", &yes).unwrap_err();
+    assert_eq!(r.reason, "boss mail goes another way");
+    for refused in [
+        "user%evil.example@example.com",
+        "evil.example!user@example.com",
+        "\"user@evil.example\"@example.com",
+        "ceo(x)@example.com",
+        "user@evil.example@example.com",
+        "@a.example:user@example.com",
+    ] {
+        let r = s.judge_rcpt(&ENV, refused, &yes).unwrap_err();
+        assert_eq!(r.by.rule, ADDRESS_SYNTAX, "{refused}");
+        let v = verdict(&s, refused, b"Subject: x\r\n\r\nx\r\n");
+        assert!(matches!(v, RecipientVerdict::Reject { .. }), "{refused}");
+    }
+    // With `-` as a delimiter too, and routing characters allowed.
+    s.set_address_reading(
+        crate::address::AddressRules {
+            allow_routing_characters: true,
+        },
+        &['+', '-'],
+    );
+    assert!(s.judge_rcpt(&ENV, "ceo-x@example.com", &yes).is_err());
+    // Allowed routing characters are judged as the upstream may route them, too.
+    assert_eq!(
+        s.judge_rcpt(&ENV, "user%eu.example.com@example.com", &yes),
+        Ok(())
+    );
+    assert_eq!(
+        s.judge_rcpt(&ENV, "eu.example.com!user@bank.example", &yes),
+        Ok(())
+    );
+    let r = s
+        .judge_rcpt(&ENV, "user%evil.example@example.com", &yes)
+        .unwrap_err();
+    assert_eq!(
+        r.reason,
+        "recipient not approved (as the upstream may route it: <user@evil.example>)"
+    );
+    let r = s
+        .judge_rcpt(&ENV, "\"ceo+x@example.com\"@bank.example", &yes)
+        .unwrap_err();
+    assert!(
+        r.reason
+            .starts_with("recipient denied by \"ceo@example.com\""),
+        "{}",
+        r.reason
+    );
+    // A rule about boss@ applies where the upstream would route the address.
+    let r = s
+        .judge_rcpt(&ENV, "boss%example.com@bank.example", &yes)
+        .unwrap_err();
+    assert_eq!(r.reason, "boss mail goes another way");
+    let v = verdict(
+        &s,
+        "ceo%example.com@bank.example",
+        b"Subject: x\r\n\r\nx\r\n",
+    );
+    assert!(matches!(v, RecipientVerdict::Reject { .. }), "{v:?}");
+    s.set_address_reading(crate::address::AddressRules::default(), &[]);
+    assert_eq!(s.judge_rcpt(&ENV, "ceo+x@example.com", &yes), Ok(()));
+}
+
+#[test]
+fn explain_shows_the_canonical_form_it_judged() {
+    let s = ok(&[("00-recipients.toml", RCPTS)]);
+    let e = s.explain(
+        &Envelope {
+            client: "local",
+            from: "Payroll@EXAMPLE.com",
+        },
+        &[
+            "\"CEO+x\"@Example.COM.".to_owned(),
+            "u%v@example.com".to_owned(),
+        ],
+        b"Subject: x\r\n\r\nx\r\n",
+    );
+    assert_eq!(e.from, "payroll@example.com");
+    let r = &e.recipients[0];
+    assert_eq!(r.judged_as.as_deref(), Some("ceo+x@example.com"));
+    assert_eq!(r.subaddress_of.as_deref(), Some("ceo@example.com"));
+    let text = e.to_string();
+    assert!(
+        text.contains("judged as <ceo+x@example.com>, a subaddress of <ceo@example.com>"),
+        "{text}"
+    );
+    assert!(text.contains("denied by \"ceo@example.com\""), "{text}");
+    assert_eq!(e.recipients[1].judged_as, None);
+    assert!(text.contains("routing character '%'"), "{text}");
+}

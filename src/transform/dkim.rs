@@ -617,15 +617,38 @@ fn without_trailing_whitespace_lines(message: &[u8]) -> std::borrow::Cow<'_, [u8
     Cow::Owned(out)
 }
 
-/// The domain of the header `From`, if every address in every `From` field shares it.
+/// `written` (a domain as a message gives it) as the lower-case A-label form, when it is
+/// written in one form only: ASCII letters, digits, `-` and `_` in non-empty labels, or
+/// U-labels that IDNA maps back to exactly what is written (ignoring case). `None` for a
+/// name that UTS-46 would map to another one (full-width or mathematical letters, a soft
+/// hyphen, an ideographic dot): the reader sees one name and the signer would sign another.
+pub(crate) fn strict_domain(written: &str) -> Option<String> {
+    let d = written.strip_suffix('.').unwrap_or(written);
+    if d.is_empty() {
+        return None;
+    }
+    let ldh = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if d.is_ascii() {
+        return d.split('.').all(ldh).then(|| d.to_ascii_lowercase());
+    }
+    let ascii = idna::domain_to_ascii(d).ok()?;
+    let (back, result) = idna::domain_to_unicode(&ascii);
+    result.ok()?;
+    (back == d.to_lowercase() && ascii.split('.').all(ldh)).then_some(ascii)
+}
+
+/// The domain of the header `From`, if every address in every `From` field shares it
+/// and each is written in one form only ([`strict_domain`]).
 fn header_from_domain(message: &[u8]) -> Option<String> {
     let mut domain: Option<String> = None;
     for address in super::header_from_fields(message).iter().flatten() {
         let (_, d) = address.rsplit_once('@')?;
-        let d = normalize_domain(d);
-        if d.is_empty() {
-            return None;
-        }
+        let d = strict_domain(d)?;
         match &domain {
             Some(seen) if *seen != d => return None,
             Some(_) => {}
@@ -882,6 +905,16 @@ mod tests {
             Some("x.example")
         );
         assert_eq!(header_from_domain(b"Subject: none\r\n\r\n"), None);
+        // Names UTS-46 would map to example.com are not signed as example.com.
+        for spoof in [
+            "\u{ff45}xample.com",
+            "ex\u{ad}ample.com",
+            "example\u{3002}com",
+            "\u{1d41e}xample.com",
+        ] {
+            let m = format!("From: billing@{spoof}\r\n\r\n");
+            assert_eq!(header_from_domain(m.as_bytes()), None, "{spoof:?}");
+        }
         assert_eq!(header_from_domain(b""), None);
         assert_eq!(header_from_domain(b"From: \xff\xfe@\r\n\r\n"), None);
         // An SMTPUTF8 From in U-labels meets its A-label `[[dkim]]` domain.

@@ -1,5 +1,7 @@
-//! Message transforms, applied in a fixed order: attachments, S/MIME sign, S/MIME
-//! encrypt, then DKIM (which the caller applies to [`Outgoing::message`]).
+//! Message transforms, applied in a fixed order: [`seven_bit`] (once per message, at
+//! receipt and before policy: long lines and 8-bit data converted, or the message
+//! refused at DATA), then per copy attachments, S/MIME sign, S/MIME encrypt, then DKIM
+//! (which the caller applies to [`Outgoing::message`]).
 //!
 //! Two steps:
 //! - [`plan`] resolves certificates per recipient, applies the `if_no_certificate`
@@ -19,6 +21,7 @@ pub mod attachments;
 pub mod certstore;
 pub mod dkim;
 pub mod mime;
+pub mod seven_bit;
 pub mod smime;
 
 use std::borrow::Cow;
@@ -214,6 +217,95 @@ pub fn header_from_fields(message: &[u8]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Why the top-level `From` could be read in more than one way, if it could: mail
+/// programs show the display name prominently (or only), and Python's email package
+/// reads `ceo@example.com <billing@example.com>` as ceo@example.com, so a sender check or
+/// a DKIM signature judged on the angle address would vouch for what the reader sees as
+/// someone else. Refused, for every client:
+/// - a display name that itself looks like an address (an `@` followed by a domain);
+/// - group syntax (`ceo@example.com: billing@example.com;`);
+/// - white space other than ASCII space and tab, invisible (default-ignorable) or
+///   control characters anywhere in the field;
+/// - an address whose domain is not written in one form only: ASCII letters, digits,
+///   hyphens, or U-labels that IDNA maps back to exactly what is written (full-width or
+///   mathematical letters, a soft hyphen or an ideographic dot all map to another name).
+pub fn header_from_problem(message: &[u8]) -> Option<String> {
+    use mail_parser::{Address, HeaderValue};
+    let canon = mime::canonical_crlf(message);
+    let header = canon.get(..mime::header_end(&canon)).unwrap_or(&canon);
+    let misread = |text: &str| {
+        text.chars()
+            .find(|&c| {
+                (c.is_whitespace() && !c.is_ascii())
+                    || (c.is_control() && c != '\t')
+                    || crate::policy::is_default_ignorable(c)
+            })
+            .map(|c| {
+                format!(
+                    "header From holds the character U+{:04X} (white space other than a \
+                     space, invisible or control), which mail programs read differently",
+                    c as u32
+                )
+            })
+    };
+    for f in mime::fields(header).iter().filter(|f| f.is("From")) {
+        let value = f.value();
+        if let Some(why) = misread(&value) {
+            return Some(why);
+        }
+        let one = [b"From: ", value.as_bytes(), b"\r\n\r\n"].concat();
+        let Some(parsed) = mail_parser::MessageParser::new().parse_headers(&one) else {
+            continue;
+        };
+        let Some(h) = parsed.root_part().headers().first() else {
+            continue;
+        };
+        match &h.value {
+            HeaderValue::Address(Address::Group(_)) => {
+                return Some(
+                    "header From uses group syntax (name: address;), which mail programs \
+                     show as the group's name"
+                        .into(),
+                )
+            }
+            HeaderValue::Address(Address::List(list)) => {
+                for a in list {
+                    let name = a.name.as_deref().unwrap_or_default();
+                    // The name as mail programs show it: RFC 2047 words decoded (as the
+                    // receipt's 8-bit repair writes a UTF-8 display name).
+                    if let Some(why) = misread(name) {
+                        return Some(why);
+                    }
+                    let looks_like_address = name.char_indices().any(|(i, c)| {
+                        c == '@'
+                            && name[i + 1..]
+                                .chars()
+                                .next()
+                                .is_some_and(char::is_alphanumeric)
+                    });
+                    if looks_like_address {
+                        return Some(format!(
+                            "header From has a display name that looks like an address \
+                             ({name:?}), which mail programs show instead of the address"
+                        ));
+                    }
+                    if let Some((_, domain)) = a.address.as_deref().and_then(|x| x.rsplit_once('@'))
+                    {
+                        if dkim::strict_domain(domain).is_none() {
+                            return Some(format!(
+                                "header From domain {domain:?} is not written in one form \
+                                 only (IDNA maps it to another name)"
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The addresses in the top-level To and Cc fields, lower case.
 fn header_recipients(message: &[u8]) -> std::collections::HashSet<String> {
     let mut named = std::collections::HashSet::new();
@@ -271,7 +363,14 @@ pub fn apply(
             notes.push(format!("zipped attachment {r}"));
         }
         if let Some(pw) = &z.password {
-            extra.push(password_message(sender, &password_to, &current, pw)?);
+            let neutral = smime.is_some_and(Smime::protects_headers);
+            extra.push(password_message(
+                sender,
+                &password_to,
+                &current,
+                pw,
+                neutral,
+            )?);
             notes.push(format!(
                 "zip password sent in a separate message to {password_to}"
             ));
@@ -318,11 +417,14 @@ pub fn apply(
 }
 
 /// The separate message that carries a zip password to `to`.
+/// The separate message with the zip password. `neutral` (header protection is on): it
+/// names neither the subject nor the Message-ID of the message, which travel protected.
 fn password_message(
     sender: &str,
     to: &str,
     original: &[u8],
     password: &str,
+    neutral: bool,
 ) -> Result<ExtraMessage, TransformError> {
     let parsed = mail_parser::MessageParser::default().parse_headers(original);
     let subject = parsed
@@ -335,8 +437,19 @@ fn password_message(
         .and_then(|m| m.message_id())
         .map(|id| format!("<{id}>"))
         .unwrap_or_else(|| "(none)".into());
+    let (which, title) = if neutral {
+        (
+            "a message sent to you".to_string(),
+            format!("Password for {}", attachments::ZIP_NAME),
+        )
+    } else {
+        (
+            format!("the message \"{subject}\" (Message-ID {message_id})"),
+            format!("Password for {}: {subject}", attachments::ZIP_NAME),
+        )
+    };
     let body = format!(
-        "The attachments of the message \"{subject}\" (Message-ID {message_id})\r\n\
+        "The attachments of {which}\r\n\
          were sent in the encrypted archive {}.\r\n\r\nPassword: {password}\r\n\r\n\
          Open the archive with 7-Zip, WinZip, PeaZip or Keka (AES-256);\r\n\
          Info-ZIP unzip cannot open it. Forward the password to the recipients over a\r\n\
@@ -346,7 +459,7 @@ fn password_message(
     let message = mail_builder::MessageBuilder::new()
         .from(sender)
         .to(to)
-        .subject(format!("Password for {}: {subject}", attachments::ZIP_NAME))
+        .subject(title)
         .text_body(body)
         .write_to_vec()
         .map_err(|e| TransformError::PasswordMessage(e.to_string()))?;

@@ -233,6 +233,14 @@ pub struct Smime {
     header_protection: bool,
 }
 
+impl Smime {
+    /// True with `header_protection = true`: then no clear-text message sealgate sends
+    /// may carry a protected field's value (the zip password message uses a neutral subject).
+    pub fn protects_headers(&self) -> bool {
+        self.header_protection
+    }
+}
+
 impl std::fmt::Debug for Smime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Smime")
@@ -356,7 +364,9 @@ impl Smime {
             content = protect_headers(&content, &fields, encrypting);
             if encrypting {
                 for o in outer.iter_mut() {
-                    if o.len() >= 8 && o[..8].eq_ignore_ascii_case(b"subject:") {
+                    // `Subject :` (obsolete syntax, white space before the colon) is the
+                    // subject too: readers show it.
+                    if mime::fields(o).first().is_some_and(|f| f.is("subject")) {
                         *o = b"Subject: ...\r\n".to_vec();
                     }
                 }

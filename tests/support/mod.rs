@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 pub mod demo;
 pub mod interop;
 pub mod mta;
+pub mod postfix;
 
 use sealgate::pki;
 use serde_json::Value;
@@ -839,7 +840,7 @@ impl Drop for TestEnv {
 }
 
 /// Checks that `arrived` is exactly what sealgate adds (a `Received:` header, and `Date:`
-/// / `Message-ID:` when missing) followed by `sent` byte for byte.
+/// / `Message-ID:` / `From:` when missing) followed by `sent` byte for byte.
 pub fn assert_relayed_unchanged(sent: &[u8], arrived: &[u8], what: &str) {
     assert!(
         arrived.len() >= sent.len() && arrived.ends_with(sent),
@@ -861,11 +862,15 @@ pub fn assert_relayed_unchanged(sent: &[u8], arrived: &[u8], what: &str) {
         .unwrap_or(&prefix)
         .split("\r\n")
         .collect();
+    // Like Postfix's cleanup, sealgate adds a From field (the envelope sender) to a
+    // message that has none.
+    let sent_has_from = header_value(sent, "From").is_some();
     for (i, l) in lines.iter().enumerate() {
         let ok = l.starts_with("Received: ")
             || l.starts_with('\t')
             || l.starts_with("Date: ")
             || l.starts_with("Message-ID: ")
+            || (l.starts_with("From: ") && !sent_has_from)
             // a body-only submission gets an empty line after the added headers
             || (l.is_empty() && i == lines.len() - 1);
         assert!(ok, "{what}: unexpected added line {l:?} in\n{prefix}");
