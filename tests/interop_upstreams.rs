@@ -1,6 +1,7 @@
 //! The upstream half of the interop matrix (issue 8 §B): `sealgate serve` (DEFAULT-like
 //! configuration plus DKIM, upstream AUTH) relays to real mail servers started by the
-//! test — Exim with STARTTLS and AUTH, with its defaults and with its strictest settings
+//! test — Postfix with SASL AUTH over STARTTLS and implicit TLS, with its defaults and
+//! with `line_length_limit = 998` and no 8BITMIME; Exim with STARTTLS and AUTH, with its defaults and with its strictest settings
 //! (`accept_8bitmime = false`, no DATA line over 998 octets), and chasquid on its
 //! submission (STARTTLS) and submission-over-TLS ports (tests/support/mta.rs).
 //!
@@ -19,7 +20,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::interop::*;
-use support::mta::{self, Mta};
+use support::mta;
+use support::postfix::{Postfix, PostfixOptions};
 use support::*;
 
 const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/clients");
@@ -47,6 +49,7 @@ const MESSAGES: [(&str, &str, &str); 5] = [
 
 #[derive(Clone, Copy)]
 enum Variant {
+    Postfix { strict: bool, implicit: bool },
     Exim { strict: bool },
     Chasquid { implicit: bool },
 }
@@ -54,13 +57,27 @@ enum Variant {
 impl Variant {
     fn tls(self) -> Tls {
         match self {
-            Variant::Chasquid { implicit: true } => Tls::Implicit,
+            Variant::Chasquid { implicit: true } | Variant::Postfix { implicit: true, .. } => {
+                Tls::Implicit
+            }
             _ => Tls::Starttls,
         }
     }
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 7] = [
+    Variant::Postfix {
+        strict: false,
+        implicit: false,
+    },
+    Variant::Postfix {
+        strict: true,
+        implicit: false,
+    },
+    Variant::Postfix {
+        strict: false,
+        implicit: true,
+    },
     Variant::Exim { strict: false },
     Variant::Exim { strict: true },
     Variant::Chasquid { implicit: false },
@@ -70,6 +87,124 @@ const VARIANTS: [Variant; 4] = [
 /// The recipient of message `i`; it tells the delivered files apart.
 fn rcpt(i: usize) -> String {
     format!("m{i}-{}@example.net", MESSAGES[i].0)
+}
+
+/// The Postfix user sealgate authenticates as (Cyrus sasldb, realm postfix.test).
+const POSTFIX_USER: &str = "sealgate";
+
+/// A running upstream: Exim or chasquid (tests/support/mta.rs) or Postfix
+/// (tests/support/postfix.rs) with Cyrus SASL added.
+enum Up {
+    Mta(mta::Mta),
+    Postfix(Postfix, String),
+}
+
+impl Up {
+    fn delivered(&self, rcpt: &str) -> Vec<PathBuf> {
+        match self {
+            Up::Mta(m) => m.delivered(rcpt),
+            Up::Postfix(p, _) => {
+                let md = p.maildir(rcpt);
+                let mut files: Vec<PathBuf> = ["new", "cur"]
+                    .iter()
+                    .filter_map(|d| std::fs::read_dir(md.join(d)).ok())
+                    .flatten()
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .collect();
+                files.sort();
+                files
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        match self {
+            Up::Mta(m) => m.log_text(),
+            Up::Postfix(p, _) => p.log_text(),
+        }
+    }
+
+    fn settings(&self) -> String {
+        match self {
+            Up::Mta(m) => m.settings.clone(),
+            Up::Postfix(_, s) => s.clone(),
+        }
+    }
+
+    fn mail_root(&self) -> PathBuf {
+        match self {
+            Up::Mta(m) => m.mail.clone(),
+            Up::Postfix(p, _) => p.mail.clone(),
+        }
+    }
+}
+
+/// Debian's Postfix with SASL AUTH (Cyrus sasldb, PLAIN and LOGIN after TLS only) for
+/// [`POSTFIX_USER`]; `strict`: `line_length_limit = 998` and no 8BITMIME announced
+/// (`smtpd_discard_ehlo_keywords`); `implicit`: `smtpd_tls_wrappermode = yes`.
+fn start_postfix(env: &TestEnv, strict: bool, implicit: bool, mailboxes: &[String]) -> Up {
+    let mut o = PostfixOptions::for_env(env);
+    o.mailboxes = mailboxes.to_vec();
+    o.mailboxes.push("app@example.com".into()); // DSNs, if any
+    o.main_extra = vec![
+        "smtpd_sasl_auth_enable = yes".into(),
+        "smtpd_sasl_local_domain = postfix.test".into(),
+        "smtpd_sasl_security_options = noanonymous".into(),
+        "smtpd_tls_auth_only = yes".into(),
+        "smtpd_relay_restrictions = permit_sasl_authenticated, reject".into(),
+        "smtpd_recipient_restrictions = permit_sasl_authenticated, reject".into(),
+    ];
+    let mut settings = vec![];
+    if strict {
+        o.main_extra.push("line_length_limit = 998".into());
+        o.main_extra
+            .push("smtpd_discard_ehlo_keywords = 8bitmime".into());
+        settings.push("`line_length_limit = 998`, no 8BITMIME");
+    }
+    if implicit {
+        o.main_extra.push("smtpd_tls_wrappermode = yes".into());
+        settings.push("implicit TLS (`smtpd_tls_wrappermode`)");
+    } else {
+        settings.push("STARTTLS");
+    }
+    let pf = Postfix::start(o);
+    // smtpd reads $config_directory/sasl/smtpd.conf when it first starts SASL, i.e. at
+    // the first connection: written now, before sealgate connects.
+    let sasl = pf.config_dir.join("sasl");
+    std::fs::create_dir_all(&sasl).unwrap();
+    let db = pf.config_dir.join("sasldb2");
+    std::fs::write(
+        sasl.join("smtpd.conf"),
+        format!(
+            "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: {}\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("saslpasswd2")
+        .args(["-p", "-c", "-f"])
+        .arg(&db)
+        .args(["-u", "postfix.test", POSTFIX_USER])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("saslpasswd2 (Debian package sasl2-bin)");
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(mta::PASSWORD.as_bytes())
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "saslpasswd2 failed");
+    let ok = Command::new("chown")
+        .arg("postfix")
+        .arg(&db)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "chown postfix {}", db.display());
+    Up::Postfix(pf, settings.join(", "))
 }
 
 /// One upstream's row: settings, a result per message, the log check, the queue check.
@@ -82,7 +217,7 @@ struct Row {
 }
 
 /// The delivered file for `rcpt`, or why there is none (a bounce sealgate audited).
-fn delivered(env: &TestEnv, up: &Mta, rcpt: &str) -> Result<PathBuf, String> {
+fn delivered(env: &TestEnv, up: &Up, rcpt: &str) -> Result<PathBuf, String> {
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         if let Some(f) = up.delivered(rcpt).into_iter().next() {
@@ -113,7 +248,7 @@ fn delivered(env: &TestEnv, up: &Mta, rcpt: &str) -> Result<PathBuf, String> {
             return Err(format!(
                 "not in the mailbox within 45 s; audit events: {}; mailbox files: {:?}",
                 seen.join(", "),
-                walk(&up.mail)
+                walk(&up.mail_root())
             ));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -135,9 +270,13 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// The upstream's own log shows TLS and AUTH for sealgate's sessions.
-fn log_shows_tls_and_auth(variant: Variant, up: &Mta) -> Result<(), String> {
+fn log_shows_tls_and_auth(variant: Variant, up: &Up) -> Result<(), String> {
     let log = up.log_text();
     let (tls, auth) = match variant {
+        Variant::Postfix { .. } => (
+            log.contains("TLS connection established from"),
+            log.contains(&format!("sasl_username={POSTFIX_USER}")),
+        ),
         Variant::Exim { .. } => {
             // "<= FROM H=... P=esmtpsa X=TLS1.3:... A=plain:sealgate ..."
             let received: Vec<&str> = log.lines().filter(|l| l.contains(" <= ")).collect();
@@ -175,6 +314,7 @@ fn run_variant(variant: Variant) -> Row {
         tls: variant.tls(),
         upstream_auth: Some((
             match variant {
+                Variant::Postfix { .. } => POSTFIX_USER,
                 Variant::Exim { .. } => mta::EXIM_USER,
                 Variant::Chasquid { .. } => mta::CHASQUID_USER,
             }
@@ -186,10 +326,11 @@ fn run_variant(variant: Variant) -> Row {
     let keys = default_like_with_dkim(&env);
     let locals: Vec<String> = (0..MESSAGES.len()).map(rcpt).collect();
     let up = match variant {
-        Variant::Exim { strict } => mta::start_exim(&env, strict),
+        Variant::Postfix { strict, implicit } => start_postfix(&env, strict, implicit, &locals),
+        Variant::Exim { strict } => Up::Mta(mta::start_exim(&env, strict)),
         Variant::Chasquid { implicit } => {
             let refs: Vec<&str> = locals.iter().map(String::as_str).collect();
-            mta::start_chasquid(&env, implicit, &refs)
+            Up::Mta(mta::start_chasquid(&env, implicit, &refs))
         }
     };
     env.start_serve();
@@ -243,16 +384,8 @@ fn run_variant(variant: Variant) -> Row {
         std::thread::sleep(Duration::from_millis(200));
     };
     let row = Row {
-        upstream: match variant {
-            Variant::Exim { .. } => "Exim 4.96 (STARTTLS, AUTH PLAIN)".into(),
-            Variant::Chasquid { implicit: false } => {
-                "chasquid 1.11 submission (STARTTLS, AUTH)".into()
-            }
-            Variant::Chasquid { implicit: true } => {
-                "chasquid 1.11 submission over TLS (AUTH)".into()
-            }
-        },
-        settings: up.settings.clone(),
+        upstream: upstream_name(variant),
+        settings: up.settings(),
         cells,
         log,
         queue,
@@ -296,6 +429,7 @@ fn broken_row(variant: Variant, panic: Box<dyn std::any::Any + Send>) -> Row {
 
 fn upstream_name(variant: Variant) -> String {
     match variant {
+        Variant::Postfix { .. } => "Postfix 3.7 (SASL AUTH)".into(),
         Variant::Exim { .. } => "Exim 4.96 (STARTTLS, AUTH PLAIN)".into(),
         Variant::Chasquid { implicit: false } => "chasquid 1.11 submission (STARTTLS, AUTH)".into(),
         Variant::Chasquid { implicit: true } => "chasquid 1.11 submission over TLS (AUTH)".into(),
