@@ -20,6 +20,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod demo;
+pub mod interop;
+pub mod mta;
 pub mod postfix;
 
 use sealgate::pki;
