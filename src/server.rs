@@ -227,7 +227,9 @@ async fn watch_policies(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let dir = shared.get().config.policy.dir.clone();
-    let mut last = policy_fingerprint(&dir);
+    // Nothing seen yet: the first look compares the directory with the running policy
+    // (by version), so an edit made between the start-up load and this task is not missed.
+    let mut last = Vec::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -185,6 +185,14 @@ fn with_routing_characters_allowed_postfix_reroutes_and_sealgate_judges_the_rout
         "[recipients]\nallow = [\"approved.test\", \"other.test\"]\ndeny = [\"ceo@approved.test\"]\n",
     )
     .unwrap();
+    // SIGHUP rather than the directory watcher: the file may have been written before
+    // the watcher was in place (seen under load).
+    let pid = env.serve.as_ref().expect("serve runs").pid();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
     env.wait_for_event("reloaded", |_| true);
     let (r, fin) = try_rcpt(
         env.port,
