@@ -25,6 +25,7 @@ pub mod ingest;
 pub mod listener;
 pub mod maildrop;
 pub mod metrics;
+pub mod pipeline;
 pub mod pki;
 pub mod policy;
 pub mod relay;
