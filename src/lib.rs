@@ -9,6 +9,8 @@
 //! ```
 //!
 //! Each module owns one step of that picture; see its top comment.
+//! The end-of-DATA part (parse, policy, transform, DKIM) is one function,
+//! [`pipeline::decide`], called by `serve` (then the spool write) and by `explain`.
 
 pub mod address;
 pub mod audit;
