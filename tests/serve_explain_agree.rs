@@ -1,5 +1,5 @@
-//! `explain` shows what `serve` does: every message of the corpus and of the policy
-//! fixtures goes through a real `sealgate serve` (relaying to a real `sealgate capture`
+//! `explain` shows what `serve` does: every message of the corpus, of the policy
+//! fixtures and of the hostile and interop fixtures goes through a real `sealgate serve` (relaying to a real `sealgate capture`
 //! upstream) and through `sealgate explain --write` with the same envelope and policy,
 //! and the two must agree on accepted vs refused, on the refusal reply, and for
 //! accepted messages on the outgoing bytes (volatile parts masked: trace headers added
@@ -31,7 +31,7 @@ actions = ["reject"]
 message = "spreadsheets go through the file share"
 "#;
 
-/// Every message the comparison runs over: the corpus and the policy fixtures.
+/// Every message the comparison runs over: the corpus, the policy, hostile and interop fixtures.
 fn messages() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let mut v = Vec::new();
@@ -40,6 +40,8 @@ fn messages() -> Vec<PathBuf> {
         "corpus/malformed",
         "corpus/thirdparty",
         "policy/messages",
+        "hostile",
+        "interop",
     ] {
         let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
             .unwrap()
