@@ -1,5 +1,6 @@
-//! `sealgate explain`: the dry run. Runs the same policy, planning, transforms and DKIM
-//! as the live path on one message and shows what would happen, per recipient: rules
+//! `sealgate explain`: the dry run. Runs the live path's own decision
+//! ([`crate::pipeline`]: receipt repairs, header From check, policy, planning, transforms
+//! and DKIM) on one message and shows what would happen, per recipient: rules
 //! and evidence, actions, the certificates and keys chosen; with `--write DIR` it stores
 //! the outgoing copies there instead of sending anything.
 
@@ -10,7 +11,10 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::config::Config;
+use crate::ingest::SessionInfo;
+use crate::pipeline::Trace;
 use crate::runtime::Runtime;
+use crate::session::Transaction;
 use crate::verdict::RecipientVerdict;
 
 /// Both renderings of one dry run.
@@ -80,7 +84,9 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("{}: cannot set mode 0700", dir.display()))
 }
 
-/// Runs the dry run.
+/// Runs the dry run: the recipients pass the RCPT-time policy as in a session, then the
+/// survivors go through [`crate::pipeline::decide_traced`], the very path `serve` takes
+/// at end of DATA (nothing is spooled), and the result is rendered.
 pub fn run(
     cfg: &Config,
     client: &str,
@@ -90,12 +96,7 @@ pub fn run(
     write: Option<&Path>,
 ) -> anyhow::Result<ExplainReport> {
     let rt = Runtime::from_config(cfg.clone())?;
-    // As received: Bcc fields are gone before the policy looks.
-    let message = &crate::ingest::without_blind_copies(message.to_vec());
     let env = crate::policy::Envelope { client, from };
-    let explanation = rt.policy.explain(&env, to, message);
-    let mut text = explanation.to_string();
-    let mut copies = Vec::new();
     let mut refused_json = Vec::new();
     let rcpt_refused: Vec<(String, String)> = to
         .iter()
@@ -114,16 +115,50 @@ pub fn run(
         .filter(|r| !rcpt_refused.iter().any(|(x, _)| x == *r))
         .cloned()
         .collect();
-    let verdicts = rt.policy.judge_message(&env, &survivors, message);
-    let mut pairs = Vec::new();
-    for (r, v) in survivors.iter().zip(&verdicts) {
-        match v {
-            RecipientVerdict::Accept { actions, .. } => pairs.push((r.clone(), actions.clone())),
-            RecipientVerdict::Reject { reason, by } => {
-                refused_json.push(
-                    json!({"rcpt": r, "stage": "data", "reason": format!("{reason} ({by})")}),
-                );
-            }
+    let mut trace = Trace::default();
+    let decision = if survivors.is_empty() {
+        None
+    } else {
+        let info = SessionInfo {
+            client: client.to_string(),
+            helo: "explain".to_string(),
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: false,
+        };
+        let tx = Transaction {
+            from: from.to_string(),
+            rcpts: survivors.clone(),
+            declared_size: None,
+            // As `sealgate sendmail` submits: SMTPUTF8 only for a non-ASCII address.
+            smtputf8: !from.is_ascii() || survivors.iter().any(|r| !r.is_ascii()),
+            body_8bit: message.iter().any(|&b| b >= 0x80),
+        };
+        let id = crate::spool::new_id();
+        Some(crate::pipeline::decide_traced(
+            &rt,
+            &info,
+            &tx,
+            &id,
+            message.to_vec(),
+            &mut trace,
+        ))
+    };
+    // What the policy judged: the message as repaired at receipt (Bcc fields gone,
+    // trace headers added); the message as given when it was refused before that.
+    let judged = match &trace.message {
+        Some(m) => m.clone(),
+        None => crate::ingest::without_blind_copies(message.to_vec()),
+    };
+    let explanation = rt.policy.explain(&env, to, &judged);
+    let mut text = explanation.to_string();
+    for r in &trace.repairs {
+        let _ = writeln!(text, "repaired at receipt: {r}");
+    }
+    let mut copies = Vec::new();
+    for (r, v) in &trace.verdicts {
+        if let RecipientVerdict::Reject { reason, by } = v {
+            refused_json
+                .push(json!({"rcpt": r, "stage": "data", "reason": format!("{reason} ({by})")}));
         }
     }
     let _ = writeln!(text, "\noutgoing copies:");
@@ -136,25 +171,37 @@ pub fn run(
         }
         refused_json.push(json!({"rcpt": r, "stage": "rcpt", "reason": why}));
     }
-    let any_reject = verdicts
+    let any_reject = trace
+        .verdicts
         .iter()
-        .any(|v| matches!(v, RecipientVerdict::Reject { .. }));
+        .any(|(_, v)| matches!(v, RecipientVerdict::Reject { .. }));
+    let reply = match &decision {
+        Some(Err((reply, _))) => Some(reply.to_string()),
+        _ => None,
+    };
     if any_reject {
         let _ = writeln!(text, "  none: a content rule refuses the message for a recipient, so it is refused whole (550 5.7.1)");
     } else if survivors.is_empty() {
         let _ = writeln!(text, "  none: every recipient is refused at RCPT");
+    } else if trace.message.is_none() || trace.verdicts.is_empty() {
+        // Refused by a receipt step (limits, header block, 7-bit, header From).
+        if let Some(reply) = &reply {
+            let _ = writeln!(text, "  none: refused at end of DATA: {reply}");
+        }
     }
-    let (plans, refused) = crate::transform::plan_with_keys(&pairs, &rt.keys(), message);
-    let plans = crate::transform::separate_hidden_recipients(plans, message);
-    for (r, why) in &refused {
+    for (r, why) in &trace.unplanned {
         let _ = writeln!(text, "  <{r}>: refused: {why}");
         refused_json.push(json!({"rcpt": r, "stage": "data", "reason": why}));
     }
     if let Some(dir) = write {
         private_dir(dir)?;
     }
-    if !any_reject && refused.is_empty() {
-        for (n, plan) in plans.iter().enumerate() {
+    let made: &[(crate::spool::Envelope, Vec<u8>)] = match &decision {
+        Some(Ok(d)) => &d.copies,
+        _ => &trace.partial,
+    };
+    if !any_reject && trace.unplanned.is_empty() {
+        for (n, plan) in trace.plans.iter().enumerate() {
             let _ = writeln!(text, "  copy {} to {}:", n + 1, plan.recipients.join(", "));
             let _ = writeln!(text, "    actions: {}", describe(&plan.actions));
             let mut certs = Vec::new();
@@ -233,9 +280,13 @@ pub fn run(
             let mut file = None;
             let mut dkim = Vec::new();
             let mut error = None;
-            match crate::transform::apply_with_keys(plan, from, message, &rt.keys()) {
-                Ok(out) => {
-                    for k in rt.dkim.signing_keys_for(&out.message) {
+            match trace.outcomes.get(n) {
+                Some(o) if o.error.is_none() => {
+                    let Some((_, signed)) = made.get(o.index) else {
+                        continue;
+                    };
+                    let keys = rt.dkim.signing_keys_for(signed);
+                    for k in &keys {
                         let _ = writeln!(
                             text,
                             "    DKIM: d={} s={} ({:?}, {})",
@@ -246,44 +297,57 @@ pub fn run(
                         );
                         dkim.push(json!(k));
                     }
-                    if rt.dkim.signing_keys_for(&out.message).is_empty() {
+                    if keys.is_empty() {
                         let _ = writeln!(text, "    DKIM: no key for the From domain; not signed");
                     }
-                    for note in &out.notes {
+                    for note in &o.notes {
                         let _ = writeln!(text, "    {note}");
                     }
                     if let Some(dir) = write {
-                        let signed = rt.dkim.sign(&out.message)?;
                         let p = dir.join(format!("copy-{}.eml", n + 1));
-                        write_private(&p, &signed)?;
+                        write_private(&p, signed)?;
                         let _ = writeln!(text, "    written: {}", p.display());
                         file = Some(p.display().to_string());
-                        for (k, extra) in out.extra.iter().enumerate() {
+                        for k in 0..o.extras {
+                            let Some((extra_env, extra)) = made.get(o.index + 1 + k) else {
+                                continue;
+                            };
                             let p = dir.join(format!("copy-{}-extra-{}.eml", n + 1, k + 1));
-                            write_private(&p, &extra.message)?;
+                            write_private(&p, extra)?;
                             let _ = writeln!(
                                 text,
                                 "    written: {} (to {})",
                                 p.display(),
-                                extra.to.join(", ")
+                                extra_env.rcpts.join(", ")
                             );
                         }
                     }
                 }
-                Err(e) => {
-                    for n in &plan.notes {
+                Some(o) => {
+                    for n in &o.notes {
                         let _ = writeln!(text, "    {n}");
                     }
+                    let e = o.error.clone().unwrap_or_default();
                     let _ = writeln!(text, "    would fail: {e}");
-                    error = Some(e.to_string());
+                    error = Some(e);
+                }
+                None => {
+                    let _ = writeln!(
+                        text,
+                        "    not made: an earlier copy failed, so the message is refused"
+                    );
                 }
             }
             copies.push(json!({"recipients": plan.recipients, "actions": plan.actions, "certificates": certs,
                                "signer": signer, "dkim": dkim, "notes": plan.notes, "file": file, "error": error}));
         }
     }
+    if let Some(reply) = &reply {
+        let _ = writeln!(text, "\nreply at end of DATA: {reply}");
+    }
+    let accepted = matches!(decision, Some(Ok(_)));
     let json = json!({"explanation": explanation, "refused": refused_json, "copies": copies,
-                      "accepted": !any_reject && refused.is_empty() && !survivors.is_empty()});
+                      "accepted": accepted, "reply": reply, "repairs": trace.repairs});
     Ok(ExplainReport { text, json })
 }
 

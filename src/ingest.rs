@@ -1,6 +1,7 @@
 //! From an accepted DATA to spooled outgoing copies: the decisions a session asks for
-//! (credentials, sender, recipient) and the end-of-DATA pipeline
-//! (trace headers, sender check, policy, transforms, DKIM, durable spool, audit).
+//! (credentials, sender, recipient), the receipt steps the shared decision path
+//! ([`crate::pipeline`]) is built from (limits, header repair, trace headers, header
+//! From check), and the durable spool write and audit after it.
 //!
 //! Invariants: `250` is returned only after every outgoing copy is fsynced; a message
 //! is accepted for all its recipients or refused whole; a transform or self-check
@@ -13,14 +14,14 @@ use serde_json::json;
 
 use crate::audit::{rfc5322_date, Audit};
 use crate::metrics::Metrics;
+use crate::pipeline::Refusal;
 use crate::policy::glob_match;
 use crate::relay::Relay;
 use crate::reply::{named, Reply};
 use crate::runtime::Runtime;
 use crate::session::Transaction;
-use crate::spool::{self, EntryKind, Envelope, Spool};
+use crate::spool::{self, Envelope, Spool};
 use crate::transform::mime;
-use crate::verdict::RecipientVerdict;
 
 /// Facts about the session a message arrived in.
 #[derive(Debug, Clone)]
@@ -37,9 +38,13 @@ pub struct SessionInfo {
 
 /// The shared end of every session: spool, relay, audit, metrics.
 pub struct Ingest {
+    /// Where accepted copies are written and fsynced before `250` is sent.
     pub spool: Spool,
+    /// Told about the new entries so they are delivered now, not at the next scan.
     pub relay: Arc<Relay>,
+    /// Where each acceptance, refusal and deferral at receipt is recorded.
     pub audit: Arc<Audit>,
+    /// Counters for accepted and refused messages and failed transforms.
     pub metrics: Arc<Metrics>,
 }
 
@@ -107,7 +112,7 @@ pub fn check_recipient(rt: &Runtime, client: &str, sender: &str, rcpt: &str) -> 
 /// From field; a field without an address is refused for such a client.
 /// For every client, a From field that readers could read as another address is
 /// refused first ([`crate::transform::header_from_problem`]).
-fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> Result<(), Reply> {
+pub(crate) fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> Result<(), Reply> {
     if let Some(why) = crate::transform::header_from_problem(message) {
         return Err(Reply::new(
             crate::reply::Class::Permanent,
@@ -140,7 +145,7 @@ fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> Result<(), R
 
 /// Refuses a message beyond the MIME limits before any parser sees it (the policy
 /// would refuse it too, but the trace headers and the From check parse first).
-fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
+pub(crate) fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
     match crate::transform::mime::hazard(message) {
         Some(h) => Err(hazard_refusal(h)),
         None => Ok(()),
@@ -152,7 +157,7 @@ fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
 /// verdict waits for the repair ([`complete_header`]): a header block that lost its
 /// folding, or text without a header, is ambiguous as sent and has one reading once
 /// repaired, and the repaired message is what is judged and relayed.
-fn refuse_limits(message: &[u8]) -> Result<bool, Refusal> {
+pub(crate) fn refuse_limits(message: &[u8]) -> Result<bool, Refusal> {
     match crate::transform::mime::hazard(message) {
         Some(h) if h.is_ambiguous() => Ok(true),
         Some(h) => Err(hazard_refusal(h)),
@@ -170,141 +175,6 @@ fn hazard_refusal(h: crate::transform::mime::Hazard) -> Refusal {
         named::policy_reject(text)
     };
     (reply, json!({"rule": by.rule, "file": by.file}))
-}
-
-/// What the pipeline produced for one message.
-struct Decided {
-    /// The spool entries to store, each with its envelope.
-    copies: Vec<(Envelope, Vec<u8>)>,
-    /// Audit facts: per copy, recipients, actions, rules, notes.
-    audit: Vec<serde_json::Value>,
-}
-
-type Refusal = (Reply, serde_json::Value);
-
-/// Policy, transforms and DKIM for one message. CPU-bound: runs on a blocking thread.
-fn decide(
-    rt: &Runtime,
-    info: &SessionInfo,
-    tx: &Transaction,
-    id: &str,
-    message: &[u8],
-    message_id: Option<String>,
-) -> Result<Decided, Refusal> {
-    check_header_from(rt, &info.client, message).map_err(|r| (r, json!(null)))?;
-    let env = crate::policy::Envelope {
-        client: &info.client,
-        from: &tx.from,
-    };
-    // `accept` ran `refuse_hazard` on this message before anything parsed it.
-    let verdicts = rt
-        .policy
-        .judge_message_within_limits(&env, &tx.rcpts, message);
-    let mut pairs = Vec::with_capacity(verdicts.len());
-    let mut rules_by_rcpt = serde_json::Map::new();
-    let mut refs_by_rcpt: std::collections::HashMap<String, Vec<crate::verdict::RuleRef>> =
-        std::collections::HashMap::new();
-    for (rcpt, v) in tx.rcpts.iter().zip(verdicts) {
-        match v {
-            RecipientVerdict::Reject { reason, by } => {
-                let reply =
-                    named::policy_reject(format!("message refused for <{rcpt}>: {reason} ({by})"));
-                return Err((
-                    reply,
-                    json!({"rcpt": rcpt, "rule": by.rule, "file": by.file}),
-                ));
-            }
-            RecipientVerdict::Accept { actions, rules } => {
-                let names: Vec<String> = rules.iter().map(|r| r.rule.clone()).collect();
-                rules_by_rcpt.insert(rcpt.clone(), json!(names));
-                refs_by_rcpt.insert(rcpt.clone(), rules);
-                pairs.push((rcpt.clone(), actions));
-            }
-        }
-    }
-    let (plans, refused) = crate::transform::plan_with_keys(&pairs, &rt.keys(), message);
-    let plans = crate::transform::separate_hidden_recipients(plans, message);
-    if let Some((rcpt, why)) = refused.first() {
-        let by: Vec<String> = refs_by_rcpt
-            .get(rcpt)
-            .map(|v| v.iter().map(|r| r.to_string()).collect())
-            .unwrap_or_default();
-        let reply = named::policy_reject(format!(
-            "message refused for <{rcpt}>: {why} ({})",
-            by.join("; ")
-        ));
-        return Err((reply, json!({"rcpt": rcpt, "refused": why})));
-    }
-    let dkim_err = |e: crate::transform::dkim::DkimError| {
-        tracing::error!("DKIM signing failed: {e}");
-        (
-            named::transform_failed("DKIM signing failed"),
-            json!({"dkim": e.to_string()}),
-        )
-    };
-    let mut copies = Vec::new();
-    let mut audit = Vec::new();
-    let new_env =
-        |copy_id: String, from: String, rcpts: Vec<String>, kind: EntryKind, bytes: &[u8]| {
-            Envelope {
-                id: copy_id,
-                from,
-                rcpts,
-                created: spool::now(),
-                client: info.client.clone(),
-                message_id: if kind == EntryKind::Message {
-                    message_id.clone()
-                } else {
-                    None
-                },
-                policy_version: Some(rt.policy.version().to_string()),
-                kind,
-                // What this copy holds, not what the client declared: an encrypted
-                // copy of an 8-bit message is 7-bit.
-                body_8bit: bytes.iter().any(|&b| b >= 0x80),
-                smtputf8: tx.smtputf8,
-            }
-        };
-    for (n, plan) in plans.iter().enumerate() {
-        let out = crate::transform::apply_with_keys(plan, &tx.from, message, &rt.keys()).map_err(
-            |e| {
-                tracing::warn!("transform of {id} failed: {e}");
-                let reply = if e.is_permanent() {
-                    named::policy_reject(format!("message refused: {e}"))
-                } else {
-                    named::transform_failed(&e.to_string())
-                };
-                (reply, json!({"transform": e.to_string()}))
-            },
-        )?;
-        let signed = rt.dkim.sign(&out.message).map_err(dkim_err)?;
-        let copy_id = format!("{id}-{}", n + 1);
-        let rules: Vec<serde_json::Value> = plan
-            .recipients
-            .iter()
-            .map(|r| rules_by_rcpt.get(r).cloned().unwrap_or(json!([])))
-            .collect();
-        audit.push(
-            json!({"queue_id": copy_id, "rcpts": plan.recipients, "actions": plan.actions,
-                          "rules": rules, "notes": out.notes, "size": signed.len()}),
-        );
-        let env = new_env(
-            copy_id,
-            tx.from.clone(),
-            plan.recipients.clone(),
-            EntryKind::Message,
-            &signed,
-        );
-        copies.push((env, signed));
-        for extra in out.extra {
-            let extra_id = format!("{id}-p{}", copies.len());
-            let signed = rt.dkim.sign(&extra.message).map_err(dkim_err)?;
-            audit.push(json!({"queue_id": extra_id, "rcpts": extra.to, "kind": "password"}));
-            let env = new_env(extra_id, extra.from, extra.to, EntryKind::Password, &signed);
-            copies.push((env, signed));
-        }
-    }
-    Ok(Decided { copies, audit })
 }
 
 /// The header block's end (index of the blank line's CRLF), if any.
@@ -612,50 +482,20 @@ impl Ingest {
                 self.spool.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                let ambiguous = refuse_limits(&message)?;
-                let hostname = &rt.config.server.hostname;
-                let message = without_blind_copies(message);
-                let (message, mut repairs) = complete_header(message, &tx.from, hostname)
-                    .map_err(|r| (r, json!({"check": "header block"})))?;
-                if ambiguous || !repairs.is_empty() {
-                    // The repaired message is judged whole: still read two ways, it is
-                    // refused; restored continuations can join lines into one Content-*
-                    // field, and the limits hold for the message as it now is.
-                    refuse_hazard(&message)?;
-                }
-                // Before policy, transforms and DKIM: what the upstream may refuse
-                // (long lines, 8-bit data) is converted now, or refused now.
-                let message = match crate::transform::seven_bit::prepare(&message, tx.smtputf8) {
-                    Ok(p) => {
-                        repairs.extend(p.notes);
-                        p.message.map_or(message, |m| m)
-                    }
-                    Err(e) => {
-                        let reply = Reply::new(
-                            crate::reply::Class::Permanent,
-                            50,
-                            e.enhanced(),
-                            format!("message refused: {e} (transform/seven_bit.rs)"),
-                        );
-                        return Err((reply, json!({"seven_bit": e.to_string()})));
-                    }
-                };
-                let (message, message_id) =
-                    add_trace_headers(&message, &info, hostname, &id, &tx.rcpts);
-                let decided = decide(&rt, &info, &tx, &id, &message, message_id)?;
+                let decided = crate::pipeline::decide(&rt, &info, &tx, &id, message)?;
                 let refs: Vec<(Envelope, &[u8])> = decided
                     .copies
                     .iter()
                     .map(|(e, m)| (e.clone(), m.as_slice()))
                     .collect();
                 let stored = spool.store(&refs);
-                Ok::<_, Refusal>((decided, stored, repairs))
+                Ok::<_, Refusal>((decided, stored))
             })
             .await
         };
-        let (decided, repairs) = match outcome {
-            Ok(Ok((d, Ok(()), repairs))) => (d, repairs),
-            Ok(Ok((_, Err(e), _))) => {
+        let decided = match outcome {
+            Ok(Ok((d, Ok(())))) => d,
+            Ok(Ok((_, Err(e)))) => {
                 tracing::error!("spool write failed: {e}");
                 let reply = named::local_error("cannot write to the spool");
                 self.deferred(info, &tx, &reply, json!({"spool": e.to_string()}));
@@ -690,7 +530,7 @@ impl Ingest {
                 json!({"queue_id": id, "message_id": e.message_id, "from": e.from,
                        "client": info.client, "peer": info.peer.to_string(), "tls": info.tls,
                        "rcpts": tx.rcpts, "policy_version": rt.policy.version(), "copies": decided.audit,
-                       "repairs": repairs}),
+                       "repairs": decided.repairs}),
             );
         }
         self.relay.schedule_now(&ids);

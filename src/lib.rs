@@ -9,6 +9,8 @@
 //! ```
 //!
 //! Each module owns one step of that picture; see its top comment.
+//! The end-of-DATA part (parse, policy, transform, DKIM) is one function,
+//! [`pipeline::decide`], called by `serve` (then the spool write) and by `explain`.
 
 pub mod address;
 pub mod audit;
@@ -25,6 +27,7 @@ pub mod ingest;
 pub mod listener;
 pub mod maildrop;
 pub mod metrics;
+pub mod pipeline;
 pub mod pki;
 pub mod policy;
 pub mod relay;

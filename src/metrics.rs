@@ -17,17 +17,30 @@ use tokio::sync::Semaphore;
 /// Every counter sealgate exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// SMTP sessions accepted since start: the load the applications put on the proxy.
     pub sessions: AtomicU64,
+    /// SMTP sessions open now: how close the listener is to `max_connections`.
     pub sessions_active: AtomicU64,
+    /// Messages accepted and spooled: the mail that will leave.
     pub messages_accepted: AtomicU64,
+    /// Messages refused at end of DATA: a rise shows a policy hitting an application.
     pub messages_rejected: AtomicU64,
+    /// Recipients refused at RCPT: applications writing to unapproved addresses.
     pub recipients_rejected: AtomicU64,
+    /// Spool entries delivered upstream: the mail that left.
     pub relayed: AtomicU64,
+    /// Delivery attempts deferred: an upstream in trouble shows here first.
     pub deferred: AtomicU64,
+    /// Recipients that failed for good (a DSN went back): lost mail to look into.
     pub bounced: AtomicU64,
+    /// Upstream connections opened: shows whether connections are reused.
     pub upstream_connections: AtomicU64,
+    /// Upstream connections refused for TLS reasons: a certificate or TLS setting to fix.
     pub upstream_tls_failures: AtomicU64,
+    /// Entries in the spool now: a growing queue means mail is not leaving.
     pub queue_size: AtomicU64,
+    /// Messages refused because a transform or its self-check failed: a fault of ours
+    /// or of a key or certificate, not of the sender.
     pub transform_failures: AtomicU64,
 }
 

@@ -66,13 +66,20 @@ struct Pooled {
 
 /// The relay: schedule plus workers.
 pub struct Relay {
+    /// The durable queue the relay delivers from and marks entries done in.
     spool: Spool,
+    /// Where each delivery, deferral and bounce is recorded for the operator.
     audit: Arc<Audit>,
+    /// Counters for relayed, deferred and bounced entries and the queue size.
     metrics: Arc<Metrics>,
     /// Replaced atomically on reload, with its generation (counted from 0 by reloads);
     /// each delivery attempt uses one snapshot.
     settings: RwLock<(u64, Arc<RelaySettings>)>,
+    /// Which entries are due when and which a worker holds, so that no entry is
+    /// delivered twice at once and retries follow their backoff.
     schedule: Mutex<Schedule>,
+    /// Wakes the workers when an entry becomes due early (new mail, `queue retry`,
+    /// reload) instead of waiting for the next timer.
     wake: Notify,
     /// The running configuration, whose recipient policy decides where a DSN may go
     /// ([`dsn::route`]); unset only in unit tests, where DSNs go to the sender.

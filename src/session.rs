@@ -106,16 +106,25 @@ const MAX_ERRORS: u32 = 20;
 /// One SMTP session's state.
 #[derive(Debug)]
 pub struct Session {
+    /// What the listener fixed for this connection (host name, size limit, whether
+    /// TLS and AUTH may be offered), so the state machine needs no configuration.
     limits: SessionLimits,
+    /// Where the dialogue stands, which decides which commands are in order.
     state: State,
-    /// The EHLO/HELO argument.
+    /// The EHLO/HELO argument, kept for the Received field.
     helo: Option<String>,
-    /// The session is under TLS.
+    /// The session is under TLS: decides whether AUTH is offered and what EHLO lists.
     tls: bool,
-    /// The authenticated client name, if any.
+    /// The authenticated client name, if any: the policy and the sender checks judge
+    /// by it.
     authenticated: Option<String>,
+    /// A multi-line AUTH exchange in progress, so the next line is read as its answer
+    /// rather than as a command.
     auth: AuthProgress,
+    /// The transaction being built (MAIL, RCPT), handed to ingest at end of DATA.
     tx: Transaction,
+    /// Commands refused so far: a client that keeps failing is disconnected after
+    /// `MAX_ERRORS`, so it cannot probe recipients or credentials without end.
     errors: u32,
     /// Commands outside a transaction (NOOP, RSET, VRFY, EXPN, HELP) since the session
     /// began or its last message: a client that only keeps its slot busy is closed.

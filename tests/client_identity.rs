@@ -177,6 +177,39 @@ fn authenticated_client_may_use_only_its_senders() {
         "{t}"
     );
 
+    // `explain --client billing` shows the same refusal: it runs serve's decision path,
+    // header From check included (it used to accept this message).
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "-c",
+            "sealgate.toml",
+            "--json",
+            "--client",
+            "billing",
+            "--from",
+            "billing@example.com",
+            "--to",
+            "accounts@example.com",
+            "--",
+            data,
+        ])
+        .current_dir(&env.dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["accepted"], false, "{v}");
+    assert!(
+        v["reply"].as_str().is_some_and(|r| r
+            .starts_with("550 5.7.1 header From <ceo@example.com> not allowed for client billing")),
+        "{v}"
+    );
+
     let (ok, t) = swaks(
         env.port,
         &[
