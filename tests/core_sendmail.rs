@@ -193,7 +193,7 @@ fn sendmail_run(
             "--reuid=nobody",
             "--regid=nogroup",
             "--clear-groups",
-            SEALGATE,
+            sealgate_for_everyone(),
             "sendmail",
         ]);
         c

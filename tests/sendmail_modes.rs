@@ -29,7 +29,7 @@ fn sendmail_run(args: &[&str], config: &Path, input: &[u8], as_nobody: bool) -> 
             "--reuid=nobody",
             "--regid=nogroup",
             "--clear-groups",
-            SEALGATE,
+            sealgate_for_everyone(),
             "sendmail",
         ]);
         c

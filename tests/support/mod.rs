@@ -33,6 +33,27 @@ pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// The sealgate binary under test.
 pub const SEALGATE: &str = env!("CARGO_BIN_EXE_sealgate");
 
+/// The `sealgate` binary at a path every user can reach, for tests that run it as
+/// `nobody`: the checkout (and so `target/`) may sit below a directory only root may
+/// enter, such as `/root`. A hard link (or copy) in a 0755 directory under the system
+/// temp dir, made once per test process.
+pub fn sealgate_for_everyone() -> &'static str {
+    use std::os::unix::fs::PermissionsExt;
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sealgate-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("binary dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let bin = dir.join("sealgate");
+        let _ = std::fs::remove_file(&bin);
+        if std::fs::hard_link(SEALGATE, &bin).is_err() {
+            std::fs::copy(SEALGATE, &bin).expect("copy the sealgate binary");
+        }
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        bin.to_string_lossy().into_owned()
+    })
+}
+
 /// The fixtures directory.
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
