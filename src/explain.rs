@@ -98,8 +98,14 @@ pub fn run(
     let rt = Runtime::from_config(cfg.clone())?;
     let env = crate::policy::Envelope { client, from };
     let mut refused_json = Vec::new();
+    // As in a live session: a sender refused at MAIL (a client's allowed_senders, or a
+    // sender whose bounces could go nowhere) ends the transaction before any RCPT.
+    let sender_refused = crate::ingest::check_sender(&rt, client, from)
+        .err()
+        .map(|r| r.to_string());
     let rcpt_refused: Vec<(String, String)> = to
         .iter()
+        .filter(|_| sender_refused.is_none())
         .filter_map(|r| {
             let keys = rt.keys();
             let has_cert = |a: &str| keys.has_key(a);
@@ -112,6 +118,7 @@ pub fn run(
     // As in a live session: recipients refused at RCPT are simply not part of the message.
     let survivors: Vec<String> = to
         .iter()
+        .filter(|_| sender_refused.is_none())
         .filter(|r| !rcpt_refused.iter().any(|(x, _)| x == *r))
         .cloned()
         .collect();
@@ -177,9 +184,11 @@ pub fn run(
         .any(|(_, v)| matches!(v, RecipientVerdict::Reject { .. }));
     let reply = match &decision {
         Some(Err((reply, _))) => Some(reply.to_string()),
-        _ => None,
+        _ => sender_refused.clone(),
     };
-    if any_reject {
+    if let Some(why) = &sender_refused {
+        let _ = writeln!(text, "  none: the sender is refused at MAIL: {why}");
+    } else if any_reject {
         let _ = writeln!(text, "  none: a content rule refuses the message for a recipient, so it is refused whole (550 5.7.1)");
     } else if survivors.is_empty() {
         let _ = writeln!(text, "  none: every recipient is refused at RCPT");

@@ -209,6 +209,35 @@ fn authenticated_client_may_use_only_its_senders() {
             .starts_with("550 5.7.1 header From <ceo@example.com> not allowed for client billing")),
         "{v}"
     );
+    // And the MAIL-time check: an envelope sender the client may not use is refused
+    // before any recipient, by serve and by explain alike.
+    let out = Command::new(BIN)
+        .args([
+            "explain",
+            "-c",
+            "sealgate.toml",
+            "--json",
+            "--client",
+            "billing",
+            "--from",
+            "ceo@example.com",
+            "--to",
+            "accounts@example.com",
+            "--",
+            data,
+        ])
+        .current_dir(&env.dir)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["accepted"], false, "{v}");
+    assert!(
+        v["reply"]
+            .as_str()
+            .is_some_and(|r| r
+                .starts_with("550 5.7.1 <ceo@example.com>: sender not allowed for client billing")),
+        "{v}"
+    );
 
     let (ok, t) = swaks(
         env.port,
