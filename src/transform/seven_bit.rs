@@ -503,55 +503,75 @@ fn encode_span(value: &str) -> String {
     out
 }
 
+/// Where the bytes of a structured field value stand (RFC 5322 quoted strings, nested
+/// comments and quoted-pairs), fed one byte at a time.
+#[derive(Default)]
+struct Scan {
+    quoted: bool,
+    comment: usize,
+    escaped: bool,
+}
+
+impl Scan {
+    /// Takes the next byte; true when it stands outside quoted strings and comments
+    /// (and is neither escaped nor a quote or parenthesis that opens or closes one).
+    fn top(&mut self, c: u8) -> bool {
+        if self.escaped {
+            self.escaped = false;
+            return false;
+        }
+        match c {
+            b'\\' if self.quoted || self.comment > 0 => {
+                self.escaped = true;
+                false
+            }
+            b'"' if self.comment == 0 => {
+                self.quoted = !self.quoted;
+                false
+            }
+            b'(' if !self.quoted => {
+                self.comment += 1;
+                false
+            }
+            b')' if !self.quoted && self.comment > 0 => {
+                self.comment -= 1;
+                false
+            }
+            _ => !self.quoted && self.comment == 0,
+        }
+    }
+}
+
 /// Byte ranges of the items of `value` separated by `sep` outside quoted strings,
 /// comments and angle brackets.
 fn split_top_level(value: &str, sep: u8) -> Vec<(usize, usize)> {
-    let b = value.as_bytes();
     let mut items = Vec::new();
-    let (mut quoted, mut comment, mut angle, mut escaped) = (false, 0usize, false, false);
-    let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if escaped {
-            escaped = false;
+    let (mut scan, mut angle, mut start) = (Scan::default(), false, 0);
+    for (i, &c) in value.as_bytes().iter().enumerate() {
+        if !scan.top(c) {
             continue;
         }
         match c {
-            b'\\' if quoted || comment > 0 => escaped = true,
-            b'"' if comment == 0 => quoted = !quoted,
-            b'(' if !quoted => comment += 1,
-            b')' if !quoted && comment > 0 => comment -= 1,
-            b'<' if !quoted && comment == 0 => angle = true,
-            b'>' if !quoted && comment == 0 => angle = false,
-            _ if c == sep && !quoted && comment == 0 && !angle => {
+            b'<' => angle = true,
+            b'>' => angle = false,
+            _ if c == sep && !angle => {
                 items.push((start, i));
                 start = i + 1;
             }
             _ => {}
         }
     }
-    items.push((start, b.len()));
+    items.push((start, value.len()));
     items
 }
 
 /// Where the `<` of `name <address>` is: the first one outside quoted strings and
 /// comments.
 fn angle_start(item: &str) -> Option<usize> {
-    let (mut quoted, mut comment, mut escaped) = (false, 0usize, false);
-    for (i, &c) in item.as_bytes().iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            b'\\' if quoted || comment > 0 => escaped = true,
-            b'"' if comment == 0 => quoted = !quoted,
-            b'(' if !quoted => comment += 1,
-            b')' if !quoted && comment > 0 => comment -= 1,
-            b'<' if !quoted && comment == 0 => return Some(i),
-            _ => {}
-        }
-    }
-    None
+    let mut scan = Scan::default();
+    item.as_bytes()
+        .iter()
+        .position(|&c| scan.top(c) && c == b'<')
 }
 
 /// An address list whose non-ASCII display names are encoded; an address, group name or
