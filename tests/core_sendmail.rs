@@ -171,68 +171,6 @@ fn sendmail_refuses_an_oversized_message_without_reading_it_all() {
     );
 }
 
-/// The output of one sendmail run.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `sealgate sendmail args` with `input` on stdin, SEALGATE_CONFIG=`config` and
-/// the extra environment; as the unprivileged user `nobody` when `as_nobody`.
-fn sendmail_run(
-    args: &[&str],
-    config: &Path,
-    env: &[(&str, &str)],
-    input: &[u8],
-    as_nobody: bool,
-) -> Run {
-    let mut cmd = if as_nobody {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            sealgate_for_everyone(),
-            "sendmail",
-        ]);
-        c
-    } else {
-        let mut c = Command::new(SEALGATE);
-        c.arg("sendmail");
-        c
-    };
-    cmd.args(args)
-        .env("SEALGATE_CONFIG", config)
-        .env("USER", "appuser")
-        .env_remove("SEALGATE_USER")
-        .env_remove("SEALGATE_PASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn sendmail");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// A TCP listener that records every connection and every byte sent to it (it never
 /// answers, as a hostile process squatting on a port would not need to).
 struct Recorder {

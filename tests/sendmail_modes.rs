@@ -7,64 +7,11 @@ mod support;
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
-
-/// The output of one sendmail run.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `sealgate sendmail args` with `input` on stdin and SEALGATE_CONFIG=`config`;
-/// as `nobody` when `as_nobody`.
-fn sendmail_run(args: &[&str], config: &Path, input: &[u8], as_nobody: bool) -> Run {
-    let mut cmd = if as_nobody {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            sealgate_for_everyone(),
-            "sendmail",
-        ]);
-        c
-    } else {
-        let mut c = Command::new(SEALGATE);
-        c.arg("sendmail");
-        c
-    };
-    cmd.args(args)
-        .env("SEALGATE_CONFIG", config)
-        .env("USER", "appuser")
-        .env_remove("SEALGATE_USER")
-        .env_remove("SEALGATE_PASSWORD")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn sendmail");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = writer.join();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 const MSG: &[u8] = b"From: App <app@example.com>\nTo: user@example.net\nSubject: modes\n\nbody\n";
 
@@ -76,7 +23,7 @@ fn bs_runs_an_smtp_session_on_stdin_and_stdout() {
     env.start_serve();
     let script = b"EHLO app.local\r\nMAIL FROM:<app@example.com>\r\nRCPT TO:<user@example.net>\r\n\
 DATA\r\nFrom: app@example.com\r\nTo: user@example.net\r\nSubject: via -bs\r\n\r\nhello\r\n..dot\r\n.\r\nQUIT\r\n";
-    let r = sendmail_run(&["-bs"], &env.config, script, false);
+    let r = sendmail_run(&["-bs"], &env.config, &[], script, false);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stdout.starts_with("220 gw.test"), "{}", r.stdout);
     for want in ["250-gw.test", "354", "250 2.0.0", "221"] {
@@ -106,6 +53,7 @@ fn bv_verifies_recipients_without_sending() {
     let r = sendmail_run(
         &["-bv", "ok@example.net", "ceo@example.com"],
         &env.config,
+        &[],
         b"",
         false,
     );
@@ -120,7 +68,7 @@ fn bv_verifies_recipients_without_sending() {
         "{}",
         r.stdout
     );
-    let r = sendmail_run(&["-bv", "ok@example.net"], &env.config, b"", false);
+    let r = sendmail_run(&["-bv", "ok@example.net"], &env.config, &[], b"", false);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     std::thread::sleep(Duration::from_millis(500));
     assert!(received(&up.dir).is_empty());
@@ -136,11 +84,12 @@ fn bp_lists_the_queue() {
     let r = sendmail_run(
         &["-i", "-f", "queued@example.com", "u@example.net"],
         &env.config,
+        &[],
         MSG,
         false,
     );
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let r = sendmail_run(&["-bp"], &env.config, b"", false);
+    let r = sendmail_run(&["-bp"], &env.config, &[], b"", false);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stdout.starts_with("id "), "{}", r.stdout);
     assert!(r.stdout.contains("queued@example.com"), "{}", r.stdout);
@@ -154,11 +103,11 @@ fn other_modes_answer_as_sendmail_does() {
     let up = env.start_good_capture();
     env.start_serve();
     for args in [vec!["-bi"], vec!["-I"]] {
-        let r = sendmail_run(&args, &env.config, MSG, false);
+        let r = sendmail_run(&args, &env.config, &[], MSG, false);
         assert_eq!(r.code, Some(0), "{args:?}: {}", r.stderr);
         assert!(r.stderr.contains("newaliases"), "{}", r.stderr);
     }
-    let r = sendmail_run(&["-bt"], &env.config, MSG, false);
+    let r = sendmail_run(&["-bt"], &env.config, &[], MSG, false);
     assert_eq!(r.code, Some(64));
     assert!(
         r.stderr
@@ -166,22 +115,22 @@ fn other_modes_answer_as_sendmail_does() {
         "{}",
         r.stderr
     );
-    let r = sendmail_run(&["-bd"], &env.config, MSG, false);
+    let r = sendmail_run(&["-bd"], &env.config, &[], MSG, false);
     assert_eq!(r.code, Some(64));
     assert!(r.stderr.contains("sealgate serve"), "{}", r.stderr);
     for args in [vec!["-h"], vec!["--help"], vec!["-h", "user@example.net"]] {
-        let r = sendmail_run(&args, &env.config, MSG, false);
+        let r = sendmail_run(&args, &env.config, &[], MSG, false);
         assert_eq!(r.code, Some(0), "{args:?}");
         assert!(r.stdout.starts_with("usage: sendmail"), "{}", r.stdout);
     }
-    let r = sendmail_run(&["-d0.1", "user@example.net"], &env.config, MSG, false);
+    let r = sendmail_run(&["-d0.1", "user@example.net"], &env.config, &[], MSG, false);
     assert_eq!(r.code, Some(64));
     assert!(r.stderr.contains("unknown option -d"), "{}", r.stderr);
     // `-q` alone flushes the queue, `-q30m` is ignored: neither takes the word after it
     // as its argument, and neither reads or sends a message.
-    let r = sendmail_run(&["-q"], &env.config, MSG, false);
+    let r = sendmail_run(&["-q"], &env.config, &[], MSG, false);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let r = sendmail_run(&["-q30m", "user@example.net"], &env.config, MSG, false);
+    let r = sendmail_run(&["-q30m", "user@example.net"], &env.config, &[], MSG, false);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("-q30m ignored"), "{}", r.stderr);
     std::thread::sleep(Duration::from_millis(500));
@@ -229,6 +178,7 @@ fn clustered_and_harmless_options_are_accepted() {
             "extra@example.net",
         ],
         &env.config,
+        &[],
         MSG,
         false,
     );
@@ -242,6 +192,7 @@ fn clustered_and_harmless_options_are_accepted() {
     let r = sendmail_run(
         &["-it"],
         &env.config,
+        &[],
         b"To: second@example.net\nSubject: lone dot\n\na\n.\nb\n",
         false,
     );
@@ -307,6 +258,7 @@ fn maildrop_keeps_mail_while_serve_is_down_and_serve_delivers_it() {
     let r = sendmail_run(
         &["-t", "-i"],
         &env.config,
+        &[],
         b"From: App <app@example.com>\nTo: user@example.net\nSubject: while down\nMessage-ID: <down@test>\n\nkept\n",
         true,
     );
@@ -381,7 +333,7 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
         ("app@example.com", "ok@example.net"),
         ("ceo@example.com", "ceo@example.com"),
     ] {
-        let r = sendmail_run(&["-i", "-f", from, rcpt], &dead, MSG, true);
+        let r = sendmail_run(&["-i", "-f", from, rcpt], &dead, &[], MSG, true);
         assert_eq!(r.code, Some(0), "{}", r.stderr);
         assert!(r.stderr.contains("kept in"), "{}", r.stderr);
     }
@@ -431,7 +383,7 @@ fn maildrop_is_collected_on_sigusr1_and_the_policy_applies() {
 #[test]
 fn without_a_maildrop_sendmail_exits_75() {
     let env = TestEnv::new(EnvOptions::default());
-    let r = sendmail_run(&["-i", "u@example.net"], &env.config, MSG, false);
+    let r = sendmail_run(&["-i", "u@example.net"], &env.config, &[], MSG, false);
     assert_eq!(r.code, Some(75), "{}", r.stderr);
     assert!(r.stderr.contains("maildrop cannot take it"), "{}", r.stderr);
 }
@@ -554,6 +506,7 @@ fn cron_style_invocation_qualifies_a_bare_recipient() {
     let r = sendmail_run(
         &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "root"],
         &env.config,
+        &[],
         b"From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> run-parts\n\noutput\n",
         false,
     );

@@ -898,3 +898,65 @@ pub fn assert_relayed_unchanged(sent: &[u8], arrived: &[u8], what: &str) {
     }
     assert_eq!(prefix.matches("Received: ").count(), 1, "{what}: {prefix}");
 }
+
+/// The output of one sendmail run.
+pub struct SendmailRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `sealgate sendmail args` with `input` on stdin, SEALGATE_CONFIG=`config` and
+/// the extra environment; as the unprivileged user `nobody` when `as_nobody`.
+pub fn sendmail_run(
+    args: &[&str],
+    config: &Path,
+    env: &[(&str, &str)],
+    input: &[u8],
+    as_nobody: bool,
+) -> SendmailRun {
+    let mut cmd = if as_nobody {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            sealgate_for_everyone(),
+            "sendmail",
+        ]);
+        c
+    } else {
+        let mut c = Command::new(SEALGATE);
+        c.arg("sendmail");
+        c
+    };
+    cmd.args(args)
+        .env("SEALGATE_CONFIG", config)
+        .env("USER", "appuser")
+        .env_remove("SEALGATE_USER")
+        .env_remove("SEALGATE_PASSWORD")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn sendmail");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    SendmailRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::{free_port, wait_for_port, Proc, TestEnv};
+use super::{free_port, is_root, wait_for_port, Proc, TestEnv};
 
 /// The user name and password sealgate authenticates with (chasquid: a full address).
 pub const EXIM_USER: &str = "sealgate";
@@ -56,10 +56,6 @@ pub fn missing() -> Vec<String> {
         ));
     }
     m
-}
-
-fn is_root() -> bool {
-    id(&["-u"]).as_deref() == Some("0")
 }
 
 fn id(args: &[&str]) -> Option<String> {
