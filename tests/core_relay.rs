@@ -229,11 +229,7 @@ fn deferred_until_a_proper_upstream(bad: CaptureOptions, reason_words: &[&str]) 
     let got = env.wait_for_messages(&good, 1);
     assert_relayed_unchanged(&msg, &got[0].bytes, "after the upstream was fixed");
     assert_relayed_record(&env, &id);
-    wait_until(
-        "an empty queue",
-        || env.queue_list(),
-        || env.queue_list().contains("0 entries queued").then_some(()),
-    );
+    env.wait_for_empty_queue();
     assert!(received(&bad_up.dir).is_empty());
 }
 
@@ -448,11 +444,7 @@ fn bounces_5xx_with_a_dsn() {
             .is_some_and(|q| q.starts_with(&null_id))
     });
     assert!(ev["dsn"].is_null(), "{ev}");
-    wait_until(
-        "an empty queue",
-        || env.queue_list(),
-        || env.queue_list().contains("0 entries queued").then_some(()),
-    );
+    env.wait_for_empty_queue();
     assert_eq!(
         received(&sink.dir).len(),
         2,

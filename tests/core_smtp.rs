@@ -179,11 +179,7 @@ fn smuggling_variants_are_normalized_never_split() {
         );
     }
     let got = env.wait_for_messages(&up, VARIANTS.len());
-    wait_until(
-        "an empty queue",
-        || env.queue_list(),
-        || env.queue_list().contains("0 entries queued").then_some(()),
-    );
+    env.wait_for_empty_queue();
     let got_after = received(&up.dir);
     assert_eq!(
         got_after.len(),

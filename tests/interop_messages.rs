@@ -194,16 +194,7 @@ impl Interop {
     }
 
     fn assert_empty_queue(&self) {
-        wait_until(
-            "an empty queue",
-            || self.env.queue_list(),
-            || {
-                self.env
-                    .queue_list()
-                    .contains("0 entries queued")
-                    .then_some(())
-            },
-        );
+        self.env.wait_for_empty_queue();
         assert!(
             !self.up.dir.join("refused.log").exists(),
             "the strict upstream refused something: {}",

@@ -24,14 +24,6 @@ fn is_for(id: &str) -> impl Fn(&serde_json::Value) -> bool + '_ {
     move |e| e["queue_id"].as_str().is_some_and(|q| q.starts_with(id))
 }
 
-fn wait_for_empty_queue(env: &TestEnv) {
-    wait_until(
-        "an empty queue",
-        || env.queue_list(),
-        || env.queue_list().contains("0 entries queued").then_some(()),
-    );
-}
-
 /// A `421` greeting is the upstream saying "not now": the message is deferred, and the
 /// next attempt after the upstream is back delivers it, once.
 #[test]
@@ -58,7 +50,7 @@ fn a_421_greeting_defers_and_the_next_connection_delivers() {
     assert_eq!(got.len(), 1, "delivered exactly once");
     assert!(got[0].text().contains("after a 421 greeting"));
     assert!(env.events_for("bounced", &id).is_empty());
-    wait_for_empty_queue(&env);
+    env.wait_for_empty_queue();
 }
 
 /// A `452` for the second of three recipients: the other two get the message at once,
@@ -80,7 +72,7 @@ fn a_452_for_one_of_three_recipients_is_retried_for_that_recipient_only() {
         &msg,
     ));
     let got = env.wait_for_messages(&up, 2);
-    wait_for_empty_queue(&env);
+    env.wait_for_empty_queue();
     let got = if got.len() < 2 {
         env.wait_for_messages(&up, 2)
     } else {
@@ -132,7 +124,7 @@ fn a_552_after_data_bounces_exactly_once() {
     ));
     env.wait_for_event("bounced", is_for(&id));
     let got = env.wait_for_messages(&up, 1);
-    wait_for_empty_queue(&env);
+    env.wait_for_empty_queue();
     // Time for a wrong retry (retry_base is 1 s) or a second DSN to show up.
     std::thread::sleep(Duration::from_secs(3));
     let got_after = received(&up.dir);
@@ -180,7 +172,7 @@ fn a_connection_dropped_during_data_defers_then_delivers_once() {
         got[0].text()
     );
     assert!(env.events_for("bounced", &id).is_empty());
-    wait_for_empty_queue(&env);
+    env.wait_for_empty_queue();
 }
 
 /// STARTTLS answered with `454`: the message waits, and no command but QUIT follows in
@@ -210,7 +202,7 @@ fn starttls_refused_defers_and_nothing_goes_out_in_clear() {
     let good = env.start_good_capture();
     let got = env.wait_for_messages(&good, 1);
     assert!(got[0].text().contains("no TLS, no mail"));
-    wait_for_empty_queue(&env);
+    env.wait_for_empty_queue();
 }
 
 /// An upstream whose certificate expired yesterday is not trusted: deferred, the reason
@@ -243,7 +235,7 @@ fn an_expired_upstream_certificate_defers() {
     bad.proc.kill();
     let good = env.start_good_capture();
     env.wait_for_messages(&good, 1);
-    wait_for_empty_queue(&env);
+    env.wait_for_empty_queue();
 }
 
 /// The upstream (aiosmtpd, a third-party server) is killed with SIGKILL while 500
@@ -330,7 +322,7 @@ fn an_upstream_restarted_during_500_messages_loses_nothing() {
         env.audit_events().iter().all(|e| e["event"] != "bounced"),
         "a restart never bounces"
     );
-    wait_for_empty_queue(&env);
+    env.wait_for_empty_queue();
     eprintln!(
         "restart run: {N} accepted, {} at the first upstream, {} at the second, {duplicates} duplicate(s)",
         received(&first.dir).len(),

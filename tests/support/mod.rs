@@ -816,6 +816,15 @@ impl TestEnv {
         )
     }
 
+    /// Waits until `sealgate queue list` shows no entry.
+    pub fn wait_for_empty_queue(&self) {
+        wait_until(
+            "an empty queue",
+            || self.queue_list(),
+            || self.queue_list().contains("0 entries queued").then_some(()),
+        );
+    }
+
     /// `sealgate queue list` output (exit status must be 0).
     pub fn queue_list(&self) -> String {
         let out = Command::new(SEALGATE)
