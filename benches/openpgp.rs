@@ -23,9 +23,9 @@ use openpgp::crypto::{SessionKey, Signer};
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
 use openpgp::types::HashAlgorithm;
+use sealgate::policy::verdict::{Actions, CryptoKind};
 use sealgate::transform::openpgp::{OpenPgp, OpenPgpConfig, PgpSignerConfig};
 use sealgate::transform::{apply_with_keys, Keys, Plan};
-use sealgate::verdict::{Actions, CryptoKind};
 use sequoia_openpgp as openpgp;
 
 fn message(size: usize) -> Vec<u8> {

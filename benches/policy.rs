@@ -42,7 +42,7 @@ fn bench(c: &mut Criterion) {
         black_box(set.judge_message(&env, &rcpts, black_box(&msg)));
         runs.push(t.elapsed());
         let t = Instant::now();
-        black_box(sealgate::transform::mime::hazard(black_box(&msg)));
+        black_box(sealgate::message::mime::hazard(black_box(&msg)));
         hazard_runs.push(t.elapsed());
     }
     runs.sort();

@@ -19,8 +19,8 @@ mod smime_support;
 
 use std::time::{Duration, Instant};
 
+use sealgate::policy::verdict::Actions;
 use sealgate::transform::{apply, Plan};
-use sealgate::verdict::Actions;
 use smime_support::*;
 
 fn message(size: usize) -> Vec<u8> {
@@ -179,7 +179,7 @@ fn main() {
             openssl::sha::sha256(&msg);
         });
         let b64 = time(RUNS, || {
-            sealgate::transform::mime::encode_base64_lines(&msg);
+            sealgate::message::mime::encode_base64_lines(&msg);
         });
         let rsa_sign = time(RUNS, || {
             let mut s =

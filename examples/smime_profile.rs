@@ -17,8 +17,8 @@
 #[path = "../tests/smime_support/mod.rs"]
 mod smime_support;
 
+use sealgate::policy::verdict::Actions;
 use sealgate::transform::{apply, Plan};
-use sealgate::verdict::Actions;
 
 fn message(size: usize) -> Vec<u8> {
     let mut m = Vec::with_capacity(size + 80);
@@ -182,17 +182,17 @@ fn stages(pki: &smime_support::Pki, msg: &[u8]) {
     );
     println!(
         "base64 lines (enveloped)      {:.3}",
-        med(n, || drop(sealgate::transform::mime::encode_base64_lines(
+        med(n, || drop(sealgate::message::mime::encode_base64_lines(
             &eder
         )))
     );
     println!(
         "canonical_crlf                {:.3}",
-        med(n, || drop(sealgate::transform::mime::canonical_crlf(msg)))
+        med(n, || drop(sealgate::message::mime::canonical_crlf(msg)))
     );
     println!(
         "fresh_boundary                {:.3}",
-        med(n, || drop(sealgate::transform::mime::fresh_boundary(
+        med(n, || drop(sealgate::message::mime::fresh_boundary(
             "----sealgate-signed",
             msg
         )))
@@ -252,7 +252,7 @@ fn micro(msg: &[u8]) {
     println!(
         "lut base64 lines  {:.4}",
         med(n, || {
-            std::hint::black_box(sealgate::transform::mime::encode_base64_lines(msg));
+            std::hint::black_box(sealgate::message::mime::encode_base64_lines(msg));
         })
     );
     use base64::Engine;

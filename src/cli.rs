@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use sealgate::config::Config;
 use sealgate::escape::{for_terminal, lines_for_terminal};
-use sealgate::spool::Spool;
+use sealgate::queue::spool::Spool;
 
 /// Exit code 1: the job found problems.
 const PROBLEMS: u8 = 1;
@@ -71,7 +71,7 @@ pub fn serve(config: &Path) -> ExitCode {
         }
     };
     rt.block_on(async {
-        match sealgate::server::start(config).await {
+        match sealgate::ops::serve::start(config).await {
             Ok(running) => {
                 tracing::info!(
                     "sealgate listening on {}",
@@ -104,7 +104,7 @@ pub fn check(config: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let report = sealgate::check::run(&cfg);
+    let report = sealgate::ops::check::run(&cfg);
     for w in &report.warnings {
         // Policy diagnostics already say `file:line:col: warning: ...`.
         if w.contains(": warning: ") {
@@ -155,13 +155,13 @@ pub fn explain(
         return ExitCode::from(USAGE);
     }
     let bytes = match std::fs::read(message) {
-        Ok(b) => sealgate::submit::to_crlf(&b),
+        Ok(b) => sealgate::smtp::submit::to_crlf(&b),
         Err(e) => {
             eprintln!("sealgate: {}: {e}", message.display());
             return ExitCode::from(USAGE);
         }
     };
-    match sealgate::explain::run(&cfg, client, from, to, &bytes, write) {
+    match sealgate::ops::explain::run(&cfg, client, from, to, &bytes, write) {
         Ok(report) => {
             if json {
                 println!(
@@ -229,7 +229,7 @@ pub fn queue_list(config: &Path) -> ExitCode {
         "id", "size", "try", "age", "from -> pending"
     );
     for e in &entries {
-        let age = sealgate::spool::now().saturating_sub(e.envelope.created);
+        let age = sealgate::queue::spool::now().saturating_sub(e.envelope.created);
         let status = if e.state.held {
             "held".to_string()
         } else if let Some(err) = &e.state.last_error {
@@ -326,9 +326,9 @@ fn show_entry(spool: &Spool, id: &str) -> Result<(), ExitCode> {
             println!("--- headers ---");
             print!(
                 "{}",
-                lines_for_terminal(&String::from_utf8_lossy(sealgate::dsn::original_headers(
-                    &m
-                )))
+                lines_for_terminal(&String::from_utf8_lossy(
+                    sealgate::queue::dsn::original_headers(&m)
+                ))
             );
             Ok(())
         }
@@ -342,7 +342,7 @@ fn show_entry(spool: &Spool, id: &str) -> Result<(), ExitCode> {
 fn signal_server(spool: &Spool, sig: i32) -> bool {
     // Only a pid file that a live server holds locked names a server: a stale one may
     // name an unrelated process that got the pid later.
-    let Some(pid) = sealgate::spool::running_server(spool.dir()) else {
+    let Some(pid) = sealgate::queue::spool::running_server(spool.dir()) else {
         return false;
     };
     // SAFETY: kill(2) with the pid of the server that holds the spool's pid-file lock.
@@ -416,7 +416,7 @@ pub fn queue_delete(config: &Path, id: &str) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     for id in &ids {
         let removed = match spool.remove(id) {
-            Err(sealgate::spool::SpoolError::NotFound(_)) => spool
+            Err(sealgate::queue::spool::SpoolError::NotFound(_)) => spool
                 .remove_corrupt(id)
                 .map(|()| format!("{id}: deleted from corrupt/")),
             other => other.map(|()| format!("{id}: deleted")),
@@ -441,10 +441,10 @@ pub fn queue_delete(config: &Path, id: &str) -> ExitCode {
 }
 
 /// `sealgate sendmail` / `sendmail`: sendmail's command line and exit codes
-/// (sysexits.h, see [`sealgate::sendmail::exit`]).
+/// (sysexits.h, see [`sealgate::ops::sendmail::exit`]).
 pub fn sendmail(args: Vec<String>) -> ExitCode {
-    use sealgate::sendmail::{exit, Mode};
-    let inv = match sealgate::sendmail::parse_args(&args) {
+    use sealgate::ops::sendmail::{exit, Mode};
+    let inv = match sealgate::ops::sendmail::parse_args(&args) {
         Ok(i) => i,
         Err(e) => {
             eprintln!("sendmail: {e}");
@@ -456,7 +456,7 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
     }
     match &inv.mode {
         Mode::Help => {
-            print!("{}", sealgate::sendmail::USAGE);
+            print!("{}", sealgate::ops::sendmail::USAGE);
             return ExitCode::SUCCESS;
         }
         Mode::Newaliases => {
@@ -503,7 +503,7 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
     match inv.mode {
         Mode::PrintQueue => queue_list(&config),
         Mode::FlushQueue => queue_retry(&config, None),
-        Mode::SmtpSession => match sealgate::submit::proxy(addr) {
+        Mode::SmtpSession => match sealgate::smtp::submit::proxy(addr) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sendmail: {e}");
@@ -515,12 +515,12 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
             let rcpts: Vec<String> = inv
                 .recipients
                 .iter()
-                .map(|r| sealgate::sendmail::qualify(r, host))
+                .map(|r| sealgate::ops::sendmail::qualify(r, host))
                 .collect();
             let from = inv
                 .from
                 .as_deref()
-                .map(|f| sealgate::sendmail::qualify(f, host));
+                .map(|f| sealgate::ops::sendmail::qualify(f, host));
             let from = from.unwrap_or_else(|| {
                 cfg.sendmail
                     .sender
@@ -531,7 +531,7 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
                 eprintln!("sendmail: -bv: no recipients to verify");
                 return ExitCode::from(exit::USAGE);
             }
-            match sealgate::submit::verify(addr, &from, &rcpts, auth_ref) {
+            match sealgate::smtp::submit::verify(addr, &from, &rcpts, auth_ref) {
                 Ok(results) => {
                     let mut code = ExitCode::SUCCESS;
                     for (r, res) in results {
@@ -560,14 +560,14 @@ pub fn sendmail(args: Vec<String>) -> ExitCode {
 }
 
 fn sendmail_deliver(
-    inv: sealgate::sendmail::Invocation,
+    inv: sealgate::ops::sendmail::Invocation,
     cfg: &Config,
     addr: SocketAddr,
     auth: Option<(&str, &str)>,
     user: &str,
 ) -> ExitCode {
-    use sealgate::sendmail::{exit, SenderSource};
-    use sealgate::submit::SubmitError;
+    use sealgate::ops::sendmail::{exit, SenderSource};
+    use sealgate::smtp::submit::SubmitError;
     let max_size = cfg.server.max_message_size;
     // Never hold more than the listener would take: LF line ends may double in size
     // when they become CRLF, so read up to twice the limit and check after conversion.
@@ -602,7 +602,7 @@ fn sendmail_deliver(
         }
         input.truncate(end);
     }
-    let mut message = sealgate::submit::to_crlf(&input);
+    let mut message = sealgate::smtp::submit::to_crlf(&input);
     drop(input);
     if message.len() as u64 > max_size {
         return too_big();
@@ -610,7 +610,7 @@ fn sendmail_deliver(
     let mut rcpts = inv.recipients;
     if inv.extract {
         // Postfix adds the header recipients to those given as arguments.
-        match sealgate::sendmail::recipients_from_headers(&message) {
+        match sealgate::ops::sendmail::recipients_from_headers(&message) {
             Ok((extracted, stripped)) => {
                 for r in extracted {
                     if !rcpts.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
@@ -632,10 +632,10 @@ fn sendmail_deliver(
     let host = &cfg.server.hostname;
     let rcpts: Vec<String> = rcpts
         .iter()
-        .map(|r| sealgate::sendmail::qualify(r, host))
+        .map(|r| sealgate::ops::sendmail::qualify(r, host))
         .collect();
     let from = match inv.from {
-        Some(f) => sealgate::sendmail::qualify(&f, host),
+        Some(f) => sealgate::ops::sendmail::qualify(&f, host),
         None => {
             // The client sealgate AUTHs as: its allowed_senders decide whether the
             // header From may be the envelope sender (the server checks again).
@@ -645,10 +645,10 @@ fn sendmail_deliver(
                     c.allowed_senders.is_empty()
                         || c.allowed_senders
                             .iter()
-                            .any(|g| sealgate::policy::glob_match(g, a))
+                            .any(|g| sealgate::glob::glob_match(g, a))
                 })
             };
-            let (from, source) = sealgate::sendmail::default_sender(
+            let (from, source) = sealgate::ops::sendmail::default_sender(
                 &cfg.sendmail,
                 &message,
                 &allowed,
@@ -663,7 +663,7 @@ fn sendmail_deliver(
             from
         }
     };
-    match sealgate::submit::submit(addr, &from, &rcpts, &message, auth) {
+    match sealgate::smtp::submit::submit(addr, &from, &rcpts, &message, auth) {
         Ok(_) => ExitCode::SUCCESS,
         Err(SubmitError::Connect { addr, source }) => {
             let down = format!("sealgate is not reachable at {addr} ({source})");
@@ -679,7 +679,7 @@ fn sendmail_deliver(
                 );
                 return ExitCode::from(exit::TEMPFAIL);
             }
-            match sealgate::maildrop::write(&cfg.spool.dir, &from, &rcpts, &message) {
+            match sealgate::queue::maildrop::write(&cfg.spool.dir, &from, &rcpts, &message) {
                 Ok(path) => {
                     eprintln!(
                         "sendmail: {down}; the message is kept in {} and will be sent when `sealgate serve` runs",
@@ -734,7 +734,7 @@ pub fn dkim_keygen(
     bits: u32,
     out: Option<PathBuf>,
 ) -> ExitCode {
-    sealgate::cli_support::dkim_keygen(domain, selector, algorithm, bits, out)
+    sealgate::ops::keygen::dkim_keygen(domain, selector, algorithm, bits, out)
 }
 
 pub fn doctor(config: &Path, json: bool, dns: Option<SocketAddr>) -> ExitCode {
@@ -742,7 +742,7 @@ pub fn doctor(config: &Path, json: bool, dns: Option<SocketAddr>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    sealgate::cli_support::doctor(&cfg, json, dns)
+    sealgate::ops::doctor::command(&cfg, json, dns)
 }
 
 pub fn demo(dir: &Path, port: u16, once: bool) -> ExitCode {
@@ -753,7 +753,7 @@ pub fn demo(dir: &Path, port: u16, once: bool) -> ExitCode {
             return ExitCode::from(USAGE);
         }
     };
-    match rt.block_on(sealgate::demo::run(dir, port, once)) {
+    match rt.block_on(sealgate::ops::demo::run(dir, port, once)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sealgate demo: {}", error_chain(&e));
@@ -825,10 +825,10 @@ pub fn capture(
             "capture listening on {}",
             l.local_addr().map(|a| a.to_string()).unwrap_or_default()
         );
-        sealgate::capture::serve(
+        sealgate::ops::capture::serve(
             l,
             acceptor,
-            sealgate::capture::CaptureOptions {
+            sealgate::ops::capture::CaptureOptions {
                 dir: dir.to_path_buf(),
                 implicit,
                 offer_starttls,

@@ -63,7 +63,7 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// How `sealgate sendmail` submits: envelope sender, maildrop.
     #[serde(default)]
-    pub sendmail: crate::sendmail::SendmailConfig,
+    pub sendmail: crate::ops::sendmail::SendmailConfig,
     /// The file this was read from (not a key in the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -313,7 +313,7 @@ pub struct PolicyConfig {
     /// How `sign`/`encrypt` are carried out: per recipient, the first kind with a usable
     /// key (`["smime", "openpgp"]` when empty); a rule may set its own `encryption`.
     #[serde(default)]
-    pub encryption: Vec<crate::verdict::CryptoKind>,
+    pub encryption: Vec<crate::policy::verdict::CryptoKind>,
 }
 
 impl Default for PolicyConfig {
@@ -801,7 +801,7 @@ impl Config {
                 ));
             }
         }
-        if let Err(e) = crate::sendmail::validate(&cfg.sendmail) {
+        if let Err(e) = crate::ops::sendmail::validate(&cfg.sendmail) {
             let (l, c) = locate_key(text, "sendmail", "sender");
             return Err(invalid(l, c, e));
         }

@@ -12,33 +12,25 @@
 //! The end-of-DATA part (parse, policy, transform, DKIM) is one function,
 //! [`pipeline::decide`], called by `serve` (then the spool write) and by `explain`.
 
+// Leaves: used by everyone, depending on nothing else in the crate.
 pub mod address;
-pub mod audit;
-pub mod capture;
-pub mod check;
-pub mod cli_support;
-pub mod config;
-pub mod demo;
-pub mod doctor;
-pub mod dsn;
 pub mod escape;
-pub mod explain;
-pub mod ingest;
-pub mod listener;
-pub mod maildrop;
-pub mod metrics;
-pub mod pipeline;
-pub mod pki;
-pub mod policy;
-pub mod relay;
-pub mod reply;
-pub mod runtime;
+pub mod glob;
 pub mod secret;
-pub mod sendmail;
-pub mod server;
-pub mod session;
-pub mod spool;
-pub mod submit;
+
+// Configuration and what a reload swaps; the audit log and metrics every step writes to.
+pub mod audit;
+pub mod config;
+pub mod metrics;
+pub mod runtime;
+
+// The flow of a message, in order.
+pub mod message;
+pub mod pipeline;
+pub mod policy;
+pub mod queue;
+pub mod smtp;
 pub mod transform;
-pub mod upstream;
-pub mod verdict;
+
+// The operator's commands.
+pub mod ops;

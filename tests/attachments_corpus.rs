@@ -11,10 +11,10 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
+use sealgate::message::mime::{self, Kind};
+use sealgate::policy::verdict::Actions;
 use sealgate::transform::attachments;
-use sealgate::transform::mime::{self, Kind};
 use sealgate::transform::{apply, Plan};
-use sealgate::verdict::Actions;
 use sha2::{Digest, Sha256};
 use smime_support::*;
 

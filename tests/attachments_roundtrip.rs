@@ -4,8 +4,8 @@
 
 mod smime_support;
 
+use sealgate::policy::verdict::Actions;
 use sealgate::transform::{apply, Plan};
-use sealgate::verdict::Actions;
 use sha2::{Digest, Sha256};
 use smime_support::*;
 

@@ -61,7 +61,7 @@ fn seeds() -> Vec<(String, Vec<u8>)> {
         files.sort();
         for p in files {
             let raw = std::fs::read(&p).unwrap();
-            let canon = sealgate::transform::mime::canonical_crlf(&raw).into_owned();
+            let canon = sealgate::message::mime::canonical_crlf(&raw).into_owned();
             out.push((
                 format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()),
                 canon,
@@ -76,8 +76,8 @@ fn lines(m: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < m.len() {
-        let end = sealgate::transform::mime::find(&m[start..], b"\r\n")
-            .map_or(m.len(), |p| start + p + 2);
+        let end =
+            sealgate::message::mime::find(&m[start..], b"\r\n").map_or(m.len(), |p| start + p + 2);
         out.push(m[start..end].to_vec());
         start = end;
     }
@@ -278,7 +278,7 @@ fn mutate(m: &[u8], rng: &mut Rng) -> Vec<u8> {
 }
 
 fn memchr_contains(hay: &[u8], needle: &[u8]) -> bool {
-    sealgate::transform::mime::find(hay, needle).is_some()
+    sealgate::message::mime::find(hay, needle).is_some()
 }
 
 /// Runs a viewer over `files`; one JSON value per file.
@@ -378,7 +378,7 @@ fn differences(s: &Seen, python: &Value, node: &Value) -> Vec<String> {
                     .bytes()
                     .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
                 && {
-                    let d = sealgate::transform::mime::decode_body(b64.as_bytes(), "base64");
+                    let d = sealgate::message::mime::decode_body(b64.as_bytes(), "base64");
                     let end = d
                         .iter()
                         .rposition(|c| *c != b'\r' && *c != b'\n')

@@ -14,7 +14,7 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
-use sealgate::doctor::{self, DoctorInput, Finding, UpstreamProbe, Verdict};
+use sealgate::ops::doctor::{self, DoctorInput, Finding, UpstreamProbe, Verdict};
 use sealgate::transform::dkim::{keygen, Algorithm, DkimConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

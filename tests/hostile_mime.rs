@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 mod support;
 
+use sealgate::policy::verdict::{Actions, RecipientVerdict};
 use sealgate::policy::{Envelope, PolicySet};
 use sealgate::transform::attachments;
 use sealgate::transform::{apply, Plan};
-use sealgate::verdict::{Actions, RecipientVerdict};
 
 const POLICY: &str = r#"
 [recipients]
@@ -181,10 +181,10 @@ fn policy_and_transforms_agree_on_attachments_hostile_and_real() {
     let mut compared = 0;
     for p in &files {
         let msg = std::fs::read(p).unwrap();
-        if sealgate::transform::mime::hazard(&msg).is_some() {
+        if sealgate::message::mime::hazard(&msg).is_some() {
             continue;
         }
-        let canon = sealgate::transform::mime::canonical_crlf(&msg);
+        let canon = sealgate::message::mime::canonical_crlf(&msg);
         let seen: Vec<String> = set
             .explain(&env, &["b@example.com".into()], &msg)
             .message

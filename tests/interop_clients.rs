@@ -361,7 +361,7 @@ fn cms_decrypt_verify(dir: &Path, eml: &Path) -> Result<PathBuf, String> {
 /// Adds an S/MIME signer for app@example.com, a certificate for secure@bank.example and
 /// a rule that signs and encrypts everything to it.
 fn add_smime(env: &TestEnv) {
-    use sealgate::pki;
+    use sealgate::ops::pki;
     let dir = env.path().join("smime");
     std::fs::create_dir_all(dir.join("recipients")).unwrap();
     let ca = pki::ca("interop S/MIME CA").unwrap();

@@ -412,8 +412,8 @@ mod smime_support;
 /// fields) while the plain copy kept them.
 #[test]
 fn header_lines_that_lost_their_folding_survive_every_transform() {
+    use sealgate::policy::verdict::Actions;
     use sealgate::transform::{apply, Plan};
-    use sealgate::verdict::Actions;
     use smime_support::{p, pki, run};
 
     let raw = crlf(&std::fs::read(format!("{FIXTURES}/interop/lost-folding.eml")).unwrap());

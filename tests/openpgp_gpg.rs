@@ -11,10 +11,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use sealgate::transform::mime::{self, Kind};
+use sealgate::message::mime::{self, Kind};
+use sealgate::policy::verdict::{Actions, CryptoKind};
 use sealgate::transform::openpgp::{OpenPgp, OpenPgpConfig, PgpSignerConfig};
 use sealgate::transform::{apply_with_keys, Keys, Plan};
-use sealgate::verdict::{Actions, CryptoKind};
 use support::*;
 
 /// Runs a command with optional stdin; returns its output.

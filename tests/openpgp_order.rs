@@ -10,9 +10,9 @@ use std::path::Path;
 
 use openpgp::cert::prelude::*;
 use openpgp::serialize::SerializeInto;
+use sealgate::policy::verdict::{Actions, CryptoKind, NoCertFallback};
 use sealgate::transform::openpgp::{OpenPgp, OpenPgpConfig, PgpSignerConfig};
 use sealgate::transform::{apply_with_keys, plan_with_keys, Keys};
-use sealgate::verdict::{Actions, CryptoKind, NoCertFallback};
 use sequoia_openpgp as openpgp;
 use smime_support::*;
 

@@ -2,8 +2,8 @@
 //! with a message that matches and one that does not (tests/fixtures/policy/*/), the
 //! repository's sample `policies/`, and every real-world corpus message judged without panic.
 
+use sealgate::policy::verdict::{NoCertFallback, RecipientVerdict};
 use sealgate::policy::{Envelope, PolicySet};
-use sealgate::verdict::{NoCertFallback, RecipientVerdict};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

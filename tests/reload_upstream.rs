@@ -126,8 +126,8 @@ fn reload_closes_the_pooled_connection(env: &TestEnv, pf: &Postfix, edit: impl F
 #[test]
 fn switching_ca_file_closes_pooled_connections_and_nothing_leaves_under_the_old_trust() {
     let (env, pf) = setup(&[]);
-    let rogue = sealgate::pki::ca("a CA that did not sign Postfix").unwrap();
-    sealgate::pki::write_cert(&env.path().join("certs/other-ca.pem"), &rogue.cert).unwrap();
+    let rogue = sealgate::ops::pki::ca("a CA that did not sign Postfix").unwrap();
+    sealgate::ops::pki::write_cert(&env.path().join("certs/other-ca.pem"), &rogue.cert).unwrap();
     reload_closes_the_pooled_connection(&env, &pf, |t| {
         t.replace(
             "ca_file = \"certs/ca.pem\"",

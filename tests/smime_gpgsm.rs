@@ -8,9 +8,9 @@ mod smime_support;
 use std::path::Path;
 use std::process::Command;
 
-use sealgate::transform::mime::{self, Kind};
+use sealgate::message::mime::{self, Kind};
+use sealgate::policy::verdict::Actions;
 use sealgate::transform::{apply, Plan};
-use sealgate::verdict::Actions;
 use smime_support::*;
 
 /// Runs gpgsm in its own GNUPGHOME; stops the agent when dropped.

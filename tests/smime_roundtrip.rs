@@ -4,9 +4,9 @@
 
 mod smime_support;
 
+use sealgate::policy::verdict::{Actions, NoCertFallback};
 use sealgate::transform::smime::{Cipher, KeyTransport};
 use sealgate::transform::{apply, plan, Plan};
-use sealgate::verdict::{Actions, NoCertFallback};
 use smime_support::*;
 
 fn sign_only() -> Actions {

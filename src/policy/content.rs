@@ -12,15 +12,15 @@
 //! Invariant: building a view never panics, whatever the bytes; a message beyond the
 //! MIME limits ([`mime::hazard`]) is not looked into and is refused.
 
+use crate::message::mime::{self, Entity, Hazard, Kind, ENCODED_LEVELS};
 use crate::transform::attachments;
-use crate::transform::mime::{self, Entity, Hazard, Kind, ENCODED_LEVELS};
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::{Message, MessageParser};
 
 /// Nesting depth of attached messages that is still looked into: the same limit as the
 /// MIME tree of the transforms. A deeper message sets [`MessageView::hazard`] and is
 /// refused, so nothing can hide below the limit.
-const MAX_DEPTH: usize = crate::transform::mime::MAX_DEPTH;
+const MAX_DEPTH: usize = crate::message::mime::MAX_DEPTH;
 
 /// Where a body text came from, for explain.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! Invariant: the verdicts in an explanation are exactly what `judge_message` returns
 //! for the same input; explain never decides anything itself.
 
-use crate::verdict::{RecipientVerdict, RuleRef};
+use crate::policy::verdict::{RecipientVerdict, RuleRef};
 use serde::Serialize;
 use std::fmt;
 
@@ -216,9 +216,11 @@ impl fmt::Display for RecipientExplanation {
                     parts.push(format!(
                         "encrypt (if no certificate: {})",
                         match actions.if_no_certificate {
-                            crate::verdict::NoCertFallback::Reject => "reject",
-                            crate::verdict::NoCertFallback::ZipAttachments => "zip-attachments",
-                            crate::verdict::NoCertFallback::StripAttachments => "strip-attachments",
+                            crate::policy::verdict::NoCertFallback::Reject => "reject",
+                            crate::policy::verdict::NoCertFallback::ZipAttachments =>
+                                "zip-attachments",
+                            crate::policy::verdict::NoCertFallback::StripAttachments =>
+                                "strip-attachments",
                         }
                     ));
                 }

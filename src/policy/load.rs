@@ -9,12 +9,12 @@
 
 use super::detectors::Detector;
 use super::diagnostic::{Diagnostic, Severity, Sink};
-use super::glob::Glob;
 use super::patterns::{check_syntax, PatternBank, PatternOrigin};
 use super::recipients::{parse_entry, AddressList, EntrySource, NormalAddress};
 use super::rules::{Banks, BodyPattern, HeaderEntry, Rule, RuleActions};
 use crate::config::parse_size;
-use crate::verdict::{NoCertFallback, RuleRef};
+use crate::glob::Glob;
+use crate::policy::verdict::{NoCertFallback, RuleRef};
 use std::collections::HashMap;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -443,7 +443,7 @@ impl FileCompiler<'_, '_> {
         let mut message: Option<(String, usize)> = None;
         let mut fallback: Option<(NoCertFallback, usize)> = None;
         let mut password_to: Option<(String, usize)> = None;
-        let mut encryption: Option<(Vec<crate::verdict::CryptoKind>, usize)> = None;
+        let mut encryption: Option<(Vec<crate::policy::verdict::CryptoKind>, usize)> = None;
         let mut empty_lists: Vec<(String, usize)> = Vec::new();
         // First the name, so that every other message can say which rule it is about.
         if let Some((_, v)) = t.iter().find(|(k, _)| {
@@ -558,8 +558,8 @@ impl FileCompiler<'_, '_> {
                         let mut kinds = Vec::new();
                         for (k, at) in &list {
                             match k.as_str() {
-                                "smime" => kinds.push(crate::verdict::CryptoKind::Smime),
-                                "openpgp" => kinds.push(crate::verdict::CryptoKind::Openpgp),
+                                "smime" => kinds.push(crate::policy::verdict::CryptoKind::Smime),
+                                "openpgp" => kinds.push(crate::policy::verdict::CryptoKind::Openpgp),
                                 _ => self.sink.error(
                                     *at,
                                     format!("{what}: unknown kind \"{k}\"; expected \"smime\" or \"openpgp\""),

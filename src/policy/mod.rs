@@ -56,12 +56,12 @@ mod content;
 pub mod detectors;
 mod diagnostic;
 mod explain;
-mod glob;
 mod html;
 mod load;
 mod patterns;
 mod recipients;
 mod rules;
+pub mod verdict;
 
 pub use content::{is_default_ignorable, seen, Seen, SeenLeaf};
 pub use diagnostic::{Diagnostic, PolicyError, Severity};
@@ -69,12 +69,11 @@ pub use explain::{
     Approval, ApprovalOutcome, AttachmentSummary, Evidence, Explanation, MessageSummary,
     RecipientExplanation, RuleMatch,
 };
-pub use glob::glob_match;
 
-use crate::verdict::{Actions, NoCertFallback, RecipientVerdict, RuleRef};
+use crate::policy::verdict::{Actions, NoCertFallback, RecipientVerdict, RuleRef};
 use content::MessageView;
 
-/// The rule name in replies and audit records when [`crate::transform::mime::hazard`]
+/// The rule name in replies and audit records when [`crate::message::mime::hazard`]
 /// refuses a message.
 pub const MIME_LIMITS: &str = "MIME limits";
 
@@ -758,7 +757,7 @@ impl PolicySet {
         &self,
         rule: &'r Rule,
         addr: &NormalAddress,
-    ) -> Result<Option<&'r glob::Glob>, ()> {
+    ) -> Result<Option<&'r crate::glob::Glob>, ()> {
         let one = |a: &NormalAddress| {
             rule.to_matches(&a.full).or_else(|e| match &a.base {
                 Some(b) => rule.to_matches(b),

@@ -10,9 +10,9 @@
 use super::content::MessageView;
 use super::detectors::{Detector, Hit};
 use super::explain::Evidence;
-use super::glob::Glob;
 use super::patterns::PatternBank;
-use crate::verdict::{NoCertFallback, RuleRef};
+use crate::glob::Glob;
+use crate::policy::verdict::{NoCertFallback, RuleRef};
 use std::cell::OnceCell;
 
 /// A `body` condition entry.
@@ -61,7 +61,7 @@ pub(crate) struct RuleActions {
     pub(crate) zip_attachments: bool,
     pub(crate) password_to: Option<String>,
     /// The rule's own `encryption` order (`smime`, `openpgp`); empty means `[policy]`'s.
-    pub(crate) encryption: Vec<crate::verdict::CryptoKind>,
+    pub(crate) encryption: Vec<crate::policy::verdict::CryptoKind>,
 }
 
 impl RuleActions {

@@ -717,7 +717,7 @@ fn explain_shows_the_canonical_form_it_judged() {
 
 #[test]
 fn a_rules_own_encryption_order_is_kept_and_checked() {
-    use crate::verdict::CryptoKind;
+    use crate::policy::verdict::CryptoKind;
     let rules = "[[rule]]\nname = \"pgp first\"\nto = [\"*@bank.example\"]\nactions = [\"encrypt\"]\nencryption = [\"openpgp\", \"smime\"]\n\n[[rule]]\nname = \"later\"\nactions = [\"sign\"]\nencryption = [\"smime\"]\n";
     let s = ok(&[("00.toml", RCPTS), ("50.toml", rules)]);
     let a = accepted(&verdict(&s, "a@bank.example", &msg("x", "y"))).clone();

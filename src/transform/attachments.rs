@@ -17,7 +17,7 @@ use std::io::Write;
 
 use sha2::{Digest, Sha256};
 
-use super::mime::{self, Edit, Entity, Kind};
+use crate::message::mime::{self, Edit, Entity, Kind};
 
 /// Why attachments could not be protected.
 #[derive(Debug, thiserror::Error)]

@@ -594,7 +594,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// those lines hold no whitespace.
 fn without_trailing_whitespace_lines(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
-    let body_start = super::mime::header_end(message);
+    let body_start = crate::message::mime::header_end(message);
     let body = message.get(body_start..).unwrap_or_default();
     let is_blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
     let tail_start = match body.iter().rposition(|b| !is_blank(b)) {

@@ -24,14 +24,14 @@
 pub mod attachments;
 pub mod certstore;
 pub mod dkim;
-pub mod mime;
 pub mod openpgp;
 pub mod seven_bit;
 pub mod smime;
 
 use std::borrow::Cow;
 
-use crate::verdict::{Actions, CryptoKind, NoCertFallback};
+use crate::message::mime;
+use crate::policy::verdict::{Actions, CryptoKind, NoCertFallback};
 use openpgp::{OpenPgp, OpenPgpError};
 use smime::{NoCertificate, Smime, SmimeError};
 

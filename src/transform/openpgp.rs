@@ -37,9 +37,9 @@ use openpgp::{armor, Cert, KeyHandle, KeyID, Packet};
 use sequoia_openpgp as openpgp;
 use serde::Deserialize;
 
-use crate::policy::glob_match;
+use crate::glob::glob_match;
 
-use super::mime;
+use crate::message::mime;
 
 /// `[[openpgp.signer]]`: who signs mail from which senders.
 #[derive(Debug, Clone, Deserialize)]

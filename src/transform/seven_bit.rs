@@ -24,7 +24,7 @@
 
 use std::borrow::Cow;
 
-use super::mime::{self, Entity, Kind};
+use crate::message::mime::{self, Entity, Kind};
 
 /// Longest line RFC 5322 allows, without its CRLF.
 pub const MAX_LINE: usize = 998;

@@ -27,12 +27,12 @@ use openssl::stack::Stack;
 use openssl::x509::X509;
 use serde::Deserialize;
 
-use crate::policy::glob_match;
+use crate::glob::glob_match;
 use sha2::Digest;
 
 use super::certstore::{self, CertStore, Purpose, StoreError};
 pub use super::certstore::{NoCertificate, Unusable};
-use super::mime::{self, Entity, Kind};
+use crate::message::mime::{self, Entity, Kind};
 
 /// Content-encryption algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -1229,7 +1229,7 @@ mod envelope {
         // `Crypter` wants a block more than it may write; the base64 form replaces the
         // DER in this buffer later.
         let mut out = Vec::with_capacity(
-            (total + 16).max(crate::transform::mime::base64_lines_len(total)) + room,
+            (total + 16).max(crate::message::mime::base64_lines_len(total)) + room,
         );
         der::header(der::SEQUENCE, ci_len, &mut out);
         out.extend_from_slice(oid::ENVELOPED_DATA);

@@ -24,7 +24,7 @@ pub mod interop;
 pub mod mta;
 pub mod postfix;
 
-use sealgate::pki;
+use sealgate::ops::pki;
 use serde_json::Value;
 
 /// How long any wait may take before the test fails.
@@ -392,12 +392,12 @@ pub fn wait_for_port(port: u16, proc: &mut Proc) {
 
 /// Appends `.` to lines starting with `.` and the terminating `.CRLF` (RFC 5321 §4.5.2).
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    sealgate::upstream::dot_stuff(message)
+    sealgate::queue::upstream::dot_stuff(message)
 }
 
 /// LF (or CRLF) line endings to CRLF.
 pub fn crlf(input: &[u8]) -> Vec<u8> {
-    sealgate::submit::to_crlf(input)
+    sealgate::smtp::submit::to_crlf(input)
 }
 
 /// A simple test message with CRLF endings.

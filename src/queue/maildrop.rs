@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::ingest::{Ingest, SessionInfo};
-use crate::reply::Reply;
 use crate::runtime::{Runtime, Shared};
-use crate::session::{DataOutcome, Hooks, Session, SessionLimits, Step};
+use crate::smtp::ingest::{Ingest, SessionInfo};
+use crate::smtp::reply::Reply;
+use crate::smtp::session::{DataOutcome, Hooks, Session, SessionLimits, Step};
 
 /// The maildrop's name under the spool directory.
 pub const DIR: &str = "maildrop";
@@ -80,7 +80,11 @@ pub fn write(
     message: &[u8],
 ) -> Result<PathBuf, MaildropError> {
     let dir = dir(spool_dir);
-    let name = format!("{}{:016x}", crate::spool::new_id(), rand::random::<u64>());
+    let name = format!(
+        "{}{:016x}",
+        crate::queue::spool::new_id(),
+        rand::random::<u64>()
+    );
     let tmp = dir.join(format!(".tmp-{name}"));
     let done = dir.join(format!("{name}.mail"));
     let envelope = serde_json::to_vec(&DropEnvelope {
@@ -306,10 +310,10 @@ impl Hooks for DropHooks<'_> {
         None
     }
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
-        crate::ingest::check_sender(self.rt, client, sender)
+        crate::smtp::ingest::check_sender(self.rt, client, sender)
     }
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
-        crate::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|_| {
+        crate::smtp::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|_| {
             self.ingest
                 .metrics
                 .recipients_rejected
@@ -425,16 +429,16 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
     }
     let normalize = cfg.bare_line_endings == crate::config::BareLineEndings::Normalize;
     let mut rx = session.data_receiver(normalize);
-    rx.feed(&crate::upstream::dot_stuff(message));
+    rx.feed(&crate::queue::upstream::dot_stuff(message));
     let tx = session.take_transaction();
     let data = match rx.finish() {
         DataOutcome::Message(m) => m,
         DataOutcome::TooBig => {
-            let r = crate::reply::named::too_big(cfg.max_message_size);
+            let r = crate::smtp::reply::named::too_big(cfg.max_message_size);
             return refuse(Some(uid), "message", r.to_string(), Some((&env, message)));
         }
         DataOutcome::BareLineEnding => {
-            let r = crate::reply::named::bare_line_ending();
+            let r = crate::smtp::reply::named::bare_line_ending();
             return refuse(Some(uid), "message", r.to_string(), Some((&env, message)));
         }
     };
@@ -476,15 +480,15 @@ fn bounce(
     reply: &str,
     uid: Option<u32>,
 ) {
-    use crate::spool::{EntryKind, Envelope};
+    use crate::queue::spool::{EntryKind, Envelope};
     if env.from.is_empty() || env.rcpts.is_empty() {
         return;
     }
     // A bounce is mail: it goes where the recipient policy lets it (dsn::route).
-    let (to, rerouted) = match crate::dsn::route(rt, "local", &env.from) {
-        crate::dsn::Route::Sender(to) => (to, None),
-        crate::dsn::Route::Postmaster { address, why } => (address, Some(why)),
-        crate::dsn::Route::Nowhere { why } => {
+    let (to, rerouted) = match crate::queue::dsn::route(rt, "local", &env.from) {
+        crate::queue::dsn::Route::Sender(to) => (to, None),
+        crate::queue::dsn::Route::Postmaster { address, why } => (address, Some(why)),
+        crate::queue::dsn::Route::Nowhere { why } => {
             ingest.audit.record(
                 "bounce-suppressed",
                 json!({"peer": "maildrop", "uid": uid, "to": env.from,
@@ -501,14 +505,14 @@ fn bounce(
         );
     }
     let hostname = &rt.config.server.hostname;
-    let id = crate::spool::new_id();
-    let now = crate::spool::now();
+    let id = crate::queue::spool::new_id();
+    let now = crate::queue::spool::now();
     let code: u16 = reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(550);
     let enhanced = reply.split_whitespace().nth(1).filter(|t| {
         t.split('.').count() == 3 && t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
     });
     // Refused for good: a transient code (452 over max_recipients) is reported as failed.
-    let mut status = crate::dsn::status_for(code, enhanced);
+    let mut status = crate::queue::dsn::status_for(code, enhanced);
     if status.starts_with('4') {
         status.replace_range(..1, "5");
     }
@@ -524,16 +528,16 @@ fn bounce(
         body_8bit: false,
         smtputf8: false,
     };
-    let failures: Vec<crate::dsn::Failure> = env
+    let failures: Vec<crate::queue::dsn::Failure> = env
         .rcpts
         .iter()
-        .map(|r| crate::dsn::Failure {
+        .map(|r| crate::queue::dsn::Failure {
             rcpt: r.clone(),
             status: status.clone(),
             diagnostic: reply.to_string(),
         })
         .collect();
-    let bytes = crate::dsn::build(
+    let bytes = crate::queue::dsn::build(
         hostname,
         "none (refused by sealgate's policy when collected from the maildrop)",
         &original,

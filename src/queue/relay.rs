@@ -21,10 +21,10 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 
 use crate::audit::Audit;
-use crate::dsn::{self, Failure};
 use crate::metrics::Metrics;
-use crate::spool::{self, EntryKind, Envelope, Spool, SpoolEntry, SpoolError};
-use crate::upstream::{Connection, RcptOutcome, UpstreamError, UpstreamSettings};
+use crate::queue::dsn::{self, Failure};
+use crate::queue::spool::{self, EntryKind, Envelope, Spool, SpoolEntry, SpoolError};
+use crate::queue::upstream::{Connection, RcptOutcome, UpstreamError, UpstreamSettings};
 
 /// Retry and reporting settings that come with the upstream; replaced on reload.
 #[derive(Debug, Clone)]

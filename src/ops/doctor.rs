@@ -711,7 +711,7 @@ async fn check_upstream(probe: &UpstreamProbe, base: &Path) -> Finding {
 /// Connects exactly as the relay does (`upstream::Connection`: same TLS verification, same
 /// STARTTLS rules), then reports the negotiated version and the leaf's expiry.
 async fn probe_upstream(probe: &UpstreamProbe, base: &Path) -> Result<Finding, String> {
-    use crate::upstream::{client_tls_config, Connection, UpstreamError, UpstreamSettings};
+    use crate::queue::upstream::{client_tls_config, Connection, UpstreamError, UpstreamSettings};
     let subject = format!("{}:{}", probe.host, probe.port);
     let ca = probe.ca_file.as_ref().map(|p| resolve(base, p));
     let trust = match &ca {
@@ -864,6 +864,94 @@ pub fn check_certificate_file(path: &Path) -> Finding {
         )
     };
     Finding::new("certificate", subject, verdict, detail)
+}
+
+/// `sealgate doctor` as the command line runs it: what to probe, taken from the
+/// configuration, then the findings printed (text or JSON) and the exit code.
+pub fn command(
+    cfg: &crate::config::Config,
+    json: bool,
+    dns: Option<SocketAddr>,
+) -> std::process::ExitCode {
+    let mut domains: Vec<String> = cfg
+        .clients
+        .iter()
+        .flat_map(|c| c.allowed_senders.iter())
+        .chain(
+            cfg.smime
+                .iter()
+                .flat_map(|s| s.signer.iter().flat_map(|sg| sg.senders.iter())),
+        )
+        .filter_map(|g| {
+            g.rsplit_once('@')
+                .map(|(_, d)| d.trim_start_matches("*.").to_ascii_lowercase())
+        })
+        .filter(|d| !d.contains('*') && !d.is_empty())
+        .collect();
+    domains.sort();
+    domains.dedup();
+    let base = cfg.base_dir();
+    let mut certificates: Vec<PathBuf> = Vec::new();
+    if let Some(s) = &cfg.smime {
+        for sg in &s.signer {
+            certificates.push(if sg.cert.is_relative() {
+                base.join(&sg.cert)
+            } else {
+                sg.cert.clone()
+            });
+        }
+        let dir = if s.recipient_certs.is_relative() {
+            base.join(&s.recipient_certs)
+        } else {
+            s.recipient_certs.clone()
+        };
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            let mut files: Vec<PathBuf> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            certificates.extend(files);
+        }
+    }
+    let input = DoctorInput {
+        domains,
+        dkim: cfg.dkim.clone(),
+        base,
+        upstream: Some(UpstreamProbe {
+            host: cfg.upstream.host.clone(),
+            port: cfg.upstream.effective_port(),
+            implicit_tls: cfg.upstream.tls == crate::config::UpstreamTls::Implicit,
+            ca_file: cfg.upstream.ca_file.clone(),
+        }),
+        certificates,
+        dns,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sealgate: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let findings = rt.block_on(run(&input));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&findings).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_text(&findings));
+    }
+    if has_failures(&findings) {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
 }
 
 #[cfg(test)]

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::pki::{self, KeyKind};
+use crate::ops::pki::{self, KeyKind};
 
-const RECIPIENTS_POLICY: &str = include_str!("../policies/00-recipients.toml");
-const RULES_POLICY: &str = include_str!("../policies/50-rules.toml");
+const RECIPIENTS_POLICY: &str = include_str!("../../policies/00-recipients.toml");
+const RULES_POLICY: &str = include_str!("../../policies/50-rules.toml");
 
 /// One sample message the demo sends, and what the user should expect.
 struct Sample {
@@ -27,7 +27,7 @@ struct Sample {
 }
 
 fn samples() -> Vec<Sample> {
-    let date = crate::audit::rfc5322_date(crate::spool::now() as i64);
+    let date = crate::audit::rfc5322_date(crate::queue::spool::now() as i64);
     let attachment = "JVBERi0xLjQKJcOkw7zDtsOfCjEgMCBvYmoKPDwvVHlwZS9DYXRhbG9nPj4KZW5kb2JqCnRyYWlsZXIKPDwvUm9vdCAxIDAgUj4+CiUlRU9GCg==";
     vec![
         Sample {
@@ -237,10 +237,10 @@ pub async fn run(dir: &Path, port: u16, once: bool) -> anyhow::Result<()> {
         &dir.join("certs/upstream.pem"),
         &dir.join("certs/upstream.key"),
     )?;
-    tokio::spawn(crate::capture::serve(
+    tokio::spawn(crate::ops::capture::serve(
         upstream_listener,
         acceptor,
-        crate::capture::CaptureOptions {
+        crate::ops::capture::CaptureOptions {
             dir: outbox.clone(),
             implicit: true,
             offer_starttls: true,
@@ -248,7 +248,7 @@ pub async fn run(dir: &Path, port: u16, once: bool) -> anyhow::Result<()> {
             data_reply: None,
         },
     ));
-    let running = crate::server::start(&config)
+    let running = crate::ops::serve::start(&config)
         .await
         .with_context(|| format!("starting sealgate with {}", config.display()))?;
     let addr = running
@@ -269,7 +269,7 @@ pub async fn run(dir: &Path, port: u16, once: bool) -> anyhow::Result<()> {
         let to: Vec<String> = s.to.iter().map(|x| x.to_string()).collect();
         let (from, msg) = (s.from.to_string(), s.message.clone().into_bytes());
         let result = tokio::task::spawn_blocking(move || {
-            crate::submit::submit(addr, &from, &to, &msg, None)
+            crate::smtp::submit::submit(addr, &from, &to, &msg, None)
         })
         .await?;
         match result {

@@ -91,7 +91,7 @@ pub fn run(cfg: &Config) -> CheckReport {
             r.warnings.push(format!("{cfg_name}: [upstream] password_env: {v} is not set in this environment (it must be set for `serve`)"));
         }
     }
-    if let Err(e) = crate::upstream::client_tls_config(
+    if let Err(e) = crate::queue::upstream::client_tls_config(
         cfg.upstream.ca_file.as_deref(),
         cfg.upstream.min_tls_version,
     ) {
@@ -186,7 +186,7 @@ pub fn run(cfg: &Config) -> CheckReport {
         }
         return r;
     }
-    match crate::spool::Spool::open(&cfg.spool.dir) {
+    match crate::queue::spool::Spool::open(&cfg.spool.dir) {
         Ok(s) => {
             let probe = s.dir().join("tmp").join(".check");
             if let Err(e) = std::fs::write(&probe, b"") {

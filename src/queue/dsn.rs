@@ -11,8 +11,8 @@
 //! `Status:` is a well-formed `5.x.x`, as `Action: failed` requires.
 
 use crate::audit::rfc5322_date;
+use crate::queue::spool::Envelope;
 use crate::runtime::Runtime;
-use crate::spool::Envelope;
 
 /// One recipient that failed for good.
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ pub fn build(
     failures: &[Failure],
     to: &str,
 ) -> Vec<u8> {
-    let now = crate::spool::now() as i64;
+    let now = crate::queue::spool::now() as i64;
     let boundary = format!("{}/{}", original.id, hostname);
     let headers = returned_headers(message);
     let mut out = String::with_capacity(4096 + headers.len());
@@ -151,7 +151,7 @@ pub fn build(
     ));
     let mut bytes = out.into_bytes();
     if eight_bit {
-        bytes.extend_from_slice(&crate::transform::mime::encode_base64_lines(headers));
+        bytes.extend_from_slice(&crate::message::mime::encode_base64_lines(headers));
     } else {
         // A returned field line longer than 998 octets is cut: the copy is for
         // reading, and an over-long line would get the DSN refused.
@@ -295,7 +295,7 @@ pub fn failed_status(status: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::EntryKind;
+    use crate::queue::spool::EntryKind;
 
     /// The original message's envelope: app@example.com to x@example.net.
     fn envelope(body_8bit: bool) -> Envelope {

@@ -1,5 +1,5 @@
 //! The one decision path from an accepted DATA to the outgoing copies, shared by
-//! `serve` ([`crate::ingest::Ingest::accept`], which then writes the spool) and by
+//! `serve` ([`crate::smtp::ingest::Ingest::accept`], which then writes the spool) and by
 //! `explain` (which renders what was decided): MIME limits, Bcc removal, header repair,
 //! 7-bit conversion, trace headers, header From check, policy, plan, hidden recipients,
 //! transforms, DKIM. CPU-bound: the live path runs it on a blocking thread.
@@ -9,16 +9,16 @@
 
 use serde_json::json;
 
-use crate::ingest::{
+use crate::policy::verdict::RecipientVerdict;
+use crate::queue::spool::{self, EntryKind, Envelope};
+use crate::runtime::Runtime;
+use crate::smtp::ingest::{
     add_trace_headers, check_header_from, complete_header, refuse_hazard, refuse_limits,
     without_blind_copies, SessionInfo,
 };
-use crate::reply::{named, Reply};
-use crate::runtime::Runtime;
-use crate::session::Transaction;
-use crate::spool::{self, EntryKind, Envelope};
+use crate::smtp::reply::{named, Reply};
+use crate::smtp::session::Transaction;
 use crate::transform::Plan;
-use crate::verdict::RecipientVerdict;
 
 /// A refusal at end of DATA: the reply, and the audit facts saying what decided it.
 pub type Refusal = (Reply, serde_json::Value);
@@ -137,7 +137,7 @@ fn receive(
         }
         Err(e) => {
             let reply = Reply::new(
-                crate::reply::Class::Permanent,
+                crate::smtp::reply::Class::Permanent,
                 50,
                 e.enhanced(),
                 format!("message refused: {e} (transform/seven_bit.rs)"),
@@ -173,7 +173,7 @@ fn judge_and_transform(
     trace.verdicts = tx.rcpts.iter().cloned().zip(verdicts).collect();
     let mut pairs = Vec::with_capacity(trace.verdicts.len());
     let mut rules_by_rcpt = serde_json::Map::new();
-    let mut refs_by_rcpt: std::collections::HashMap<&str, &[crate::verdict::RuleRef]> =
+    let mut refs_by_rcpt: std::collections::HashMap<&str, &[crate::policy::verdict::RuleRef]> =
         std::collections::HashMap::new();
     for (rcpt, v) in &trace.verdicts {
         match v {

@@ -13,15 +13,15 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::audit::{rfc5322_date, Audit};
+use crate::glob::glob_match;
+use crate::message::mime;
 use crate::metrics::Metrics;
 use crate::pipeline::Refusal;
-use crate::policy::glob_match;
-use crate::relay::Relay;
-use crate::reply::{named, Reply};
+use crate::queue::relay::Relay;
+use crate::queue::spool::{self, Envelope, Spool};
 use crate::runtime::Runtime;
-use crate::session::Transaction;
-use crate::spool::{self, Envelope, Spool};
-use crate::transform::mime;
+use crate::smtp::reply::{named, Reply};
+use crate::smtp::session::Transaction;
 
 /// Facts about the session a message arrived in.
 #[derive(Debug, Clone)]
@@ -84,9 +84,9 @@ pub fn check_sender(rt: &Runtime, client: &str, sender: &str) -> Result<(), Repl
     if sender.is_empty() {
         return Ok(());
     }
-    match crate::dsn::route(rt, client, sender) {
-        crate::dsn::Route::Nowhere { why } => Err(Reply::new(
-            crate::reply::Class::Permanent,
+    match crate::queue::dsn::route(rt, client, sender) {
+        crate::queue::dsn::Route::Nowhere { why } => Err(Reply::new(
+            crate::smtp::reply::Class::Permanent,
             50,
             (7, 1),
             format!("<{sender}>: sender not approved as a bounce recipient: {why}"),
@@ -115,7 +115,7 @@ pub fn check_recipient(rt: &Runtime, client: &str, sender: &str, rcpt: &str) -> 
 pub(crate) fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> Result<(), Reply> {
     if let Some(why) = crate::transform::header_from_problem(message) {
         return Err(Reply::new(
-            crate::reply::Class::Permanent,
+            crate::smtp::reply::Class::Permanent,
             50,
             (6, 0),
             format!("{why} (built-in header From check)"),
@@ -124,7 +124,14 @@ pub(crate) fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> R
     let Some(globs) = allowed_senders(rt, client) else {
         return Ok(());
     };
-    let refuse = |why: String| Err(Reply::new(crate::reply::Class::Permanent, 50, (7, 1), why));
+    let refuse = |why: String| {
+        Err(Reply::new(
+            crate::smtp::reply::Class::Permanent,
+            50,
+            (7, 1),
+            why,
+        ))
+    };
     for field in crate::transform::header_from_fields(message) {
         if field.is_empty() {
             return refuse(format!(
@@ -146,7 +153,7 @@ pub(crate) fn check_header_from(rt: &Runtime, client: &str, message: &[u8]) -> R
 /// Refuses a message beyond the MIME limits before any parser sees it (the policy
 /// would refuse it too, but the trace headers and the From check parse first).
 pub(crate) fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
-    match crate::transform::mime::hazard(message) {
+    match crate::message::mime::hazard(message) {
         Some(h) => Err(hazard_refusal(h)),
         None => Ok(()),
     }
@@ -158,19 +165,19 @@ pub(crate) fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
 /// folding, or text without a header, is ambiguous as sent and has one reading once
 /// repaired, and the repaired message is what is judged and relayed.
 pub(crate) fn refuse_limits(message: &[u8]) -> Result<bool, Refusal> {
-    match crate::transform::mime::hazard(message) {
+    match crate::message::mime::hazard(message) {
         Some(h) if h.is_ambiguous() => Ok(true),
         Some(h) => Err(hazard_refusal(h)),
         None => Ok(false),
     }
 }
 
-fn hazard_refusal(h: crate::transform::mime::Hazard) -> Refusal {
-    let by = crate::verdict::RuleRef::built_in(crate::policy::MIME_LIMITS);
+fn hazard_refusal(h: crate::message::mime::Hazard) -> Refusal {
+    let by = crate::policy::verdict::RuleRef::built_in(crate::policy::MIME_LIMITS);
     let text = format!("message refused: {h} ({by})");
     // Structure that readers disagree on is a media error (5.6.0), not a policy one.
     let reply = if h.is_ambiguous() {
-        Reply::new(crate::reply::Class::Permanent, 50, (6, 0), text)
+        Reply::new(crate::smtp::reply::Class::Permanent, 50, (6, 0), text)
     } else {
         named::policy_reject(text)
     };
@@ -300,7 +307,7 @@ pub fn complete_header(
             }
             if looks_like_header && names_a_message_field {
                 return Err(Reply::new(
-                    crate::reply::Class::Permanent,
+                    crate::smtp::reply::Class::Permanent,
                     50,
                     (6, 0),
                     "message refused: it starts with an empty line and header fields follow it, \
@@ -390,7 +397,7 @@ pub fn complete_header(
 /// already carries the blind recipients, and a field that travelled would show them to
 /// every recipient (an application that writes one and then sends by SMTP is common).
 pub fn without_blind_copies(message: Vec<u8>) -> Vec<u8> {
-    crate::transform::mime::without_fields(&message, &["bcc", "resent-bcc"]).unwrap_or(message)
+    crate::message::mime::without_fields(&message, &["bcc", "resent-bcc"]).unwrap_or(message)
 }
 
 /// Adds `Received`, and `Date`/`Message-ID` when missing (RFC 6409 §8.2, §8.3).

@@ -11,11 +11,11 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::ingest::SessionInfo;
 use crate::pipeline::Trace;
+use crate::policy::verdict::RecipientVerdict;
 use crate::runtime::Runtime;
-use crate::session::Transaction;
-use crate::verdict::RecipientVerdict;
+use crate::smtp::ingest::SessionInfo;
+use crate::smtp::session::Transaction;
 
 /// Both renderings of one dry run.
 pub struct ExplainReport {
@@ -100,7 +100,7 @@ pub fn run(
     let mut refused_json = Vec::new();
     // As in a live session: a sender refused at MAIL (a client's allowed_senders, or a
     // sender whose bounces could go nowhere) ends the transaction before any RCPT.
-    let sender_refused = crate::ingest::check_sender(&rt, client, from)
+    let sender_refused = crate::smtp::ingest::check_sender(&rt, client, from)
         .err()
         .map(|r| r.to_string());
     let rcpt_refused: Vec<(String, String)> = to
@@ -140,7 +140,7 @@ pub fn run(
             smtputf8: !from.is_ascii() || survivors.iter().any(|r| !r.is_ascii()),
             body_8bit: message.iter().any(|&b| b >= 0x80),
         };
-        let id = crate::spool::new_id();
+        let id = crate::queue::spool::new_id();
         Some(crate::pipeline::decide_traced(
             &rt,
             &info,
@@ -154,7 +154,7 @@ pub fn run(
     // trace headers added); the message as given when it was refused before that.
     let judged = match &trace.message {
         Some(m) => m.clone(),
-        None => crate::ingest::without_blind_copies(message.to_vec()),
+        None => crate::smtp::ingest::without_blind_copies(message.to_vec()),
     };
     let explanation = rt.policy.explain(&env, to, &judged);
     let mut text = explanation.to_string();
@@ -172,7 +172,10 @@ pub fn run(
     for (r, why) in &rcpt_refused {
         let _ = writeln!(text, "  <{r}>: refused at RCPT: {why}");
         if why.contains("requires encryption") {
-            if let Err(keys_why) = rt.keys().choose(r, &crate::verdict::Actions::default()) {
+            if let Err(keys_why) = rt
+                .keys()
+                .choose(r, &crate::policy::verdict::Actions::default())
+            {
                 let _ = writeln!(text, "    why: {keys_why}");
             }
         }
@@ -205,7 +208,7 @@ pub fn run(
     if let Some(dir) = write {
         private_dir(dir)?;
     }
-    let made: &[(crate::spool::Envelope, Vec<u8>)] = match &decision {
+    let made: &[(crate::queue::spool::Envelope, Vec<u8>)] = match &decision {
         Some(Ok(d)) => &d.copies,
         _ => &trace.partial,
     };
@@ -217,8 +220,8 @@ pub fn run(
             let kind = plan
                 .actions
                 .kind
-                .unwrap_or(crate::verdict::CryptoKind::Smime);
-            if plan.actions.encrypt && kind == crate::verdict::CryptoKind::Openpgp {
+                .unwrap_or(crate::policy::verdict::CryptoKind::Smime);
+            if plan.actions.encrypt && kind == crate::policy::verdict::CryptoKind::Openpgp {
                 if let Some(p) = &rt.openpgp {
                     for r in &plan.recipients {
                         match p.key_for(r) {
@@ -269,10 +272,10 @@ pub fn run(
                 }
             }
             let pgp_signs = plan.actions.sign
-                && (plan.actions.kind == Some(crate::verdict::CryptoKind::Openpgp)
+                && (plan.actions.kind == Some(crate::policy::verdict::CryptoKind::Openpgp)
                     || (!plan.actions.encrypt
                         && rt.keys().sign_kind(from, &plan.actions)
-                            == Some(crate::verdict::CryptoKind::Openpgp)));
+                            == Some(crate::policy::verdict::CryptoKind::Openpgp)));
             let signer = if pgp_signs {
                 rt.openpgp.as_ref().and_then(|p| p.signer_for(from)).map(|si| {
                     let _ = writeln!(text, "    sign as: OpenPGP key {} (signing key {}, {}, {})", si.fingerprint, si.signing_key, si.algorithm, si.key_file.display());
@@ -360,7 +363,7 @@ pub fn run(
     Ok(ExplainReport { text, json })
 }
 
-fn describe(a: &crate::verdict::Actions) -> String {
+fn describe(a: &crate::policy::verdict::Actions) -> String {
     let mut v = Vec::new();
     if a.strip_attachments {
         v.push("strip-attachments".to_string());

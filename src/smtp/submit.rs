@@ -146,7 +146,7 @@ pub fn submit(
         return Err(SubmitError::Recipients(refused));
     }
     c.cmd("DATA", 354)?;
-    let stuffed = crate::upstream::dot_stuff(message);
+    let stuffed = crate::queue::upstream::dot_stuff(message);
     c.r.get_mut().write_all(&stuffed)?;
     let (code, text) = c.reply()?;
     let _ = c.cmd("QUIT", 221);

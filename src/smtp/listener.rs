@@ -17,10 +17,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::ingest::Ingest;
-use crate::reply::{named, Reply};
 use crate::runtime::{Runtime, Shared};
-use crate::session::{DataOutcome, Hooks, Session, SessionLimits, Step};
+use crate::smtp::ingest::Ingest;
+use crate::smtp::reply::{named, Reply};
+use crate::smtp::session::{DataOutcome, Hooks, Session, SessionLimits, Step};
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4 says 512; AUTH needs more, RFC 4954 §4).
 pub const MAX_COMMAND_LINE: usize = 12 * 1024;
@@ -151,7 +151,7 @@ async fn accept_loop(
             tokio::spawn(async move {
                 let mut sock = sock;
                 let reply = Reply::new(
-                    crate::reply::Class::Transient,
+                    crate::smtp::reply::Class::Transient,
                     21,
                     (7, 0),
                     format!(
@@ -335,7 +335,7 @@ impl Hooks for RuntimeHooks<'_> {
         // argon2 takes tens of milliseconds of CPU: tell the runtime this worker blocks,
         // so other sessions' tasks move to another thread meanwhile.
         let client = tokio::task::block_in_place(|| {
-            crate::ingest::authenticate(self.rt, username, password)
+            crate::smtp::ingest::authenticate(self.rt, username, password)
         });
         if client.is_none() {
             self.audited.set(true);
@@ -349,7 +349,7 @@ impl Hooks for RuntimeHooks<'_> {
         client
     }
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
-        crate::ingest::check_sender(self.rt, client, sender).inspect_err(|r| {
+        crate::smtp::ingest::check_sender(self.rt, client, sender).inspect_err(|r| {
             self.audited.set(true);
             self.ingest.audit.record(
                 "rejected",
@@ -359,7 +359,7 @@ impl Hooks for RuntimeHooks<'_> {
         })
     }
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
-        crate::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|r| {
+        crate::smtp::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|r| {
             self.audited.set(true);
             self.ingest.metrics.recipients_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.ingest.audit.record(
@@ -638,7 +638,7 @@ async fn handle(
                     }
                 }
                 let tx = session.take_transaction();
-                let info = crate::ingest::SessionInfo {
+                let info = crate::smtp::ingest::SessionInfo {
                     client: session.client().to_string(),
                     helo: session.helo().unwrap_or("").to_string(),
                     peer,

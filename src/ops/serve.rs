@@ -2,7 +2,7 @@
 //!
 //! Startup delivers whatever the spool already holds. SIGHUP reloads the configuration
 //! (a broken one keeps the running set and logs why); SIGUSR1 makes every queued entry
-//! due now (`sealgate queue retry`) and collects the maildrop ([`crate::maildrop`]);
+//! due now (`sealgate queue retry`) and collects the maildrop ([`crate::queue::maildrop`]);
 //! SIGTERM/SIGINT stop accepting, drain sessions and exit.
 
 use std::path::{Path, PathBuf};
@@ -14,12 +14,12 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::audit::Audit;
-use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::relay::{Relay, RelaySettings};
+use crate::queue::relay::{Relay, RelaySettings};
+use crate::queue::spool::Spool;
+use crate::queue::upstream::UpstreamSettings;
 use crate::runtime::{Runtime, Shared};
-use crate::spool::Spool;
-use crate::upstream::UpstreamSettings;
+use crate::smtp::ingest::Ingest;
 
 /// Relay settings from a runtime (reads the upstream password).
 pub fn relay_settings(rt: &Runtime) -> anyhow::Result<RelaySettings> {
@@ -52,8 +52,8 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
     let spool = Spool::open(&rt.config.spool.dir).context("opening the spool")?;
     // The lock comes first: a second server on this spool must stop before it touches
     // anything (emptying tmp/ under a running server would lose messages in flight).
-    let pidfile = spool.dir().join(crate::spool::PIDFILE);
-    let pid_lock = match crate::spool::claim_pidfile(spool.dir()) {
+    let pidfile = spool.dir().join(crate::queue::spool::PIDFILE);
+    let pid_lock = match crate::queue::spool::claim_pidfile(spool.dir()) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
             return Err(e).with_context(|| format!("{}", pidfile.display()));
@@ -95,7 +95,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
     if queued > 0 {
         tracing::info!("{queued} spooled entries to deliver");
     }
-    let listeners = crate::listener::bind(&rt.config.server.listen).await?;
+    let listeners = crate::smtp::listener::bind(&rt.config.server.listen).await?;
     let addrs: Vec<_> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -120,7 +120,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         metrics,
     });
     if shared.get().config.sendmail.maildrop {
-        crate::maildrop::start(
+        crate::queue::maildrop::start(
             ingest.spool.dir(),
             shared.clone(),
             ingest.clone(),
@@ -142,7 +142,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         rx.clone(),
     ));
     let done = tokio::spawn(async move {
-        crate::listener::serve(listeners, shared, ingest, rx, drain).await;
+        crate::smtp::listener::serve(listeners, shared, ingest, rx, drain).await;
         for t in relay_tasks {
             let _ = tokio::time::timeout(Duration::from_secs(30), t).await;
         }

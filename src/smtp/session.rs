@@ -14,7 +14,7 @@
 
 use base64::Engine;
 
-use crate::reply::{named, Reply};
+use crate::smtp::reply::{named, Reply};
 
 /// What a session needs to know about its world. Decisions that need policy or
 /// credentials are asked of [`Hooks`].
@@ -166,7 +166,7 @@ impl Session {
         self.junk += 1;
         if self.junk > self.junk_limit {
             Step::Close(Reply::new(
-                crate::reply::Class::Transient,
+                crate::smtp::reply::Class::Transient,
                 21,
                 (7, 0),
                 "too many commands without a transaction (junk_command_limit); closing",
@@ -179,7 +179,7 @@ impl Session {
     /// The 220 greeting.
     pub fn greeting(&self) -> Reply {
         Reply::without_enhanced(
-            crate::reply::Class::Success,
+            crate::smtp::reply::Class::Success,
             20,
             format!("{} ESMTP sealgate", self.limits.hostname),
         )
@@ -280,7 +280,7 @@ impl Session {
             "STARTTLS" => self.starttls(arg),
             "AUTH" => self.auth_start(arg, hooks),
             "BDAT" => self.error(Reply::new(
-                crate::reply::Class::Permanent,
+                crate::smtp::reply::Class::Permanent,
                 2,
                 (5, 1),
                 "BDAT not supported (CHUNKING is not advertised); use DATA",
@@ -299,7 +299,7 @@ impl Session {
         let host = &self.limits.hostname;
         if !extended {
             return Step::Reply(Reply::without_enhanced(
-                crate::reply::Class::Success,
+                crate::smtp::reply::Class::Success,
                 50,
                 host.clone(),
             ));
@@ -322,7 +322,7 @@ impl Session {
         // EHLO replies carry no enhanced code in practice; the first line is the domain.
         let text = lines.join("\n");
         Step::Reply(Reply::without_enhanced(
-            crate::reply::Class::Success,
+            crate::smtp::reply::Class::Success,
             50,
             text,
         ))
@@ -512,7 +512,7 @@ impl Session {
         let progress = std::mem::replace(&mut self.auth, AuthProgress::None);
         if line == b"*" {
             return self.error(Reply::new(
-                crate::reply::Class::Permanent,
+                crate::smtp::reply::Class::Permanent,
                 1,
                 (7, 0),
                 "authentication cancelled",
@@ -584,7 +584,7 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// `550 5.1.3` (recipient) or `550 5.1.7` (sender): the address has no canonical form.
 fn bad_address(path: &str, e: crate::address::AddressError, detail: (u16, u16)) -> Reply {
     Reply::new(
-        crate::reply::Class::Permanent,
+        crate::smtp::reply::Class::Permanent,
         50,
         detail,
         format!("<{path}>: {e}"),

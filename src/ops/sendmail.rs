@@ -3,8 +3,8 @@
 //! extraction, the envelope sender when no `-f` is given, and the `[sendmail]`
 //! configuration section.
 //!
-//! Submission itself goes through [`crate::submit`] to the local listener (or, while
-//! `serve` is down, through [`crate::maildrop`]), so a message from `sendmail` meets
+//! Submission itself goes through [`crate::smtp::submit`] to the local listener (or, while
+//! `serve` is down, through [`crate::queue::maildrop`]), so a message from `sendmail` meets
 //! exactly the same policy as one sent over SMTP.
 
 use serde::Deserialize;
@@ -381,7 +381,7 @@ pub fn recipients_from_headers(message: &[u8]) -> Result<(Vec<String>, Vec<u8>),
             }
         }
     }
-    let without_bcc = crate::transform::mime::without_fields(message, &["bcc", "resent-bcc"]);
+    let without_bcc = crate::message::mime::without_fields(message, &["bcc", "resent-bcc"]);
     Ok((rcpts, without_bcc.unwrap_or_else(|| message.to_vec())))
 }
 

@@ -1,0 +1,14 @@
+//! The operator's commands, one module each: `serve` ([`serve`]), `check`, `explain`,
+//! `doctor`, `dkim-keygen` ([`keygen`]), `sendmail`, and `demo` with its capture server
+//! ([`capture`]) and throwaway PKI ([`pki`]). `src/main.rs` and `src/cli.rs` only map
+//! arguments and exit codes to these.
+
+pub mod capture;
+pub mod check;
+pub mod demo;
+pub mod doctor;
+pub mod explain;
+pub mod keygen;
+pub mod pki;
+pub mod sendmail;
+pub mod serve;
