@@ -1,0 +1,443 @@
+//! S/MIME signing and encryption of one message (RFC 8551), with our own MIME writer
+//! around the CMS structures OpenSSL builds.
+//!
+//! Its one job: take a canonical (CRLF) message and return it signed, encrypted, or
+//! both (sign first, then encrypt), self-checked. Outer header fields (From, To, Subject,
+//! Date, Message-ID, ...) stay outside; the signed or encrypted content is the MIME entity
+//! made of the original `Content-*` fields and the body, byte for byte.
+//!
+//! One job per file: `config` (the `[smime]` section), `signer` (loading signing keys
+//! and certificates), `sign` (SignedData and its self-check), `envelope` (EnvelopedData),
+//! `oaep` (RSA-OAEP through OpenSSL's C API), `der` and `oid` (the DER they share).
+//! This file holds the [`Smime`] handle: load, lookups, and [`Smime::protect`], which
+//! runs the steps in order.
+//!
+//! Invariants:
+//! - nothing leaves this module unless our own signature, read back from the emitted
+//!   base64 and parsed on its own, carries a SHA-256 digest equal to that of the content
+//!   bytes as they sit in the output and verifies (OpenSSL, signer's certificate key)
+//!   over its signed attributes; and OpenSSL parsed (and, with `encrypt_to_self`,
+//!   decrypted) our own EnvelopedData;
+//! - per message, signing costs one SHA-256 and one private-key operation: what is the
+//!   same for every signature (certificate chain, algorithm identifiers, SMIMECapabilities)
+//!   comes from one `CMS_sign` at load (`sign::SignTemplate`);
+//! - a private key is read only through [`crate::secret::read_secret_file`];
+//! - a message that asks for encryption is never returned unencrypted.
+
+mod config;
+mod der;
+mod envelope;
+mod oaep;
+mod oid;
+mod sign;
+mod signer;
+
+use std::path::{Path, PathBuf};
+
+use openssl::x509::X509;
+
+use crate::glob::glob_match;
+
+use super::certstore::{CertStore, StoreError};
+pub use super::certstore::{NoCertificate, Unusable};
+use crate::message::mime::{self, Entity, Kind};
+pub use config::{Cipher, KeyTransport, SignerConfig, SmimeConfig};
+use sign::sign_entity;
+use signer::{load_signer, Signer};
+
+/// Why S/MIME could not be set up or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum SmimeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("{path}: {why}")]
+    Signer { path: PathBuf, why: String },
+    #[error("no [[smime.signer]] matches sender {0}")]
+    NoSigner(String),
+    #[error("{0}")]
+    NoCertificate(#[from] NoCertificate),
+    #[error("OpenSSL failed while {doing}: {source}")]
+    Crypto {
+        doing: &'static str,
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+    #[error("self-check failed: {0}")]
+    SelfCheck(String),
+}
+
+impl SmimeError {
+    /// True when retrying later cannot help (configuration or certificate problems).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            SmimeError::NoSigner(_) | SmimeError::NoCertificate(_) | SmimeError::Signer { .. }
+        )
+    }
+}
+
+fn crypto(doing: &'static str) -> impl FnOnce(openssl::error::ErrorStack) -> SmimeError {
+    move |source| SmimeError::Crypto { doing, source }
+}
+
+/// A recipient certificate chosen for an address (for `explain`, audit and the pipeline).
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// One-line subject.
+    pub subject: String,
+    /// Addresses it carries.
+    pub addresses: Vec<String>,
+    /// notAfter as OpenSSL prints it.
+    pub not_after: String,
+    /// SHA-256 fingerprint of the DER, hex.
+    pub fingerprint: String,
+    /// `RSA-2048`, `EC prime256v1`, ...
+    pub key: String,
+    /// The certificate.
+    pub cert: X509,
+}
+
+/// The signer chosen for a sender (for `explain` and audit).
+#[derive(Debug, Clone)]
+pub struct SignerInfo {
+    /// The certificate file.
+    pub cert_path: PathBuf,
+    /// One-line subject.
+    pub subject: String,
+    /// `RSA-2048`, `EC secp384r1`, ...
+    pub key: String,
+    /// Opaque signed-data instead of multipart/signed.
+    pub opaque: bool,
+    /// notAfter of the signing certificate.
+    pub not_after: String,
+}
+
+/// Loaded certificates and keys; immutable after [`Smime::load`], cheap to share in an `Arc`.
+pub struct Smime {
+    store: CertStore,
+    signers: Vec<Signer>,
+    cipher: Cipher,
+    key_transport: KeyTransport,
+    encrypt_to_self: bool,
+    header_protection: bool,
+}
+
+impl Smime {
+    /// True with `header_protection = true`: then no clear-text message sealgate sends
+    /// may carry a protected field's value (the zip password message uses a neutral subject).
+    pub fn protects_headers(&self) -> bool {
+        self.header_protection
+    }
+}
+
+impl std::fmt::Debug for Smime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Smime")
+            .field("certificates", &self.store.len())
+            .field("signers", &self.signers.len())
+            .field("cipher", &self.cipher)
+            .finish()
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+impl Smime {
+    /// Loads everything `cfg` names; relative paths are resolved against `base` (the
+    /// directory of the config file). Signer problems are errors; unusable recipient
+    /// certificates are kept out and reported by [`Smime::warnings`].
+    pub fn load(cfg: &SmimeConfig, base: &Path) -> Result<Smime, SmimeError> {
+        let domain_certs: Vec<(String, PathBuf)> = cfg
+            .domain_certs
+            .iter()
+            .map(|(d, p)| (d.clone(), resolve(base, p)))
+            .collect();
+        let anchors = cfg.trust_anchors.as_ref().map(|p| resolve(base, p));
+        let store = CertStore::load(
+            &resolve(base, &cfg.recipient_certs),
+            &domain_certs,
+            anchors.as_deref(),
+        )?;
+        let mut signers = Vec::new();
+        for sc in &cfg.signer {
+            signers.push(load_signer(sc, base)?);
+        }
+        Ok(Smime {
+            store,
+            signers,
+            cipher: cfg.cipher,
+            key_transport: cfg.key_transport,
+            encrypt_to_self: cfg.encrypt_to_self,
+            header_protection: cfg.header_protection,
+        })
+    }
+
+    /// True when `addr` has a usable certificate now.
+    pub fn has_certificate(&self, addr: &str) -> bool {
+        self.store.lookup(addr).is_ok()
+    }
+
+    /// The certificate to encrypt to for `addr`, or why there is none.
+    pub fn certificate_for(&self, addr: &str) -> Result<CertInfo, NoCertificate> {
+        let c = self.store.lookup(addr)?;
+        Ok(CertInfo {
+            path: c.path.clone(),
+            subject: c.subject(),
+            addresses: c.addresses.clone(),
+            not_after: c.not_after(),
+            fingerprint: c.fingerprint.clone(),
+            key: c.key_description.clone(),
+            cert: c.cert.clone(),
+        })
+    }
+
+    /// The signer for an envelope sender: the first `[[smime.signer]]` whose globs match.
+    pub fn signer_for(&self, sender: &str) -> Option<SignerInfo> {
+        self.signer(sender).map(|s| s.info.clone())
+    }
+
+    fn signer(&self, sender: &str) -> Option<&Signer> {
+        let sender = sender.trim().to_ascii_lowercase();
+        self.signers
+            .iter()
+            .find(|s| s.senders.iter().any(|g| glob_match(g, &sender)))
+    }
+
+    /// For `sealgate check`: unusable or soon-expiring recipient certificates, unreadable
+    /// files, and signer certificates that expire within 30 days.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = self.store.warnings(30);
+        for s in &self.signers {
+            out.extend(s.warnings.iter().cloned());
+        }
+        out
+    }
+
+    /// Applies S/MIME to a whole canonical (CRLF) message.
+    ///
+    /// `sign`: sign with the signer for `sender`. `encrypt_to`: encrypt to these
+    /// certificates (all in one EnvelopedData; plus the signer's own certificate with
+    /// `encrypt_to_self`). Returns the new message.
+    pub fn protect(
+        &self,
+        message: &[u8],
+        sender: &str,
+        sign: bool,
+        encrypt_to: Option<&[X509]>,
+    ) -> Result<Vec<u8>, SmimeError> {
+        let split = mime::header_end(message);
+        let (header, body) = message.split_at(split);
+        let fields = mime::fields(header);
+        let encrypting = encrypt_to.is_some();
+        let mut outer: Vec<Vec<u8>> = Vec::new();
+        let mut content: Vec<u8> = Vec::new();
+        let mut has_ct = false;
+        for f in &fields {
+            if f.is_content() {
+                has_ct |= f.is("content-type");
+                content.extend_from_slice(f.raw);
+            } else if !f.is("mime-version") && !f.name.is_empty() {
+                outer.push(f.raw.to_vec());
+            }
+        }
+        if !has_ct {
+            content.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii\r\n");
+        }
+        if self.header_protection {
+            content = protect_headers(&content, &fields, encrypting);
+            if encrypting {
+                for o in outer.iter_mut() {
+                    // `Subject :` (obsolete syntax, white space before the colon) is the
+                    // subject too: readers show it.
+                    if mime::fields(o).first().is_some_and(|f| f.is("subject")) {
+                        *o = b"Subject: ...\r\n".to_vec();
+                    }
+                }
+            }
+        }
+        let mut head = Vec::with_capacity(header.len() + 32);
+        for o in &outer {
+            head.extend_from_slice(o);
+        }
+        head.extend_from_slice(b"MIME-Version: 1.0\r\n");
+
+        let signer = self.signer(sender);
+        let sign_with = match (sign, signer) {
+            (true, Some(s)) => {
+                // A signature clients would reject is not sent: the certificate must be
+                // valid now and fit for S/MIME signing (load only warned about it).
+                if let Err(why) = s.usable_now() {
+                    return Err(SmimeError::Signer {
+                        path: s.info.cert_path.clone(),
+                        why: format!("the signing certificate cannot be used: {why}"),
+                    });
+                }
+                Some(s)
+            }
+            (true, None) => return Err(SmimeError::NoSigner(sender.to_string())),
+            (false, _) => None,
+        };
+        // Room for the multipart/signed wrapping, so that signing inserts it in place
+        // instead of holding the entity twice (this matters for a 25 MiB message).
+        let slack = sign_with.map_or(0, |s| head.len() + 1024 + s.template.certificates.len() * 2);
+        let mut entity = Vec::with_capacity(content.len() + 2 + body.len() + slack);
+        entity.extend_from_slice(&content);
+        drop(content);
+        entity.extend_from_slice(b"\r\n");
+        entity.extend_from_slice(body);
+
+        if let Some(s) = sign_with {
+            if !encrypting && !s.opaque {
+                entity = to_7bit(entity);
+            }
+            // The outer header goes in front of whichever step runs last.
+            let prefix: &[u8] = if encrypting { &[] } else { &head };
+            entity = sign_entity(s, entity, prefix)?;
+        }
+        if let Some(certs) = encrypt_to {
+            let to_self = if self.encrypt_to_self { signer } else { None };
+            entity = self.encrypt_entity(certs, to_self, entity, &head)?;
+        }
+        if !sign && !encrypting {
+            entity.splice(0..0, head);
+        }
+        Ok(entity)
+    }
+}
+
+/// RFC 9788: copies the message's own header fields into the cryptographic payload's
+/// header (`content`), marks its Content-Type with `hp="cipher"` (encrypted) or
+/// `hp="clear"` (signed only), and records the outer values in `HP-Outer` fields.
+pub(crate) fn protect_headers(
+    content: &[u8],
+    fields: &[mime::Field<'_>],
+    encrypting: bool,
+) -> Vec<u8> {
+    const PROTECTED: [&str; 10] = [
+        "from",
+        "to",
+        "cc",
+        "subject",
+        "date",
+        "message-id",
+        "reply-to",
+        "in-reply-to",
+        "references",
+        "followup-to",
+    ];
+    let mut out = Vec::with_capacity(content.len() + 512);
+    let hp = if encrypting { "cipher" } else { "clear" };
+    for f in mime::fields(content) {
+        if f.is("content-type") {
+            let raw = f.raw.strip_suffix(b"\r\n").unwrap_or(f.raw);
+            out.extend_from_slice(raw);
+            out.extend_from_slice(format!(";\r\n hp=\"{hp}\"\r\n").as_bytes());
+        } else {
+            out.extend_from_slice(f.raw);
+        }
+    }
+    for f in fields {
+        if PROTECTED.iter().any(|p| f.is(p)) {
+            out.extend_from_slice(f.raw);
+        }
+    }
+    if encrypting {
+        for f in fields {
+            if PROTECTED.iter().any(|p| f.is(p)) {
+                let value = if f.is("subject") {
+                    "...".to_string()
+                } else {
+                    f.value()
+                };
+                out.extend_from_slice(format!("HP-Outer: {}: {value}\r\n", f.name).as_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Re-encodes leaf parts that carry 8-bit data, or lines longer than RFC 5322's 998
+/// octets, in 7bit/8bit/binary transfer encoding as base64, so that a detached signature
+/// survives relays that downgrade 8BITMIME or fold long lines (RFC 8551 §3.1.3 asks for
+/// exactly this before signing). Parts already 7-bit with short lines stay byte-identical.
+pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
+    if entity.iter().all(|c| *c < 0x80) && !mime::has_long_line(&entity) {
+        return entity;
+    }
+    let tree = mime::parse(&entity);
+    let rewritten = mime::rewrite(&tree, &mut |e: &Entity<'_>, _parent: Option<&str>| {
+        let needs = matches!(e.kind, Kind::Leaf)
+            && matches!(
+                e.info.transfer_encoding.as_str(),
+                "7bit" | "8bit" | "binary"
+            )
+            && (e.body.iter().any(|c| *c >= 0x80) || mime::has_long_line(e.body));
+        if !needs {
+            return mime::Edit::Keep;
+        }
+        let mut out = Vec::with_capacity(e.raw.len() * 4 / 3 + 64);
+        for f in mime::fields(e.header) {
+            if !f.is("content-transfer-encoding") {
+                out.extend_from_slice(f.raw);
+            }
+        }
+        out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
+        out.extend_from_slice(&mime::encode_base64_lines(e.body));
+        mime::Edit::Replace(out)
+    });
+    let changed = match rewritten {
+        Some(std::borrow::Cow::Owned(v)) => Some(v),
+        _ => None,
+    };
+    drop(tree);
+    changed.unwrap_or(entity)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_matches_sender_patterns() {
+        assert!(glob_match("*@example.com", "Payroll@Example.com"));
+        assert!(!glob_match("*@example.com", "x@example.com.evil"));
+        assert!(glob_match("a?c@*", "abc@d"));
+        assert!(glob_match("*", ""));
+    }
+
+    #[test]
+    fn to_7bit_reencodes_only_8bit_leaves() {
+        let e = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b--\r\n";
+        let out = to_7bit(e.as_bytes().to_vec());
+        assert!(out.iter().all(|c| *c < 0x80));
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("Content-Transfer-Encoding: base64\r\n\r\nR3LDvMOfZQ==\r\n"));
+        assert!(s.contains("Content-Type: text/plain\r\n\r\nplain\r\n--b--"));
+    }
+
+    #[test]
+    fn to_7bit_reencodes_leaves_with_lines_over_998_octets() {
+        let long = "x".repeat(999);
+        let ok = "y".repeat(998);
+        let e = format!("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/csv\r\n\r\n{long}\r\n--b\r\nContent-Type: text/plain\r\n\r\n{ok}\r\n--b--\r\n");
+        let out = String::from_utf8(to_7bit(e.clone().into_bytes())).unwrap();
+        assert!(!mime::has_long_line(out.as_bytes()));
+        assert!(
+            out.contains("Content-Type: text/csv\r\nContent-Transfer-Encoding: base64\r\n\r\neHh4")
+        );
+        assert!(out.contains(&format!("Content-Type: text/plain\r\n\r\n{ok}\r\n--b--")));
+        // 998 octets is within the limit: nothing changes.
+        let fine = format!("Content-Type: text/plain\r\n\r\n{ok}\r\n");
+        assert_eq!(to_7bit(fine.clone().into_bytes()), fine.into_bytes());
+    }
+}
