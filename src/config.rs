@@ -421,65 +421,6 @@ fn default_policy_dir() -> PathBuf {
     PathBuf::from("policies")
 }
 
-/// Parses sizes like `25MiB`, `10 MB`, `1.5GiB`, `4096`: a number (fractions allowed)
-/// and an optional unit, B, KiB, MiB, GiB (powers of 1024) or KB, MB, GB (powers of
-/// 1000; `k`, `m`, `g` alone mean the same), units case-insensitive. The one size
-/// parser of sealgate, used by `sealgate.toml` and the policy files alike; the error
-/// says what is wrong in words a sysadmin can act on.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "\"{s}\": unknown unit \"{other}\"; use B, KiB, MiB, GiB (powers of 1024) or KB, MB, GB (powers of 1000)"
-            ))
-        }
-    };
-    let not_a_size = || format!("\"{s}\" is not a size: write a number and a unit, like \"10MiB\"");
-    let too_large = || format!("\"{s}\" is too large");
-    if let Ok(n) = num.parse::<u64>() {
-        return n.checked_mul(mult).ok_or_else(too_large);
-    }
-    let x: f64 = num.parse().map_err(|_| not_a_size())?;
-    let bytes = x * mult as f64;
-    // `u64::MAX as f64` is 2^64: anything below it fits in a u64.
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(too_large());
-    }
-    Ok(bytes as u64)
-}
-
-/// Parses durations like `5d`, `90s`, `10m`, `1h`, `250ms`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    if unit.trim() == "ms" {
-        return Some(Duration::from_millis(n));
-    }
-    let unit_secs: u64 = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return None,
-    };
-    n.checked_mul(unit_secs).map(Duration::from_secs)
-}
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum SizeOrNumber {
@@ -490,17 +431,13 @@ enum SizeOrNumber {
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match SizeOrNumber::deserialize(d)? {
         SizeOrNumber::N(n) => Ok(n),
-        SizeOrNumber::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
+        SizeOrNumber::S(s) => crate::units::parse_size(&s).map_err(serde::de::Error::custom),
     }
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    parse_duration(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid duration {s:?}: use a number with a unit: ms, s, m, h, d or w (e.g. \"5d\")"
-        ))
-    })
+    crate::units::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 /// Byte offset to 1-based line and column.
@@ -1074,28 +1011,5 @@ mod tests {
             client("b", "u2", hash)
         );
         assert!(Config::parse(&ok, Path::new("s.toml")).is_ok());
-    }
-
-    #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_size("25MiB"), Ok(25 * 1024 * 1024));
-        assert_eq!(parse_size("10 MB"), Ok(10_000_000));
-        assert_eq!(parse_size("10mib"), Ok(10 << 20));
-        assert_eq!(parse_size("1.5KiB"), Ok(1536));
-        assert_eq!(parse_size("512"), Ok(512));
-        assert_eq!(parse_size("4k"), Ok(4000));
-        let e = parse_size("12 furlongs").unwrap_err();
-        assert!(e.contains("unknown unit \"furlongs\""), "{e}");
-        assert!(parse_size("").unwrap_err().contains("not a size"));
-        assert!(parse_size("1.2.3MiB").unwrap_err().contains("not a size"));
-        assert!(parse_size("99999999999999GiB")
-            .unwrap_err()
-            .contains("too large"));
-        assert!(parse_size("1e30").is_err());
-        assert_eq!(parse_duration("5d"), Some(Duration::from_secs(432000)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("soon"), None);
-        assert_eq!(parse_duration("2w"), Some(Duration::from_secs(1_209_600)));
-        assert_eq!(parse_duration("99999999999999999d"), None);
     }
 }

@@ -14,9 +14,13 @@
 
 // Leaves: used by everyone, depending on nothing else in the crate.
 pub mod address;
+pub mod clock;
 pub mod escape;
 pub mod glob;
+pub mod hex;
 pub mod secret;
+pub mod units;
+pub mod validity;
 
 // Configuration and what a reload swaps; the audit log and metrics every step writes to.
 pub mod audit;

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::config::Config;
+use crate::validity::Validity;
 
 /// What the check found.
 #[derive(Debug, Default)]
@@ -19,7 +20,7 @@ pub struct CheckReport {
 
 fn domain_of(glob: &str) -> Option<String> {
     let d = glob.rsplit_once('@')?.1.trim_start_matches("*.");
-    (!d.contains('*') && !d.is_empty()).then(|| d.to_ascii_lowercase())
+    (!d.contains('*') && !d.is_empty()).then(|| crate::address::normalize_domain(d))
 }
 
 /// Bounces go only to approved recipients (see `dsn::route`): a postmaster the policy
@@ -219,24 +220,16 @@ fn check_cert_expiry(path: &Path, r: &mut CheckReport) {
     let Ok(certs) = openssl::x509::X509::stack_from_pem(&pem) else {
         return;
     };
-    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
-        return;
-    };
     for c in certs {
-        if let Ok(diff) = now.diff(c.not_after()) {
-            if diff.days < 0 {
-                r.errors.push(format!(
-                    "{}: certificate expired {} days ago",
-                    path.display(),
-                    -diff.days
-                ));
-            } else if diff.days < 30 {
-                r.warnings.push(format!(
-                    "{}: certificate expires in {} days",
-                    path.display(),
-                    diff.days
-                ));
-            }
+        let v = crate::validity::of(&c, crate::validity::WARN_DAYS);
+        match v {
+            Validity::Valid { .. } => {}
+            Validity::ExpiresSoon { .. } => r
+                .warnings
+                .push(format!("{}: certificate {v}", path.display())),
+            _ => r
+                .errors
+                .push(format!("{}: certificate {v}", path.display())),
         }
     }
 }

@@ -339,12 +339,7 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
                     stack.push(inner);
                 }
                 let content = mime::decode_body(e.body, &e.info.transfer_encoding);
-                let hex = |b: &[u8]| -> String {
-                    Sha256::digest(b)
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect()
-                };
+                let hex = |b: &[u8]| crate::hex::lower(&Sha256::digest(b));
                 let end = content
                     .iter()
                     .rposition(|c| *c != b'\r' && *c != b'\n')
@@ -354,10 +349,7 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
                     content_type: e.info.content_type.clone(),
                     attachment: roles.is_attachment(e),
                     name: e.info.file_name.clone(),
-                    sha256: Sha256::digest(&content)
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect(),
+                    sha256: hex(&content),
                 });
                 if e.info.is_message() && e.info.is_encoded() && encoded_left > 0 {
                     seen_leaves(&content, encoded_left - 1, out);

@@ -239,7 +239,7 @@ fn summarize(e: &Entity<'_>, n: usize) -> AttachmentSummary {
             .unwrap_or_else(|| default_name(e, n)),
         content_type: e.info.content_type.clone(),
         size: content.len(),
-        sha256: hex(&Sha256::digest(&content)),
+        sha256: crate::hex::lower(&Sha256::digest(&content)),
     }
 }
 
@@ -286,10 +286,6 @@ fn default_name(e: &Entity<'_>, n: usize) -> String {
         _ => "bin",
     };
     format!("attachment-{n}.{ext}")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Strips every attachment, each replaced by a notice part.
