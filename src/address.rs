@@ -117,6 +117,24 @@ fn split(path: &str) -> Result<(String, bool, &str), AddressError> {
     Ok((local.to_owned(), false, domain))
 }
 
+/// Why an address given on a command line or in the config (`sendmail -f`, `[sendmail]
+/// sender`) cannot go into an SMTP command, if it cannot.
+pub fn address_problem(s: &str) -> Option<&'static str> {
+    if s.chars().any(|c| c == '\r' || c == '\n') {
+        Some("it contains a line break (CR or LF), which would inject SMTP commands")
+    } else if s.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if s.chars().any(|c| c.is_control()) {
+        Some("it contains a control character")
+    } else if s.contains('<') || s.contains('>') {
+        Some("angle brackets are allowed only around the whole address")
+    } else if s.len() > 998 {
+        Some("it is longer than an SMTP command line allows")
+    } else {
+        None
+    }
+}
+
 /// A domain as DNS, `d=` and the key and certificate lookups spell it: trimmed, no
 /// trailing dot, lower case, internationalized labels as A-labels (`EXÄMPLE.com.` →
 /// `xn--exmple-cua.com`), so that a domain written either way meets itself. Left

@@ -679,7 +679,7 @@ fn sendmail_deliver(
                 );
                 return ExitCode::from(exit::TEMPFAIL);
             }
-            match sealgate::queue::maildrop::write(&cfg.spool.dir, &from, &rcpts, &message) {
+            match sealgate::smtp::maildrop::write(&cfg.spool.dir, &from, &rcpts, &message) {
                 Ok(path) => {
                     eprintln!(
                         "sendmail: {down}; the message is kept in {} and will be sent when `sealgate serve` runs",

@@ -14,6 +14,7 @@
 
 // Leaves: used by everyone, depending on nothing else in the crate.
 pub mod address;
+pub mod backoff;
 pub mod clock;
 pub mod escape;
 pub mod glob;
