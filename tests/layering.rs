@@ -223,11 +223,7 @@ fn without_comments(text: &str) -> String {
             i += 2;
         } else if b[i] == b'r'
             && !(i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
-            && b[i + 1..]
-                .iter()
-                .skip_while(|&&c| c == b'#')
-                .next()
-                .is_some_and(|&c| c == b'"')
+            && b[i + 1..].iter().find(|&&c| c != b'#') == Some(&b'"')
         {
             // A raw string: blanked up to its closing quote and hashes.
             let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
