@@ -117,6 +117,37 @@ fn split(path: &str) -> Result<(String, bool, &str), AddressError> {
     Ok((local.to_owned(), false, domain))
 }
 
+/// Why an address given on a command line or in the config (`sendmail -f`, `[sendmail]
+/// sender`) cannot go into an SMTP command, if it cannot.
+pub fn address_problem(s: &str) -> Option<&'static str> {
+    if s.chars().any(|c| c == '\r' || c == '\n') {
+        Some("it contains a line break (CR or LF), which would inject SMTP commands")
+    } else if s.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if s.chars().any(|c| c.is_control()) {
+        Some("it contains a control character")
+    } else if s.contains('<') || s.contains('>') {
+        Some("angle brackets are allowed only around the whole address")
+    } else if s.len() > 998 {
+        Some("it is longer than an SMTP command line allows")
+    } else {
+        None
+    }
+}
+
+/// A domain as DNS, `d=` and the key and certificate lookups spell it: trimmed, no
+/// trailing dot, lower case, internationalized labels as A-labels (`EXÄMPLE.com.` →
+/// `xn--exmple-cua.com`), so that a domain written either way meets itself. Left
+/// lower-cased as it is when IDNA cannot convert it. Unlike [`canonical`] it refuses
+/// nothing: it is for domains the operator wrote (config, DNS names), not for input.
+pub fn normalize_domain(domain: &str) -> String {
+    let d = domain.trim().trim_end_matches('.');
+    if d.is_ascii() {
+        return d.to_ascii_lowercase();
+    }
+    idna::domain_to_ascii(d).unwrap_or_else(|_| d.to_lowercase())
+}
+
 /// The canonical domain: lower-case A-label, or a lower-cased address literal.
 fn canonical_domain(domain: &str) -> Result<String, AddressError> {
     if domain.contains('@') {
@@ -271,6 +302,16 @@ mod tests {
 
     fn c(p: &str) -> Result<String, AddressError> {
         canonical(p, STRICT).map(CanonicalAddress::into_string)
+    }
+
+    #[test]
+    fn domains_normalize_to_lower_case_a_labels() {
+        assert_eq!(normalize_domain(" Example.COM. "), "example.com");
+        assert_eq!(normalize_domain("EXÄMPLE.com"), "xn--exmple-cua.com");
+        assert_eq!(
+            normalize_domain("xn--exmple-cua.com."),
+            "xn--exmple-cua.com"
+        );
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl Audit {
     /// Appends one record `{"ts":..., "event": event, ...fields}`.
     pub fn record(&self, event: &str, fields: Value) {
         let mut obj = Map::new();
-        obj.insert("ts".into(), Value::String(rfc3339_now()));
+        obj.insert("ts".into(), Value::String(crate::clock::rfc3339_now()));
         obj.insert("event".into(), Value::String(event.to_string()));
         if let Value::Object(m) = fields {
             obj.extend(m);
@@ -116,67 +116,9 @@ pub fn json_for_logs(line: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Current time as RFC 3339 UTC with milliseconds.
-pub fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}Z",
-        now.subsec_millis()
-    )
-}
-
-/// Unix seconds to (year, month, day, hour, minute, second), UTC.
-pub fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = secs.div_euclid(86400);
-    let rem = secs.rem_euclid(86400);
-    // Howard Hinnant's days-from-civil inverse.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = if m <= 2 { y + 1 } else { y };
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        ((rem % 3600) / 60) as u32,
-        (rem % 60) as u32,
-    )
-}
-
-/// RFC 5322 date for `secs` (UTC), e.g. `Sun, 29 Nov 2026 13:00:00 +0000`.
-pub fn rfc5322_date(secs: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
-    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]
-        [secs.div_euclid(86400).rem_euclid(7) as usize];
-    let mon = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(mo - 1) as usize];
-    format!("{wd}, {d} {mon} {y} {h:02}:{mi:02}:{s:02} +0000")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_right() {
-        assert_eq!(civil(0), (1970, 1, 1, 0, 0, 0));
-        assert_eq!(
-            rfc5322_date(1_795_957_200),
-            "Sun, 29 Nov 2026 13:00:00 +0000"
-        );
-    }
 
     #[test]
     fn reopen_follows_logrotate() {

@@ -229,7 +229,7 @@ pub fn queue_list(config: &Path) -> ExitCode {
         "id", "size", "try", "age", "from -> pending"
     );
     for e in &entries {
-        let age = sealgate::queue::spool::now().saturating_sub(e.envelope.created);
+        let age = sealgate::clock::unix_now().saturating_sub(e.envelope.created);
         let status = if e.state.held {
             "held".to_string()
         } else if let Some(err) = &e.state.last_error {
@@ -679,7 +679,7 @@ fn sendmail_deliver(
                 );
                 return ExitCode::from(exit::TEMPFAIL);
             }
-            match sealgate::queue::maildrop::write(&cfg.spool.dir, &from, &rcpts, &message) {
+            match sealgate::smtp::maildrop::write(&cfg.spool.dir, &from, &rcpts, &message) {
                 Ok(path) => {
                     eprintln!(
                         "sendmail: {down}; the message is kept in {} and will be sent when `sealgate serve` runs",

@@ -63,7 +63,7 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// How `sealgate sendmail` submits: envelope sender, maildrop.
     #[serde(default)]
-    pub sendmail: crate::ops::sendmail::SendmailConfig,
+    pub sendmail: SendmailConfig,
     /// The file this was read from (not a key in the file).
     #[serde(skip)]
     pub path: PathBuf,
@@ -421,63 +421,47 @@ fn default_policy_dir() -> PathBuf {
     PathBuf::from("policies")
 }
 
-/// Parses sizes like `25MiB`, `10 MB`, `1.5GiB`, `4096`: a number (fractions allowed)
-/// and an optional unit, B, KiB, MiB, GiB (powers of 1024) or KB, MB, GB (powers of
-/// 1000; `k`, `m`, `g` alone mean the same), units case-insensitive. The one size
-/// parser of sealgate, used by `sealgate.toml` and the policy files alike; the error
-/// says what is wrong in words a sysadmin can act on.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "\"{s}\": unknown unit \"{other}\"; use B, KiB, MiB, GiB (powers of 1024) or KB, MB, GB (powers of 1000)"
-            ))
-        }
-    };
-    let not_a_size = || format!("\"{s}\" is not a size: write a number and a unit, like \"10MiB\"");
-    let too_large = || format!("\"{s}\" is too large");
-    if let Ok(n) = num.parse::<u64>() {
-        return n.checked_mul(mult).ok_or_else(too_large);
-    }
-    let x: f64 = num.parse().map_err(|_| not_a_size())?;
-    let bytes = x * mult as f64;
-    // `u64::MAX as f64` is 2^64: anything below it fits in a u64.
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(too_large());
-    }
-    Ok(bytes as u64)
+/// `[sendmail]`: how `sealgate sendmail` submits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendmailConfig {
+    /// Envelope sender used when the caller gives no `-f`/`-r` (default: `USER@hostname`).
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// Without `-f`: use the header From address as the envelope sender when the client
+    /// sendmail authenticates as (SEALGATE_USER) may use it by its `allowed_senders`.
+    #[serde(default)]
+    pub sender_from_header: bool,
+    /// While `serve` is down, keep messages in `<spool>/maildrop/` for it to collect.
+    #[serde(default = "yes")]
+    pub maildrop: bool,
 }
 
-/// Parses durations like `5d`, `90s`, `10m`, `1h`, `250ms`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    if unit.trim() == "ms" {
-        return Some(Duration::from_millis(n));
+fn yes() -> bool {
+    true
+}
+
+impl Default for SendmailConfig {
+    fn default() -> Self {
+        SendmailConfig {
+            sender: None,
+            sender_from_header: false,
+            maildrop: true,
+        }
     }
-    let unit_secs: u64 = match unit.trim() {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => return None,
-    };
-    n.checked_mul(unit_secs).map(Duration::from_secs)
+}
+
+/// Checks `[sendmail] sender` at configuration load.
+fn validate_sendmail(cfg: &SendmailConfig) -> Result<(), String> {
+    if let Some(s) = &cfg.sender {
+        if let Some(why) = crate::address::address_problem(s) {
+            return Err(format!("[sendmail] sender {s:?}: {why}"));
+        }
+        if s.contains(' ') {
+            return Err(format!("[sendmail] sender {s:?}: it contains a space"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -490,17 +474,13 @@ enum SizeOrNumber {
 fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match SizeOrNumber::deserialize(d)? {
         SizeOrNumber::N(n) => Ok(n),
-        SizeOrNumber::S(s) => parse_size(&s).map_err(serde::de::Error::custom),
+        SizeOrNumber::S(s) => crate::units::parse_size(&s).map_err(serde::de::Error::custom),
     }
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    parse_duration(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "invalid duration {s:?}: use a number with a unit: ms, s, m, h, d or w (e.g. \"5d\")"
-        ))
-    })
+    crate::units::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 /// Byte offset to 1-based line and column.
@@ -533,6 +513,9 @@ fn locate_key(text: &str, section: &str, key: &str) -> (usize, usize) {
     (1, 1)
 }
 
+/// A refused setting: its line and column in the text, and why.
+type Refused = ((usize, usize), String);
+
 impl Config {
     /// `max_message_size` when the configuration does not set it: 25 MiB.
     pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
@@ -550,91 +533,100 @@ impl Config {
         Config::parse(&text, path)
     }
 
-    /// Parses configuration text that claims to come from `path`.
+    /// Parses configuration text that claims to come from `path`: the TOML read into
+    /// the section types, then each phase of checks (the first refusal is reported with
+    /// its line and column), then relative paths resolved.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |line, col, message: String| ConfigError::Invalid {
+        let invalid = |((line, col), message): Refused| ConfigError::Invalid {
             path: path.to_path_buf(),
             line,
             col,
             message,
         };
         let mut cfg: Config = toml::from_str(text).map_err(|e| {
-            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            invalid(line, col, e.message().to_string())
+            let at = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            invalid((at, e.message().to_string()))
         })?;
         cfg.path = path.to_path_buf();
-        let base = cfg.base_dir();
+        cfg.check_upstream_secret(text).map_err(invalid)?;
+        cfg.check_who_may_connect(text).map_err(invalid)?;
+        cfg.check_server_limits(text).map_err(invalid)?;
+        cfg.check_upstream_connections(text).map_err(invalid)?;
+        cfg.check_names(text).map_err(invalid)?;
+        cfg.check_timeouts(text).map_err(invalid)?;
+        cfg.check_clients(text).map_err(invalid)?;
+        cfg.check_sendmail_and_metrics(text).map_err(invalid)?;
+        cfg.resolve_paths();
+        Ok(cfg)
+    }
 
-        if cfg.upstream.password.is_some() {
-            let (l, c) = locate_key(text, "upstream", "password");
-            return Err(invalid(
-                l,
-                c,
-                "an inline upstream password is refused: put it in a file (password_file, mode 0600) or an environment variable (password_env)".into(),
-            ));
+    /// The upstream password: in a file or the environment (one of them), never inline,
+    /// and present when a username is.
+    fn check_upstream_secret(&self, text: &str) -> Result<(), Refused> {
+        if self.upstream.password.is_some() {
+            return Err((locate_key(text, "upstream", "password"), "an inline upstream password is refused: put it in a file (password_file, mode 0600) or an environment variable (password_env)".into()));
         }
-        if cfg.upstream.password_file.is_some() && cfg.upstream.password_env.is_some() {
-            let (l, c) = locate_key(text, "upstream", "password_env");
-            return Err(invalid(
-                l,
-                c,
+        if self.upstream.password_file.is_some() && self.upstream.password_env.is_some() {
+            return Err((
+                locate_key(text, "upstream", "password_env"),
                 "set either password_file or password_env, not both".into(),
             ));
         }
-        if cfg.upstream.username.is_some()
-            && cfg.upstream.password_file.is_none()
-            && cfg.upstream.password_env.is_none()
+        if self.upstream.username.is_some()
+            && self.upstream.password_file.is_none()
+            && self.upstream.password_env.is_none()
         {
-            let (l, c) = locate_key(text, "upstream", "username");
-            return Err(invalid(
-                l,
-                c,
+            return Err((
+                locate_key(text, "upstream", "username"),
                 "username is set but neither password_file nor password_env".into(),
             ));
         }
-        if !cfg.server.require_auth {
-            if let Some(addr) = cfg.server.listen.iter().find(|a| !a.ip().is_loopback()) {
-                let (l, c) = locate_key(text, "server", "listen");
-                return Err(invalid(
-                    l,
-                    c,
-                    format!("listen address {addr} is not loopback: set require_auth = true and define [[client]] entries, or listen on 127.0.0.1"),
-                ));
+        Ok(())
+    }
+
+    /// Who may connect: listening beyond loopback needs AUTH, AUTH needs clients, and
+    /// STARTTLS needs a certificate with its key.
+    fn check_who_may_connect(&self, text: &str) -> Result<(), Refused> {
+        if !self.server.require_auth {
+            if let Some(addr) = self.server.listen.iter().find(|a| !a.ip().is_loopback()) {
+                return Err((locate_key(text, "server", "listen"), format!("listen address {addr} is not loopback: set require_auth = true and define [[client]] entries, or listen on 127.0.0.1")));
             }
         }
-        if cfg.server.require_auth && cfg.clients.is_empty() {
-            let (l, c) = locate_key(text, "server", "require_auth");
-            return Err(invalid(
-                l,
-                c,
+        if self.server.require_auth && self.clients.is_empty() {
+            return Err((
+                locate_key(text, "server", "require_auth"),
                 "require_auth = true but no [[client]] is defined".into(),
             ));
         }
-        if cfg.server.tls_cert.is_some() != cfg.server.tls_key.is_some() {
-            let (l, c) = locate_key(text, "server", "tls_cert");
-            return Err(invalid(l, c, "tls_cert and tls_key go together".into()));
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return Err((
+                locate_key(text, "server", "tls_cert"),
+                "tls_cert and tls_key go together".into(),
+            ));
         }
-        if cfg.server.max_recipients == 0 || cfg.server.max_connections == 0 {
-            let (l, c) = locate_key(text, "server", "max_recipients");
-            return Err(invalid(
-                l,
-                c,
+        Ok(())
+    }
+
+    /// `[server]` limits and addresses: connection, recipient, command and size limits,
+    /// the recipient delimiter, the postmaster.
+    fn check_server_limits(&self, text: &str) -> Result<(), Refused> {
+        if self.server.max_recipients == 0 || self.server.max_connections == 0 {
+            return Err((
+                locate_key(text, "server", "max_recipients"),
                 "max_recipients and max_connections must be at least 1".into(),
             ));
         }
-        if cfg.server.max_connections > Config::MAX_CONNECTIONS {
-            let (l, c) = locate_key(text, "server", "max_connections");
-            return Err(invalid(
-                l,
-                c,
+        if self.server.max_connections > Config::MAX_CONNECTIONS {
+            return Err((
+                locate_key(text, "server", "max_connections"),
                 format!(
                     "max_connections = {} is more than sealgate supports ({})",
-                    cfg.server.max_connections,
+                    self.server.max_connections,
                     Config::MAX_CONNECTIONS
                 ),
             ));
         }
-        if let Some(bad) = cfg
+        if let Some(bad) = self
             .server
             .recipient_delimiter
             .chars()
@@ -646,14 +638,9 @@ impl Config {
                     || "@\"\\.<>()[]".contains(*c)
             })
         {
-            let (l, c) = locate_key(text, "server", "recipient_delimiter");
-            return Err(invalid(
-                l,
-                c,
-                format!("recipient_delimiter {bad:?} cannot delimit a subaddress: use characters such as \"+\" or \"-\""),
-            ));
+            return Err((locate_key(text, "server", "recipient_delimiter"), format!("recipient_delimiter {bad:?} cannot delimit a subaddress: use characters such as \"+\" or \"-\"")));
         }
-        if let Some(pm) = &cfg.server.postmaster {
+        if let Some(pm) = &self.server.postmaster {
             let ok = pm
                 .rsplit_once('@')
                 .is_some_and(|(l, d)| !l.is_empty() && valid_hostname(d) && d.contains('.'))
@@ -662,99 +649,112 @@ impl Config {
                     .chars()
                     .any(|c| c.is_control() || c.is_whitespace() || "<>\"".contains(c));
             if !ok {
-                let (l, c) = locate_key(text, "server", "postmaster");
-                return Err(invalid(
-                    l,
-                    c,
+                return Err((
+                    locate_key(text, "server", "postmaster"),
                     format!(
                         "postmaster = {pm:?} is not an address like \"postmaster@example.com\""
                     ),
                 ));
             }
         }
-        if cfg.server.max_connections_per_peer == Some(0) {
-            let (l, c) = locate_key(text, "server", "max_connections_per_peer");
-            return Err(invalid(
-                l,
-                c,
+        if self.server.max_connections_per_peer == Some(0) {
+            return Err((
+                locate_key(text, "server", "max_connections_per_peer"),
                 "max_connections_per_peer must be at least 1".into(),
             ));
         }
-        if cfg.server.junk_command_limit == 0 {
-            let (l, c) = locate_key(text, "server", "junk_command_limit");
-            return Err(invalid(
-                l,
-                c,
+        if self.server.junk_command_limit == 0 {
+            return Err((
+                locate_key(text, "server", "junk_command_limit"),
                 "junk_command_limit must be at least 1".into(),
             ));
         }
-        if cfg.server.max_message_size == 0 {
-            let (l, c) = locate_key(text, "server", "max_message_size");
-            return Err(invalid(
-                l,
-                c,
+        if self.server.max_message_size == 0 {
+            return Err((
+                locate_key(text, "server", "max_message_size"),
                 "max_message_size must be more than 0 bytes, or every message is refused".into(),
             ));
         }
-        if cfg.upstream.connections == 0 {
-            let (l, c) = locate_key(text, "upstream", "connections");
-            return Err(invalid(l, c, "connections must be at least 1".into()));
+        Ok(())
+    }
+
+    /// `[upstream] connections`: at least one relay worker, at most
+    /// [`Config::MAX_UPSTREAM_CONNECTIONS`].
+    fn check_upstream_connections(&self, text: &str) -> Result<(), Refused> {
+        if self.upstream.connections == 0 {
+            return Err((
+                locate_key(text, "upstream", "connections"),
+                "connections must be at least 1".into(),
+            ));
         }
-        if cfg.upstream.connections > Config::MAX_UPSTREAM_CONNECTIONS {
-            let (l, c) = locate_key(text, "upstream", "connections");
-            return Err(invalid(
-                l,
-                c,
+        if self.upstream.connections > Config::MAX_UPSTREAM_CONNECTIONS {
+            return Err((
+                locate_key(text, "upstream", "connections"),
                 format!(
                     "connections = {} is more than sealgate supports ({}); each is a relay worker",
-                    cfg.upstream.connections,
+                    self.upstream.connections,
                     Config::MAX_UPSTREAM_CONNECTIONS
                 ),
             ));
         }
-        if cfg.server.listen.is_empty() {
-            let (l, c) = locate_key(text, "server", "listen");
-            return Err(invalid(
-                l,
-                c,
+        Ok(())
+    }
+
+    /// What goes on the wire: the listen addresses, our host name (greeting, Received,
+    /// DSNs), the upstream host and port.
+    fn check_names(&self, text: &str) -> Result<(), Refused> {
+        if self.server.listen.is_empty() {
+            return Err((
+                locate_key(text, "server", "listen"),
                 "listen is empty: sealgate would accept no mail".into(),
             ));
         }
         // The host name goes into the greeting, Received fields and DSNs verbatim.
-        let hostname = &cfg.server.hostname;
+        let hostname = &self.server.hostname;
         if !valid_hostname(hostname) {
-            let (l, c) = locate_key(text, "server", "hostname");
-            return Err(invalid(
-                l,
-                c,
+            return Err((
+                locate_key(text, "server", "hostname"),
                 format!("hostname {hostname:?} is not a host name (letters, digits, '.', '-')"),
             ));
         }
-        let host = &cfg.upstream.host;
+        let host = &self.upstream.host;
         if host.is_empty() || host.contains(|c: char| c == ':' || c == '/' || c.is_whitespace()) {
-            let (l, c) = locate_key(text, "upstream", "host");
-            return Err(invalid(
-                l,
-                c,
+            return Err((
+                locate_key(text, "upstream", "host"),
                 format!("host {host:?} must be a bare host name; the port goes in port = ..."),
             ));
         }
-        if cfg.upstream.port == Some(0) {
-            let (l, c) = locate_key(text, "upstream", "port");
-            return Err(invalid(l, c, "port 0 is not a port".into()));
+        if self.upstream.port == Some(0) {
+            return Err((
+                locate_key(text, "upstream", "port"),
+                "port 0 is not a port".into(),
+            ));
         }
+        Ok(())
+    }
+
+    /// Timeouts: none may be zero.
+    fn check_timeouts(&self, text: &str) -> Result<(), Refused> {
         for (section, key, value) in [
-            ("server", "command_timeout", cfg.server.command_timeout),
-            ("server", "data_timeout", cfg.server.data_timeout),
-            ("upstream", "timeout", cfg.upstream.timeout),
+            ("server", "command_timeout", self.server.command_timeout),
+            ("server", "data_timeout", self.server.data_timeout),
+            ("upstream", "timeout", self.upstream.timeout),
         ] {
             if value.is_zero() {
-                let (l, c) = locate_key(text, section, key);
-                return Err(invalid(l, c, format!("{key} must be more than 0s")));
+                return Err((
+                    locate_key(text, section, key),
+                    format!("{key} must be more than 0s"),
+                ));
             }
         }
-        for (i, client) in cfg.clients.iter().enumerate() {
-            let earlier = cfg.clients.get(..i).unwrap_or_default();
+        Ok(())
+    }
+
+    /// `[[client]]` entries: unique names and user names, argon2 PHC hashes, and not the
+    /// reserved name `local`.
+    fn check_clients(&self, text: &str) -> Result<(), Refused> {
+        for (i, client) in self.clients.iter().enumerate() {
+            let earlier = self.clients.get(..i).unwrap_or_default();
             for (key, value, same) in [
                 (
                     "name",
@@ -768,10 +768,8 @@ impl Config {
                 ),
             ] {
                 if same {
-                    let (l, c) = nth_key(text, "client", key, i);
-                    return Err(invalid(
-                        l,
-                        c,
+                    return Err((
+                        nth_key(text, "client", key, i),
                         format!(
                             "[[client]] {key} {value:?} is already used by an earlier [[client]]"
                         ),
@@ -782,63 +780,62 @@ impl Config {
             if !client.password_hash.starts_with("$argon2")
                 || !parsed.is_some_and(|h| h.salt.is_some() && h.hash.is_some())
             {
-                let (l, c) = nth_key(text, "client", "password_hash", i);
-                return Err(invalid(
-                    l,
-                    c,
-                    format!(
-                        "client {:?}: password_hash must be an argon2 PHC string ($argon2id$...), never a password; make one with: sealgate hash-password",
-                        client.name
-                    ),
-                ));
+                return Err((nth_key(text, "client", "password_hash", i), format!(
+                    "client {:?}: password_hash must be an argon2 PHC string ($argon2id$...), never a password; make one with: sealgate hash-password",
+                    client.name
+                )));
             }
             if client.name == "local" {
-                let (l, c) = nth_key(text, "client", "name", i);
-                return Err(invalid(
-                    l,
-                    c,
+                return Err((
+                    nth_key(text, "client", "name", i),
                     "client name \"local\" is reserved for unauthenticated loopback clients".into(),
                 ));
             }
         }
-        if let Err(e) = crate::ops::sendmail::validate(&cfg.sendmail) {
-            let (l, c) = locate_key(text, "sendmail", "sender");
-            return Err(invalid(l, c, e));
+        Ok(())
+    }
+
+    /// `[sendmail] sender`, and the metrics endpoint (loopback only).
+    fn check_sendmail_and_metrics(&self, text: &str) -> Result<(), Refused> {
+        if let Err(e) = validate_sendmail(&self.sendmail) {
+            return Err((locate_key(text, "sendmail", "sender"), e));
         }
-        if let Some(m) = &cfg.metrics {
+        if let Some(m) = &self.metrics {
             if !m.listen.ip().is_loopback() {
-                let (l, c) = locate_key(text, "metrics", "listen");
-                return Err(invalid(
-                    l,
-                    c,
+                return Err((
+                    locate_key(text, "metrics", "listen"),
                     format!("metrics listen address {} is not loopback", m.listen),
                 ));
             }
         }
-        // Resolve relative paths against the config file's directory.
+        Ok(())
+    }
+
+    /// Resolves the relative paths against the directory of the config file.
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir();
         let resolve = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         };
-        resolve(&mut cfg.spool.dir);
-        resolve(&mut cfg.policy.dir);
-        if let Some(p) = cfg.audit.path.as_mut() {
+        resolve(&mut self.spool.dir);
+        resolve(&mut self.policy.dir);
+        if let Some(p) = self.audit.path.as_mut() {
             resolve(p);
         }
-        if let Some(p) = cfg.upstream.ca_file.as_mut() {
+        if let Some(p) = self.upstream.ca_file.as_mut() {
             resolve(p);
         }
-        if let Some(p) = cfg.upstream.password_file.as_mut() {
+        if let Some(p) = self.upstream.password_file.as_mut() {
             resolve(p);
         }
-        if let Some(p) = cfg.server.tls_cert.as_mut() {
+        if let Some(p) = self.server.tls_cert.as_mut() {
             resolve(p);
         }
-        if let Some(p) = cfg.server.tls_key.as_mut() {
+        if let Some(p) = self.server.tls_key.as_mut() {
             resolve(p);
         }
-        Ok(cfg)
     }
 
     /// The directory relative paths are resolved against.
@@ -1074,28 +1071,5 @@ mod tests {
             client("b", "u2", hash)
         );
         assert!(Config::parse(&ok, Path::new("s.toml")).is_ok());
-    }
-
-    #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_size("25MiB"), Ok(25 * 1024 * 1024));
-        assert_eq!(parse_size("10 MB"), Ok(10_000_000));
-        assert_eq!(parse_size("10mib"), Ok(10 << 20));
-        assert_eq!(parse_size("1.5KiB"), Ok(1536));
-        assert_eq!(parse_size("512"), Ok(512));
-        assert_eq!(parse_size("4k"), Ok(4000));
-        let e = parse_size("12 furlongs").unwrap_err();
-        assert!(e.contains("unknown unit \"furlongs\""), "{e}");
-        assert!(parse_size("").unwrap_err().contains("not a size"));
-        assert!(parse_size("1.2.3MiB").unwrap_err().contains("not a size"));
-        assert!(parse_size("99999999999999GiB")
-            .unwrap_err()
-            .contains("too large"));
-        assert!(parse_size("1e30").is_err());
-        assert_eq!(parse_duration("5d"), Some(Duration::from_secs(432000)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("soon"), None);
-        assert_eq!(parse_duration("2w"), Some(Duration::from_secs(1_209_600)));
-        assert_eq!(parse_duration("99999999999999999d"), None);
     }
 }

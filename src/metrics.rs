@@ -145,7 +145,7 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// instead of spinning.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
-    let mut backoff = crate::smtp::listener::AcceptBackoff::default();
+    let mut backoff = crate::backoff::AcceptBackoff::default();
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;

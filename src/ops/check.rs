@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::config::Config;
+use crate::validity::Validity;
 
 /// What the check found.
 #[derive(Debug, Default)]
@@ -19,7 +20,7 @@ pub struct CheckReport {
 
 fn domain_of(glob: &str) -> Option<String> {
     let d = glob.rsplit_once('@')?.1.trim_start_matches("*.");
-    (!d.contains('*') && !d.is_empty()).then(|| d.to_ascii_lowercase())
+    (!d.contains('*') && !d.is_empty()).then(|| crate::address::normalize_domain(d))
 }
 
 /// Bounces go only to approved recipients (see `dsn::route`): a postmaster the policy
@@ -52,15 +53,27 @@ fn bounce_recipients(cfg: &Config, p: &crate::policy::PolicySet, r: &mut CheckRe
     }
 }
 
-/// Runs every check against an already-parsed configuration.
+/// Runs every check against an already-parsed configuration: policies, secrets, TLS,
+/// clients, keys and certificates, then the spool.
 pub fn run(cfg: &Config) -> CheckReport {
     let mut r = CheckReport::default();
-    let cfg_name = cfg.path.display().to_string();
+    check_policies(cfg, &mut r);
+    check_upstream_secret(cfg, &mut r);
+    check_tls(cfg, &mut r);
+    check_client_hashes(cfg, &mut r);
+    check_keys(cfg, &mut r);
+    check_spool(cfg, &mut r);
+    r
+}
+
+/// The policy files: their diagnostics, the clients and encryption kinds they name, and
+/// whether bounces can reach their recipients.
+fn check_policies(cfg: &Config, r: &mut CheckReport) {
     match crate::policy::PolicySet::load(&cfg.policy.dir) {
         Ok(p) => {
             r.warnings
                 .extend(p.warnings().iter().map(|d| d.to_string()));
-            bounce_recipients(cfg, &p, &mut r);
+            bounce_recipients(cfg, &p, r);
             let known: Vec<&str> = cfg.clients.iter().map(|c| c.name.as_str()).collect();
             let smime = p.check_smime(cfg.smime.is_some() || cfg.openpgp.is_some());
             for d in p.check_clients(&known).into_iter().chain(smime) {
@@ -80,6 +93,11 @@ pub fn run(cfg: &Config) -> CheckReport {
             }
         }
     }
+}
+
+/// The upstream password's file (readable, private) or environment variable.
+fn check_upstream_secret(cfg: &Config, r: &mut CheckReport) {
+    let cfg_name = cfg.path.display().to_string();
     if let Some(p) = &cfg.upstream.password_file {
         if let Err(e) = crate::secret::check_secret_file(p) {
             r.errors
@@ -91,6 +109,12 @@ pub fn run(cfg: &Config) -> CheckReport {
             r.warnings.push(format!("{cfg_name}: [upstream] password_env: {v} is not set in this environment (it must be set for `serve`)"));
         }
     }
+}
+
+/// TLS both ways: the upstream client settings and CA, our STARTTLS certificate and
+/// key, and listeners beyond loopback without one.
+fn check_tls(cfg: &Config, r: &mut CheckReport) {
+    let cfg_name = cfg.path.display().to_string();
     if let Err(e) = crate::queue::upstream::client_tls_config(
         cfg.upstream.ca_file.as_deref(),
         cfg.upstream.min_tls_version,
@@ -98,11 +122,11 @@ pub fn run(cfg: &Config) -> CheckReport {
         r.errors.push(format!("{cfg_name}: [upstream]: {e}"));
     }
     if let Some(ca) = &cfg.upstream.ca_file {
-        check_cert_expiry(ca, &mut r);
+        check_cert_expiry(ca, r);
     }
     if let (Some(c), Some(k)) = (&cfg.server.tls_cert, &cfg.server.tls_key) {
         match crate::runtime::server_tls(c, k) {
-            Ok(_) => check_cert_expiry(c, &mut r),
+            Ok(_) => check_cert_expiry(c, r),
             Err(e) => r.errors.push(format!("{cfg_name}: [server] STARTTLS: {e}")),
         }
     }
@@ -113,6 +137,11 @@ pub fn run(cfg: &Config) -> CheckReport {
             ));
         }
     }
+}
+
+/// Each `[[client]]` password hash is a PHC string.
+fn check_client_hashes(cfg: &Config, r: &mut CheckReport) {
+    let cfg_name = cfg.path.display().to_string();
     for c in &cfg.clients {
         if let Err(e) = argon2::PasswordHash::new(&c.password_hash) {
             r.errors.push(format!(
@@ -121,6 +150,12 @@ pub fn run(cfg: &Config) -> CheckReport {
             ));
         }
     }
+}
+
+/// The S/MIME, OpenPGP and DKIM keys and certificates, and a DKIM key for every sender
+/// domain the clients and signers use.
+fn check_keys(cfg: &Config, r: &mut CheckReport) {
+    let cfg_name = cfg.path.display().to_string();
     let base = cfg.base_dir();
     let mut sender_domains: Vec<String> = cfg
         .clients
@@ -163,6 +198,11 @@ pub fn run(cfg: &Config) -> CheckReport {
         }
         Err(e) => r.errors.push(format!("{cfg_name}: [[dkim]]: {e}")),
     }
+}
+
+/// The spool: present (or creatable by `serve`), writable, and its damaged entries.
+fn check_spool(cfg: &Config, r: &mut CheckReport) {
+    let cfg_name = cfg.path.display().to_string();
     if !cfg.spool.dir.exists() {
         // `check` changes nothing: say what `serve` will do instead of creating it.
         let parent_ok = cfg
@@ -184,7 +224,7 @@ pub fn run(cfg: &Config) -> CheckReport {
         } else {
             r.errors.push(msg);
         }
-        return r;
+        return;
     }
     match crate::queue::spool::Spool::open(&cfg.spool.dir) {
         Ok(s) => {
@@ -209,7 +249,6 @@ pub fn run(cfg: &Config) -> CheckReport {
         }
         Err(e) => r.errors.push(format!("{cfg_name}: [spool]: {e}")),
     }
-    r
 }
 
 fn check_cert_expiry(path: &Path, r: &mut CheckReport) {
@@ -219,24 +258,16 @@ fn check_cert_expiry(path: &Path, r: &mut CheckReport) {
     let Ok(certs) = openssl::x509::X509::stack_from_pem(&pem) else {
         return;
     };
-    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
-        return;
-    };
     for c in certs {
-        if let Ok(diff) = now.diff(c.not_after()) {
-            if diff.days < 0 {
-                r.errors.push(format!(
-                    "{}: certificate expired {} days ago",
-                    path.display(),
-                    -diff.days
-                ));
-            } else if diff.days < 30 {
-                r.warnings.push(format!(
-                    "{}: certificate expires in {} days",
-                    path.display(),
-                    diff.days
-                ));
-            }
+        let v = crate::validity::of(&c, crate::validity::WARN_DAYS);
+        match v {
+            Validity::Valid { .. } => {}
+            Validity::ExpiresSoon { .. } => r
+                .warnings
+                .push(format!("{}: certificate {v}", path.display())),
+            _ => r
+                .errors
+                .push(format!("{}: certificate {v}", path.display())),
         }
     }
 }

@@ -27,7 +27,7 @@ struct Sample {
 }
 
 fn samples() -> Vec<Sample> {
-    let date = crate::audit::rfc5322_date(crate::queue::spool::now() as i64);
+    let date = crate::clock::rfc5322_date(crate::clock::unix_now() as i64);
     let attachment = "JVBERi0xLjQKJcOkw7zDtsOfCjEgMCBvYmoKPDwvVHlwZS9DYXRhbG9nPj4KZW5kb2JqCnRyYWlsZXIKPDwvUm9vdCAxIDAgUj4+CiUlRU9GCg==";
     vec![
         Sample {

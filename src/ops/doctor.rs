@@ -23,16 +23,17 @@ use hickory_resolver::TokioResolver;
 use mail_auth::common::parse::TxtRecordParser;
 use serde::Serialize;
 
+use crate::address::normalize_domain;
 use crate::escape::for_terminal;
-use crate::transform::dkim::{inspect_key, parse_duration, Algorithm, DkimConfig, KeyInfo};
+use crate::transform::dkim::{dkim_duration, inspect_key, Algorithm, DkimConfig, KeyInfo};
+use crate::validity::{self, Validity};
 
 /// How long one DNS query may take, per attempt.
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long the whole upstream probe (connect, greeting, STARTTLS, handshake) may take.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(15);
-/// Certificates expiring within this many days are a warning (matches `sealgate check`).
-const EXPIRY_WARN_DAYS: i64 = 30;
-/// ... and within this many days a failure: there is hardly time left to act.
+/// Certificates expiring within [`crate::validity::WARN_DAYS`] are a warning (as in
+/// `sealgate check`), and within this many days a failure: there is hardly time left to act.
 const EXPIRY_FAIL_DAYS: i64 = 7;
 
 /// Everything doctor looks at, gathered by the CLI from `sealgate.toml`.
@@ -156,13 +157,13 @@ pub async fn run(input: &DoctorInput) -> Vec<Finding> {
         .iter()
         .chain(input.dkim.iter().map(|e| &e.domain))
     {
-        domains.insert(normalize(d));
+        domains.insert(normalize_domain(d));
     }
     for domain in &domains {
         let entries: Vec<&DkimConfig> = input
             .dkim
             .iter()
-            .filter(|e| normalize(&e.domain) == *domain)
+            .filter(|e| normalize_domain(&e.domain) == *domain)
             .collect();
         if entries.is_empty() {
             findings.push(Finding::new(
@@ -195,10 +196,6 @@ pub async fn run(input: &DoctorInput) -> Vec<Finding> {
         findings.push(check_certificate_file(&path));
     }
     findings
-}
-
-fn normalize(domain: &str) -> String {
-    domain.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn resolve(base: &Path, path: &Path) -> PathBuf {
@@ -414,7 +411,11 @@ async fn check_dkim_entry(
     base: &Path,
     out: &mut Vec<Finding>,
 ) {
-    let name = format!("{}._domainkey.{}", entry.selector, normalize(&entry.domain));
+    let name = format!(
+        "{}._domainkey.{}",
+        entry.selector,
+        normalize_domain(&entry.domain)
+    );
     let info = match inspect_key(entry, base) {
         Ok(info) => info,
         Err(err) => {
@@ -536,7 +537,7 @@ fn key_age_finding(entry: &DkimConfig, info: &KeyInfo) -> Finding {
     let max = entry
         .max_key_age
         .as_deref()
-        .and_then(|m| parse_duration(m).ok());
+        .and_then(|m| dkim_duration(m).ok());
     match max {
         Some(max) if age > max => Finding::new(
             "dkim-key",
@@ -753,13 +754,13 @@ async fn probe_upstream(probe: &UpstreamProbe, base: &Path) -> Result<Finding, S
     let Some(leaf) = chain.first() else {
         return Err("no certificate presented".into());
     };
-    let (days, leaf_subject) = match openssl::x509::X509::from_der(leaf.as_ref()) {
-        Ok(x) => (days_until(x.not_after()), describe_subject(&x)),
+    let (validity, leaf_subject) = match openssl::x509::X509::from_der(leaf.as_ref()) {
+        Ok(x) => (validity::of(&x, validity::WARN_DAYS), describe_subject(&x)),
         Err(e) => return Err(format!("cannot read the leaf certificate: {e}")),
     };
-    let verdict = expiry_verdict(days);
+    let verdict = validity_verdict(&validity);
     let mut detail = format!(
-        "{version} {suite}, chain of {} verified against {trust}, leaf {leaf_subject} expires in {days} days",
+        "{version} {suite}, chain of {} verified against {trust}, leaf {leaf_subject} {validity}",
         chain.len()
     );
     if verdict != Verdict::Ok {
@@ -771,24 +772,13 @@ async fn probe_upstream(probe: &UpstreamProbe, base: &Path) -> Result<Finding, S
 // ---------------------------------------------------------------------------------------
 // Certificates
 
-fn days_until(t: &openssl::asn1::Asn1TimeRef) -> i64 {
-    let now = match openssl::asn1::Asn1Time::days_from_now(0) {
-        Ok(now) => now,
-        Err(_) => return 0,
-    };
-    match now.diff(t) {
-        Ok(diff) => i64::from(diff.days),
-        Err(_) => 0,
-    }
-}
-
-fn expiry_verdict(days: i64) -> Verdict {
-    if days < EXPIRY_FAIL_DAYS {
-        Verdict::Fail
-    } else if days < EXPIRY_WARN_DAYS {
-        Verdict::Warn
-    } else {
-        Verdict::Ok
+/// Fail when unusable or within [`EXPIRY_FAIL_DAYS`] of expiring, warn within
+/// [`validity::WARN_DAYS`].
+fn validity_verdict(v: &Validity) -> Verdict {
+    match v {
+        Validity::Valid { .. } => Verdict::Ok,
+        Validity::ExpiresSoon { days, .. } if *days >= EXPIRY_FAIL_DAYS => Verdict::Warn,
+        _ => Verdict::Fail,
     }
 }
 
@@ -848,21 +838,18 @@ pub fn check_certificate_file(path: &Path) -> Finding {
             )
         }
     };
-    let days = days_until(cert.not_after());
+    let validity = validity::of(&cert, validity::WARN_DAYS);
     let name = describe_subject(&cert);
-    let verdict = expiry_verdict(days);
-    let detail = if days < 0 {
-        format!(
-            "certificate {name} expired {} days ago (fix: renew it and replace the file)",
-            -days
-        )
-    } else if verdict == Verdict::Ok {
-        format!("certificate {name} expires in {days} days")
-    } else {
-        format!(
-            "certificate {name} expires in {days} days (fix: renew it now and replace the file)"
-        )
+    let verdict = validity_verdict(&validity);
+    let fix = match validity {
+        Validity::Valid { .. } => "",
+        Validity::ExpiresSoon { .. } => " (fix: renew it now and replace the file)",
+        Validity::Expired { .. } => " (fix: renew it and replace the file)",
+        Validity::NotYetValid { .. } | Validity::ClockUnavailable => {
+            " (fix: check this machine's clock, or the certificate's dates)"
+        }
     };
+    let detail = format!("certificate {name} {validity}{fix}");
     Finding::new("certificate", subject, verdict, detail)
 }
 

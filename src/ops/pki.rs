@@ -63,10 +63,7 @@ fn builder(
     b.set_serial_number(&serial)?;
     b.set_subject_name(&name)?;
     b.set_pubkey(key)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now = crate::clock::unix_now() as i64;
     let not_before = Asn1Time::from_unix(now + days_from * 86400)?;
     let not_after = Asn1Time::from_unix(now + days_to * 86400)?;
     b.set_not_before(&not_before)?;

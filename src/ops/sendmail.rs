@@ -1,13 +1,14 @@
 //! The sendmail-compatible entry point's rules: its command line (sendmail's syntax,
 //! parsed by hand), the checks on `-f` and recipient arguments, `-t` recipient
-//! extraction, the envelope sender when no `-f` is given, and the `[sendmail]`
-//! configuration section.
+//! extraction, and the envelope sender when no `-f` is given (the `[sendmail]`
+//! section itself is [`crate::config::SendmailConfig`]).
 //!
 //! Submission itself goes through [`crate::smtp::submit`] to the local listener (or, while
-//! `serve` is down, through [`crate::queue::maildrop`]), so a message from `sendmail` meets
+//! `serve` is down, through [`crate::smtp::maildrop`]), so a message from `sendmail` meets
 //! exactly the same policy as one sent over SMTP.
 
-use serde::Deserialize;
+use crate::address::address_problem;
+use crate::config::SendmailConfig;
 
 /// sendmail exit codes (sysexits.h), as sendmail and Postfix's sendmail use them.
 pub mod exit {
@@ -23,36 +24,6 @@ pub mod exit {
     pub const TEMPFAIL: u8 = 75;
     /// The configuration is missing, unreadable or invalid.
     pub const CONFIG: u8 = 78;
-}
-
-/// `[sendmail]`: how `sealgate sendmail` submits.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendmailConfig {
-    /// Envelope sender used when the caller gives no `-f`/`-r` (default: `USER@hostname`).
-    #[serde(default)]
-    pub sender: Option<String>,
-    /// Without `-f`: use the header From address as the envelope sender when the client
-    /// sendmail authenticates as (SEALGATE_USER) may use it by its `allowed_senders`.
-    #[serde(default)]
-    pub sender_from_header: bool,
-    /// While `serve` is down, keep messages in `<spool>/maildrop/` for it to collect.
-    #[serde(default = "yes")]
-    pub maildrop: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl Default for SendmailConfig {
-    fn default() -> Self {
-        SendmailConfig {
-            sender: None,
-            sender_from_header: false,
-            maildrop: true,
-        }
-    }
 }
 
 /// What the invocation asks for (`-b` modes, `-I`, `-q`, `--help`).
@@ -274,23 +245,6 @@ fn option_with_argument(inv: &mut Invocation, c: u8, value: String) -> Result<()
     Ok(())
 }
 
-/// Why an address argument cannot go into an SMTP command, if it cannot.
-fn address_problem(s: &str) -> Option<&'static str> {
-    if s.chars().any(|c| c == '\r' || c == '\n') {
-        Some("it contains a line break (CR or LF), which would inject SMTP commands")
-    } else if s.contains('\0') {
-        Some("it contains a NUL byte")
-    } else if s.chars().any(|c| c.is_control()) {
-        Some("it contains a control character")
-    } else if s.contains('<') || s.contains('>') {
-        Some("angle brackets are allowed only around the whole address")
-    } else if s.len() > 998 {
-        Some("it is longer than an SMTP command line allows")
-    } else {
-        None
-    }
-}
-
 /// An address argument as it goes into the envelope: `Name <addr>` and `<addr>` give
 /// `addr`; line breaks, NUL, other control characters and stray angle brackets are
 /// refused (PHP's mail() passes user input to `-f`).
@@ -503,19 +457,6 @@ pub fn default_sender(
         return (s.clone(), SenderSource::Configured);
     }
     (format!("{user}@{hostname}"), SenderSource::UserAtHost)
-}
-
-/// Checks `[sendmail] sender` at configuration load.
-pub fn validate(cfg: &SendmailConfig) -> Result<(), String> {
-    if let Some(s) = &cfg.sender {
-        if let Some(why) = address_problem(s) {
-            return Err(format!("[sendmail] sender {s:?}: {why}"));
-        }
-        if s.contains(' ') {
-            return Err(format!("[sendmail] sender {s:?}: it contains a space"));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! Startup delivers whatever the spool already holds. SIGHUP reloads the configuration
 //! (a broken one keeps the running set and logs why); SIGUSR1 makes every queued entry
-//! due now (`sealgate queue retry`) and collects the maildrop ([`crate::queue::maildrop`]);
+//! due now (`sealgate queue retry`) and collects the maildrop ([`crate::smtp::maildrop`]);
 //! SIGTERM/SIGINT stop accepting, drain sessions and exit.
 
 use std::path::{Path, PathBuf};
@@ -120,7 +120,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         metrics,
     });
     if shared.get().config.sendmail.maildrop {
-        crate::queue::maildrop::start(
+        crate::smtp::maildrop::start(
             ingest.spool.dir(),
             shared.clone(),
             ingest.clone(),

@@ -10,7 +10,7 @@
 use serde_json::json;
 
 use crate::policy::verdict::RecipientVerdict;
-use crate::queue::spool::{self, EntryKind, Envelope};
+use crate::queue::spool::{EntryKind, Envelope};
 use crate::runtime::Runtime;
 use crate::smtp::ingest::{
     add_trace_headers, check_header_from, complete_header, refuse_hazard, refuse_limits,
@@ -221,7 +221,7 @@ fn judge_and_transform(
                 id: copy_id,
                 from,
                 rcpts,
-                created: spool::now(),
+                created: crate::clock::unix_now(),
                 client: info.client.clone(),
                 message_id: if kind == EntryKind::Message {
                     message_id.clone()

@@ -2,7 +2,7 @@
 //!
 //! The message is split by sealgate's own MIME tree ([`mime::parse`], the one the
 //! transforms rewrite, so rules judge exactly the parts that strip, zip and encrypt act
-//! on; an attachment is what [`attachments::Roles::is_attachment`] says) and decoded
+//! on; an attachment is what [`attachment::Roles::is_attachment`] says) and decoded
 //! (transfer encodings leniently, charsets with mail-parser's decoders, headers with
 //! mail-parser) into a [`MessageView`]: the top-level subject and headers, every text the
 //! `body` condition sees (every `text/*` part, HTML converted to text, other parts whose
@@ -12,8 +12,8 @@
 //! Invariant: building a view never panics, whatever the bytes; a message beyond the
 //! MIME limits ([`mime::hazard`]) is not looked into and is refused.
 
+use crate::message::attachment;
 use crate::message::mime::{self, Entity, Hazard, Kind, ENCODED_LEVELS};
-use crate::transform::attachments;
 use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::{Message, MessageParser};
 
@@ -120,7 +120,7 @@ impl MessageView {
     /// messages in base64 or quoted-printable, at most `encoded_left` levels.
     fn walk(&mut self, raw: &[u8], depth0: usize, prefix0: &str, encoded_left: usize) {
         let root = mime::parse(raw);
-        let roles = attachments::Roles::of(&root);
+        let roles = attachment::Roles::of(&root);
         // Pushed in reverse so that parts come out in document order.
         let mut stack: Vec<(&Entity<'_>, usize, String)> = vec![(&root, depth0, prefix0.into())];
         while let Some((e, depth, prefix)) = stack.pop() {
@@ -326,7 +326,7 @@ pub fn seen(raw: &[u8]) -> Seen {
 fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
     use sha2::{Digest, Sha256};
     let root = mime::parse(raw);
-    let roles = attachments::Roles::of(&root);
+    let roles = attachment::Roles::of(&root);
     let mut stack = vec![&root];
     while let Some(e) = stack.pop() {
         match &e.kind {
@@ -339,12 +339,7 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
                     stack.push(inner);
                 }
                 let content = mime::decode_body(e.body, &e.info.transfer_encoding);
-                let hex = |b: &[u8]| -> String {
-                    Sha256::digest(b)
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect()
-                };
+                let hex = |b: &[u8]| crate::hex::lower(&Sha256::digest(b));
                 let end = content
                     .iter()
                     .rposition(|c| *c != b'\r' && *c != b'\n')
@@ -354,10 +349,7 @@ fn seen_leaves(raw: &[u8], encoded_left: usize, out: &mut Vec<SeenLeaf>) {
                     content_type: e.info.content_type.clone(),
                     attachment: roles.is_attachment(e),
                     name: e.info.file_name.clone(),
-                    sha256: Sha256::digest(&content)
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect(),
+                    sha256: hex(&content),
                 });
                 if e.info.is_message() && e.info.is_encoded() && encoded_left > 0 {
                     seen_leaves(&content, encoded_left - 1, out);
@@ -805,7 +797,7 @@ mod tests {
             .any(|a| a.name.as_deref() == Some("setup.exe")
                 && a.content_type == "application/x-msdownload"));
         // An inline forwarded message is looked into, not counted as an attachment:
-        // the same judgement `strip-attachments` makes (`attachments::Roles::is_attachment`).
+        // the same judgement `strip-attachments` makes (`attachment::Roles::is_attachment`).
         assert!(!v
             .attachments
             .iter()

@@ -12,9 +12,9 @@ use super::diagnostic::{Diagnostic, Severity, Sink};
 use super::patterns::{check_syntax, PatternBank, PatternOrigin};
 use super::recipients::{parse_entry, AddressList, EntrySource, NormalAddress};
 use super::rules::{Banks, BodyPattern, HeaderEntry, Rule, RuleActions};
-use crate::config::parse_size;
 use crate::glob::Glob;
 use crate::policy::verdict::{NoCertFallback, RuleRef};
+use crate::units::parse_size;
 use std::collections::HashMap;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -512,7 +512,9 @@ impl FileCompiler<'_, '_> {
                 }
                 "size_over" => {
                     let parsed = match value.get_ref() {
-                        DeValue::String(s) => parse_size(s).map(|n| (n, s.to_string())),
+                        DeValue::String(s) => parse_size(s)
+                            .map(|n| (n, s.to_string()))
+                            .map_err(|e| e.to_string()),
                         DeValue::Integer(i) => i
                             .as_str()
                             .parse::<u64>()

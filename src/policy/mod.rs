@@ -834,7 +834,7 @@ fn most_protective(a: NoCertFallback, b: NoCertFallback) -> NoCertFallback {
 }
 
 fn short_hex(digest: &[u8]) -> String {
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    crate::hex::lower(&digest[..digest.len().min(6)])
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! Invariants: every line of a DSN is at most 998 octets (RFC 5322 §2.1.1); its
 //! `Status:` is a well-formed `5.x.x`, as `Action: failed` requires.
 
-use crate::audit::rfc5322_date;
+use crate::clock::rfc5322_date;
 use crate::queue::spool::Envelope;
 use crate::runtime::Runtime;
 
@@ -84,7 +84,7 @@ pub fn build(
     failures: &[Failure],
     to: &str,
 ) -> Vec<u8> {
-    let now = crate::queue::spool::now() as i64;
+    let now = crate::clock::unix_now() as i64;
     let boundary = format!("{}/{}", original.id, hostname);
     let headers = returned_headers(message);
     let mut out = String::with_capacity(4096 + headers.len());

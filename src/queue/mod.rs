@@ -1,10 +1,8 @@
 //! What happens after `250 queued`: the durable spool ([`spool`]), the relay workers
-//! ([`relay`]) and their upstream client ([`upstream`]), delivery status notifications
-//! ([`dsn`]), and the maildrop that holds `sendmail` submissions while `serve` is down
-//! ([`maildrop`]).
+//! ([`relay`]) and their upstream client ([`upstream`]), and delivery status
+//! notifications ([`dsn`]).
 
 pub mod dsn;
-pub mod maildrop;
 pub mod relay;
 pub mod spool;
 pub mod upstream;

@@ -23,7 +23,7 @@ use tokio::sync::{watch, Notify};
 use crate::audit::Audit;
 use crate::metrics::Metrics;
 use crate::queue::dsn::{self, Failure};
-use crate::queue::spool::{self, EntryKind, Envelope, Spool, SpoolEntry, SpoolError};
+use crate::queue::spool::{EntryKind, Envelope, Spool, SpoolEntry, SpoolError};
 use crate::queue::upstream::{Connection, RcptOutcome, UpstreamError, UpstreamSettings};
 
 /// Retry and reporting settings that come with the upstream; replaced on reload.
@@ -43,13 +43,6 @@ struct Schedule {
     by_time: BTreeSet<(u64, String)>,
     when: HashMap<String, u64>,
     active: HashSet<String>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// How long an upstream connection may sit idle before we close it.
@@ -175,7 +168,7 @@ impl Relay {
 
     /// Schedules freshly stored entries for immediate delivery.
     pub fn schedule_now(&self, ids: &[String]) {
-        let now = now_ms();
+        let now = crate::clock::unix_now_ms();
         for id in ids {
             self.schedule(id, now);
         }
@@ -207,7 +200,7 @@ impl Relay {
 
     fn take_due(&self) -> Result<String, Option<u64>> {
         let mut s = self.lock();
-        let now = now_ms();
+        let now = crate::clock::unix_now_ms();
         let first = s.by_time.iter().next().cloned();
         match first {
             Some((t, id)) if t <= now => {
@@ -324,7 +317,7 @@ impl Relay {
             }
             Err(e) => {
                 tracing::error!("cannot read spool entry {id}: {e}; retrying in a minute");
-                self.schedule(id, now_ms() + 60_000);
+                self.schedule(id, crate::clock::unix_now_ms() + 60_000);
                 return None;
             }
         };
@@ -485,7 +478,7 @@ impl Relay {
                 }),
             );
         }
-        let age = Duration::from_secs(spool::now().saturating_sub(env.created));
+        let age = Duration::from_secs(crate::clock::unix_now().saturating_sub(env.created));
         if !deferred.is_empty() && age >= settings.give_up_after {
             for (rcpt, why) in deferred.drain(..) {
                 failures.push(Failure {
@@ -516,7 +509,7 @@ impl Relay {
             return;
         }
         let backoff = backoff(settings.retry_base, settings.retry_max, state.attempts);
-        state.next_attempt = spool::now() + backoff.as_secs().max(1);
+        state.next_attempt = crate::clock::unix_now() + backoff.as_secs().max(1);
         state.last_error = deferred.first().map(|(_, w)| w.clone());
         // Persist the state before the audit record: whoever reads "deferred" in the
         // audit log and then asks `queue list` must see the same reason.
@@ -538,7 +531,10 @@ impl Relay {
                 "cipher": Some(cipher).filter(|v| !v.is_empty()),
             }),
         );
-        self.schedule(&env.id, now_ms() + backoff.as_millis() as u64);
+        self.schedule(
+            &env.id,
+            crate::clock::unix_now_ms() + backoff.as_millis() as u64,
+        );
     }
 
     /// Queues a DSN for `failures` (none for a null sender or a DSN) and audits it;
@@ -598,7 +594,7 @@ impl Relay {
             id: dsn_id(&env.id, failures),
             from: String::new(),
             rcpts: vec![dsn_to.clone()],
-            created: spool::now(),
+            created: crate::clock::unix_now(),
             client: "sealgate".into(),
             message_id: Some(format!("<{}.dsn@{}>", env.id, settings.hostname)),
             policy_version: None,
@@ -644,7 +640,7 @@ fn dsn_id(id: &str, failures: &[Failure]) -> String {
         h.update(b"\n");
     }
     let digest = h.finalize();
-    let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let tag = crate::hex::lower(&digest[..digest.len().min(8)]);
     format!("{id}-dsn-{tag}")
 }
 
@@ -740,10 +736,10 @@ mod tests {
             Arc::new(Metrics::default()),
         );
         let env = Envelope {
-            id: spool::new_id(),
+            id: crate::queue::spool::new_id(),
             from: "app@sender.example".into(),
             rcpts: vec!["a@x.example".into(), "b@x.example".into()],
-            created: spool::now(),
+            created: crate::clock::unix_now(),
             client: "local".into(),
             message_id: Some("<m1@sender.example>".into()),
             policy_version: None,

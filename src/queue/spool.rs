@@ -15,7 +15,6 @@ use std::io::{self, BufRead, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -144,22 +143,11 @@ pub struct Spool {
     dir: PathBuf,
 }
 
-/// Unix seconds now.
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 static ID_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A new queue id: time-ordered, unique within the process, unpredictable enough across processes.
 pub fn new_id() -> String {
-    let micros = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
+    let micros = crate::clock::unix_now_micros();
     let n = ID_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xfff;
     let r: u16 = rand::random();
     format!("{micros:013X}{n:03X}{r:04X}")

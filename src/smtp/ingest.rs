@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::audit::{rfc5322_date, Audit};
+use crate::audit::Audit;
+use crate::clock::rfc5322_date;
 use crate::glob::glob_match;
 use crate::message::mime;
 use crate::metrics::Metrics;
@@ -409,7 +410,7 @@ pub fn add_trace_headers(
     id: &str,
     rcpts: &[String],
 ) -> (Vec<u8>, Option<String>) {
-    let now = spool::now() as i64;
+    let now = crate::clock::unix_now() as i64;
     let headers = match header_end(message) {
         Some(e) => &message[..e],
         None => message,

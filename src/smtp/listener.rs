@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::backoff::AcceptBackoff;
 use crate::runtime::{Runtime, Shared};
 use crate::smtp::ingest::Ingest;
 use crate::smtp::reply::{named, Reply};
@@ -239,39 +240,6 @@ fn per_peer_limit(configured: Option<usize>, max: usize, peer: SocketAddr) -> us
         Some(n) => n,
         None if peer.ip().is_loopback() => max,
         None => max.saturating_sub(1).max(1),
-    }
-}
-
-/// The pause after a failed `accept` (EMFILE, ENFILE, ENOBUFS): 100 ms, doubling up to
-/// 1 s while failures repeat, back to nothing after a success. A listener out of
-/// descriptors is woken again at once by the connection still waiting; without the
-/// pause its loop spins on the CPU.
-#[derive(Debug, Default)]
-pub struct AcceptBackoff {
-    /// The next pause; zero until the first failure.
-    next: Duration,
-}
-
-impl AcceptBackoff {
-    /// First pause after a failure.
-    const FIRST: Duration = Duration::from_millis(100);
-    /// Longest pause.
-    const MAX: Duration = Duration::from_secs(1);
-
-    /// Logs the failure (once per streak, so a full descriptor table does not flood the
-    /// log) and sleeps.
-    pub async fn wait(&mut self, listener: &str, e: &std::io::Error) {
-        if self.next.is_zero() {
-            tracing::warn!("{listener} listener: accept failed: {e}; backing off");
-            self.next = Self::FIRST;
-        }
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(Self::MAX);
-    }
-
-    /// An accept succeeded: the next failure starts over at 100 ms.
-    pub fn reset(&mut self) {
-        self.next = Duration::ZERO;
     }
 }
 

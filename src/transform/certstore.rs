@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::Id;
@@ -26,10 +25,8 @@ use openssl::x509::{X509ExtendedKeyUsage, X509KeyUsage, X509StoreContext, X509};
 /// Why a certificate is not used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unusable {
-    /// notAfter is in the past.
-    Expired { not_after: String },
-    /// notBefore is in the future.
-    NotYetValid { not_before: String },
+    /// Not valid now: expired, not yet valid, or the clock unreadable.
+    Dates(crate::validity::Validity),
     /// It has an extendedKeyUsage extension without emailProtection.
     NoEmailProtection,
     /// Its keyUsage extension does not allow the key to be used for encryption.
@@ -45,8 +42,7 @@ pub enum Unusable {
 impl fmt::Display for Unusable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unusable::Expired { not_after } => write!(f, "expired on {not_after}"),
-            Unusable::NotYetValid { not_before } => write!(f, "not valid before {not_before}"),
+            Unusable::Dates(v) => write!(f, "{v}"),
             Unusable::NoEmailProtection => {
                 write!(f, "extended key usage lacks emailProtection")
             }
@@ -344,9 +340,8 @@ impl CertStore {
 
     /// Problems for `sealgate check`: unreadable files, unusable certificates with the
     /// reason, and certificates expiring within `days`.
-    pub fn warnings(&self, days: u32) -> Vec<String> {
+    pub fn warnings(&self, days: i64) -> Vec<String> {
         let mut out = self.load_problems.clone();
-        let soon = Asn1Time::days_from_now(days).ok();
         for c in &self.certs {
             if cert_is_ca(&c.cert) && c.addresses.is_empty() {
                 continue;
@@ -359,14 +354,9 @@ impl CertStore {
             match c.check_now() {
                 Err(why) => out.push(format!("{}: {who}: not used: {why}", c.path.display())),
                 Ok(()) => {
-                    if let Some(soon) = &soon {
-                        if c.cert.not_after() < soon.as_ref() {
-                            out.push(format!(
-                                "{}: {who}: expires within {days} days ({})",
-                                c.path.display(),
-                                c.not_after()
-                            ));
-                        }
+                    let v = crate::validity::of(&c.cert, days);
+                    if let crate::validity::Validity::ExpiresSoon { .. } = v {
+                        out.push(format!("{}: {who}: {v}", c.path.display()));
                     }
                 }
             }
@@ -398,7 +388,7 @@ pub fn stored(path: PathBuf, cert: X509, purpose: Purpose) -> StoredCert {
     let addresses = addresses_of(&cert);
     let fingerprint = cert
         .digest(MessageDigest::sha256())
-        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+        .map(|d| crate::hex::lower(&d))
         .unwrap_or_default();
     let key_description = describe_key(&cert);
     let static_check = static_checks(&cert, purpose);
@@ -484,25 +474,14 @@ pub fn static_checks(cert: &X509, purpose: Purpose) -> Result<(), Unusable> {
     Ok(())
 }
 
-/// notBefore <= now <= notAfter.
+/// notBefore <= now <= notAfter (an unreadable clock refuses rather than guesses).
 pub fn check_dates(cert: &X509) -> Result<(), Unusable> {
-    let Ok(now) = Asn1Time::days_from_now(0) else {
-        // Cannot read the clock through OpenSSL: refuse rather than guess.
-        return Err(Unusable::Expired {
-            not_after: "unknown (clock unavailable)".into(),
-        });
-    };
-    if cert.not_after() < now.as_ref() {
-        return Err(Unusable::Expired {
-            not_after: cert.not_after().to_string(),
-        });
+    let v = crate::validity::of(cert, 0);
+    if v.is_usable() {
+        Ok(())
+    } else {
+        Err(Unusable::Dates(v))
     }
-    if cert.not_before() > now.as_ref() {
-        return Err(Unusable::NotYetValid {
-            not_before: cert.not_before().to_string(),
-        });
-    }
-    Ok(())
 }
 
 fn verify_chain(store: &X509Store, chain: &Stack<X509>, cert: &X509) -> Result<(), String> {

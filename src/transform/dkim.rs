@@ -307,7 +307,7 @@ impl DkimSigner {
         let mut keys: Vec<LoadedKey> = Vec::with_capacity(entries.len());
         let mut warnings = Vec::new();
         for entry in entries {
-            let domain = normalize_domain(&entry.domain);
+            let domain = crate::address::normalize_domain(&entry.domain);
             if keys
                 .iter()
                 .any(|k| k.info.domain == domain && k.info.selector == entry.selector)
@@ -322,14 +322,14 @@ impl DkimSigner {
                 .expire
                 .as_deref()
                 .map(|text| {
-                    parse_duration(text).map_err(|reason| bad_entry(entry, "expire", reason))
+                    dkim_duration(text).map_err(|reason| bad_entry(entry, "expire", reason))
                 })
                 .transpose()?;
             let max_age = entry
                 .max_key_age
                 .as_deref()
                 .map(|text| {
-                    parse_duration(text).map_err(|reason| bad_entry(entry, "max_key_age", reason))
+                    dkim_duration(text).map_err(|reason| bad_entry(entry, "max_key_age", reason))
                 })
                 .transpose()?;
             let (info, key) = load_key(entry, base)?;
@@ -395,7 +395,9 @@ impl DkimSigner {
 
     /// True when mail from `domain` (e.g. a sender's domain) would be signed.
     pub fn covers(&self, domain: &str) -> bool {
-        !self.keys_for_domain(&normalize_domain(domain)).is_empty()
+        !self
+            .keys_for_domain(&crate::address::normalize_domain(domain))
+            .is_empty()
     }
 
     /// The configured signing domains, sorted, without duplicates.
@@ -462,7 +464,7 @@ fn bad_entry(entry: &DkimConfig, key: &str, reason: String) -> DkimError {
 }
 
 fn load_key(entry: &DkimConfig, base: &Path) -> Result<(KeyInfo, PrivateKey), DkimError> {
-    let domain = normalize_domain(&entry.domain);
+    let domain = crate::address::normalize_domain(&entry.domain);
     check_dns_label_text(&domain).map_err(|reason| bad_entry(entry, "domain", reason))?;
     check_dns_label_text(&entry.selector).map_err(|reason| bad_entry(entry, "selector", reason))?;
     let path = if entry.key_file.is_absolute() {
@@ -535,19 +537,6 @@ fn first_error(stack: &openssl::error::ErrorStack) -> String {
         .unwrap_or_else(|| "unreadable key".to_string())
 }
 
-/// Lower case, without a trailing dot.
-/// A domain as DNS and `d=` spell it: lower case, no trailing dot, internationalized
-/// labels as A-labels (`exämple.com` → `xn--exmple-cua.com`), so that an SMTPUTF8 From
-/// and a `[[dkim]]` entry written either way meet. Left as it is (lower-cased) when it
-/// is not a domain IDNA can convert.
-fn normalize_domain(domain: &str) -> String {
-    let d = domain.trim().trim_end_matches('.');
-    if d.is_ascii() {
-        return d.to_ascii_lowercase();
-    }
-    idna::domain_to_ascii(d).unwrap_or_else(|_| d.to_lowercase())
-}
-
 /// Domains and selectors: ASCII letters, digits, `-`, `_` and dots between non-empty labels.
 fn check_dns_label_text(text: &str) -> Result<(), String> {
     if text.is_empty() {
@@ -572,20 +561,17 @@ fn check_dns_label_text(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Parses `"90s"`, `"30m"`, `"12h"`, `"7d"`, `"2w"`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    // Stricter than the config's general parser: a unit is required, and zero means nothing.
-    if text.is_empty() || text.ends_with(|c: char| c.is_ascii_digit()) || text.ends_with("ms") {
+/// A DKIM duration (`expire`, `max_key_age`): the grammar of [`crate::units`], and a
+/// whole number of seconds, at least one (the `x=` tag counts seconds).
+pub fn dkim_duration(text: &str) -> Result<Duration, String> {
+    let d = crate::units::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() || d.subsec_nanos() != 0 {
         return Err(format!(
-            "{text:?}: unit must be s, m, h, d or w (e.g. \"7d\")"
+            "\"{}\" must be a whole number of seconds, at least one, like \"7d\"",
+            text.trim()
         ));
     }
-    match crate::config::parse_duration(text) {
-        Some(d) if !d.is_zero() => Ok(d),
-        Some(_) => Err(format!("{text:?} is out of range")),
-        None => Err(format!("{text:?} is not a duration like \"7d\"")),
-    }
+    Ok(d)
 }
 
 /// The message with the whitespace (SP, HTAB) removed from the lines that follow the
@@ -679,7 +665,7 @@ pub fn keygen(
     bits: u32,
     out: &Path,
 ) -> Result<String, DkimError> {
-    let domain_n = normalize_domain(domain);
+    let domain_n = crate::address::normalize_domain(domain);
     let entry_err = |reason: String| DkimError::BadEntry {
         domain: domain.to_string(),
         reason,
@@ -922,11 +908,6 @@ mod tests {
             header_from_domain("From: billing@Exämple.com\r\n\r\n".as_bytes()).as_deref(),
             Some("xn--exmple-cua.com")
         );
-        assert_eq!(
-            normalize_domain("xn--exmple-cua.com."),
-            "xn--exmple-cua.com"
-        );
-        assert_eq!(normalize_domain("EXÄMPLE.com"), "xn--exmple-cua.com");
     }
 
     #[test]
@@ -970,10 +951,12 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
-        assert!(parse_duration("7").is_err());
-        assert!(parse_duration("0d").is_err());
-        assert!(parse_duration("99999999999999999999w").is_err());
+        assert_eq!(dkim_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert!(dkim_duration("7").is_err());
+        assert!(dkim_duration("0d").is_err());
+        assert!(dkim_duration("250ms").is_err());
+        assert_eq!(dkim_duration("2000ms").unwrap(), Duration::from_secs(2));
+        assert!(dkim_duration("99999999999999999999w").is_err());
     }
 
     #[test]

@@ -216,7 +216,7 @@ impl Smime {
     /// For `sealgate check`: unusable or soon-expiring recipient certificates, unreadable
     /// files, and signer certificates that expire within 30 days.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = self.store.warnings(30);
+        let mut out = self.store.warnings(crate::validity::WARN_DAYS);
         for s in &self.signers {
             out.extend(s.warnings.iter().cloned());
         }

@@ -506,7 +506,7 @@ fn bounce(
     }
     let hostname = &rt.config.server.hostname;
     let id = crate::queue::spool::new_id();
-    let now = crate::queue::spool::now();
+    let now = crate::clock::unix_now();
     let code: u16 = reply.get(..3).and_then(|c| c.parse().ok()).unwrap_or(550);
     let enhanced = reply.split_whitespace().nth(1).filter(|t| {
         t.split('.').count() == 3 && t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
