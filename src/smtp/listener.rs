@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::audit::{Cause, Envelope, Event, Origin, Peer, Stage};
 use crate::runtime::{Runtime, Shared};
 use crate::smtp::ingest::Ingest;
 use crate::smtp::reply::{named, Reply};
@@ -300,36 +301,48 @@ impl RuntimeHooks<'_> {
             return;
         }
         let text = String::from_utf8_lossy(line);
-        let verb = text
-            .split_ascii_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if !matches!(verb.as_str(), "mail" | "rcpt" | "data") {
+        let verb = text.split_ascii_whitespace().next().unwrap_or("");
+        let stage = if verb.eq_ignore_ascii_case("mail") {
+            Stage::Mail
+        } else if verb.eq_ignore_ascii_case("rcpt") {
+            Stage::Rcpt
+        } else if verb.eq_ignore_ascii_case("data") {
+            Stage::Data
+        } else {
             return;
-        }
+        };
         let command: String = text.trim_end().chars().take(300).collect();
-        self.ingest.audit.record(
-            "rejected",
-            serde_json::json!({"stage": verb, "command": command, "client": session.client(),
-                               "peer": self.peer.to_string(), "reply": reply.to_string()}),
-        );
+        self.ingest.audit.record(&Event::RefusedCommand {
+            stage,
+            command,
+            origin: self.origin(session.client()),
+            reply: reply.to_string(),
+        });
+    }
+
+    /// The `client` and `peer` of this session's records.
+    fn origin(&self, client: &str) -> Origin {
+        Origin {
+            client: client.to_string(),
+            peer: Peer::Net(self.peer),
+        }
     }
 }
 
 impl Hooks for RuntimeHooks<'_> {
-    fn address_refused(&self, client: &str, stage: &str, address: &str, reply: &Reply) {
-        if stage == "rcpt" {
+    fn address_refused(&self, client: &str, stage: Stage, address: &str, reply: &Reply) {
+        if stage == Stage::Rcpt {
             self.ingest
                 .metrics
                 .recipients_rejected
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        self.ingest.audit.record(
-            "rejected",
-            serde_json::json!({"stage": stage, "address": address, "client": client,
-                               "peer": self.peer.to_string(), "reply": reply.to_string()}),
-        );
+        self.ingest.audit.record(&Event::RefusedAddress {
+            stage,
+            address: address.to_string(),
+            origin: self.origin(client),
+            reply: reply.to_string(),
+        });
     }
     fn authenticate(&self, username: &str, password: &str) -> Option<String> {
         // argon2 takes tens of milliseconds of CPU: tell the runtime this worker blocks,
@@ -340,34 +353,42 @@ impl Hooks for RuntimeHooks<'_> {
         if client.is_none() {
             self.audited.set(true);
             tracing::warn!("AUTH failed for user {username:?} from {}", self.peer);
-            self.ingest.audit.record(
-                "rejected",
-                serde_json::json!({"stage": "auth", "username": username,
-                                   "peer": self.peer.to_string()}),
-            );
+            self.ingest.audit.record(&Event::RefusedAuth {
+                stage: Stage::Auth,
+                username: username.to_string(),
+                peer: Peer::Net(self.peer),
+            });
         }
         client
     }
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
         crate::smtp::ingest::check_sender(self.rt, client, sender).inspect_err(|r| {
             self.audited.set(true);
-            self.ingest.audit.record(
-                "rejected",
-                serde_json::json!({"stage": "mail", "from": sender, "client": client,
-                                   "peer": self.peer.to_string(), "reply": r.to_string()}),
-            );
+            self.ingest.audit.record(&Event::RefusedSender {
+                stage: Stage::Mail,
+                from: sender.to_string(),
+                origin: self.origin(client),
+                reply: r.to_string(),
+            });
         })
     }
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
         crate::smtp::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|r| {
             self.audited.set(true);
-            self.ingest.metrics.recipients_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.ingest.audit.record(
-                "rejected",
-                serde_json::json!({"stage": "rcpt", "from": sender, "rcpts": [rcpt], "client": client,
-                                   "peer": self.peer.to_string(), "reply": r.to_string(),
-                                   "policy_version": self.rt.policy.version()}),
-            );
+            self.ingest
+                .metrics
+                .recipients_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.ingest.audit.record(&Event::RefusedRecipient {
+                stage: Stage::Rcpt,
+                envelope: Envelope {
+                    from: sender.to_string(),
+                    rcpts: vec![rcpt.to_string()],
+                },
+                origin: self.origin(client),
+                reply: r.to_string(),
+                policy_version: self.rt.policy.version().to_string(),
+            });
         })
     }
 }
@@ -644,13 +665,16 @@ async fn handle(
                     peer,
                     tls: session.is_tls(),
                 };
-                let refused = |reply: Reply, why: &str| {
+                let refused = |reply: Reply, why: &'static str| {
                     // Every refusal is audited, these two included.
                     ingest.rejected(
                         &info,
                         &tx,
                         &reply,
-                        serde_json::json!({"stage": "data", "detail": why}),
+                        Cause::Limit {
+                            stage: Stage::Data,
+                            detail: why,
+                        },
                     );
                     reply
                 };
