@@ -425,10 +425,10 @@ pub fn queue_delete(config: &Path, id: &str) -> ExitCode {
             Ok(what) => {
                 println!("{what}");
                 if let Some(a) = &audit {
-                    a.record(
-                        "deleted",
-                        serde_json::json!({"queue_id": id, "by": "sealgate queue delete"}),
-                    );
+                    a.record(&sealgate::audit::Event::Deleted {
+                        queue_id: id.clone(),
+                        by: "sealgate queue delete",
+                    });
                 }
             }
             Err(e) => {

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::json;
 use tokio::sync::watch;
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Event};
 use crate::metrics::Metrics;
 use crate::queue::relay::{Relay, RelaySettings};
 use crate::queue::spool::Spool;
@@ -108,7 +107,11 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
     }
     let workers = rt.config.upstream.connections;
     let drain = rt.config.server.data_timeout;
-    audit.record("started", json!({"listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "config": config_path.display().to_string(), "queued": queued}));
+    audit.record(&Event::Started {
+        listen: addrs.iter().map(|a| a.to_string()).collect(),
+        config: config_path.display().to_string(),
+        queued,
+    });
     let shared = Shared::new(rt);
     relay.route_bounces_with(shared.clone());
     let (tx, rx) = watch::channel(false);
@@ -148,7 +151,7 @@ pub async fn start(config_path: &Path) -> anyhow::Result<Running> {
         }
         let _ = std::fs::remove_file(&pidfile);
         drop(pid_lock);
-        audit.record("stopped", json!({}));
+        audit.record(&Event::Stopped);
     });
     Ok(Running {
         addrs,
@@ -164,10 +167,10 @@ pub fn reload(path: &Path, shared: &Shared, relay: &Relay, audit: &Audit) -> any
     relay.set_settings(settings);
     let version = rt.policy.version().to_string();
     shared.set(rt);
-    audit.record(
-        "reloaded",
-        json!({"config": path.display().to_string(), "policy_version": version}),
-    );
+    audit.record(&Event::Reloaded {
+        config: path.display().to_string(),
+        policy_version: version,
+    });
     Ok(())
 }
 
@@ -271,7 +274,9 @@ async fn watch_policies(
             ),
             Err(e) => {
                 tracing::error!("policy directory changed but the new set is broken; keeping the running one: {e:#}");
-                audit.record("reload-failed", json!({"error": format!("{e:#}")}));
+                audit.record(&Event::ReloadFailed {
+                    error: format!("{e:#}"),
+                });
             }
         }
     }
@@ -286,7 +291,9 @@ fn on_hangup(path: &Path, shared: &Shared, relay: &Relay, audit: &Audit) {
         Ok(()) => tracing::info!("configuration reloaded from {}", path.display()),
         Err(e) => {
             tracing::error!("reload failed, keeping the running configuration: {e:#}");
-            audit.record("reload-failed", json!({"error": format!("{e:#}")}));
+            audit.record(&Event::ReloadFailed {
+                error: format!("{e:#}"),
+            });
         }
     }
 }

@@ -7,8 +7,7 @@
 //! Invariant: whatever `serve` would relay, `explain` shows, because both call
 //! [`decide_traced`]; nothing here touches the disk or the network.
 
-use serde_json::json;
-
+use crate::audit::{Copy, CopyKind, Detail};
 use crate::policy::verdict::RecipientVerdict;
 use crate::queue::spool::{EntryKind, Envelope};
 use crate::runtime::Runtime;
@@ -21,7 +20,7 @@ use crate::smtp::session::Transaction;
 use crate::transform::Plan;
 
 /// A refusal at end of DATA: the reply, and the audit facts saying what decided it.
-pub type Refusal = (Reply, serde_json::Value);
+pub type Refusal = (Reply, Detail);
 
 /// What the pipeline produced for an accepted message.
 #[derive(Debug)]
@@ -30,7 +29,7 @@ pub struct Decision {
     /// (each copy followed by its extra messages, such as a zip's password mail).
     pub copies: Vec<(Envelope, Vec<u8>)>,
     /// Audit facts: per copy, recipients, actions, rules, notes.
-    pub audit: Vec<serde_json::Value>,
+    pub audit: Vec<Copy>,
     /// The repairs made to the message at receipt, for the audit log.
     pub repairs: Vec<String>,
 }
@@ -119,8 +118,14 @@ fn receive(
     let ambiguous = refuse_limits(&message)?;
     let hostname = &rt.config.server.hostname;
     let message = without_blind_copies(message);
-    let (message, repairs) = complete_header(message, &tx.from, hostname)
-        .map_err(|r| (r, json!({"check": "header block"})))?;
+    let (message, repairs) = complete_header(message, &tx.from, hostname).map_err(|r| {
+        (
+            r,
+            Detail::Check {
+                check: "header block",
+            },
+        )
+    })?;
     trace.repairs = repairs;
     if ambiguous || !trace.repairs.is_empty() {
         // The repaired message is judged whole: still read two ways, it is refused;
@@ -142,7 +147,12 @@ fn receive(
                 e.enhanced(),
                 format!("message refused: {e} (transform/seven_bit.rs)"),
             );
-            return Err((reply, json!({"seven_bit": e.to_string()})));
+            return Err((
+                reply,
+                Detail::SevenBit {
+                    seven_bit: e.to_string(),
+                },
+            ));
         }
     };
     Ok(add_trace_headers(&message, info, hostname, id, &tx.rcpts))
@@ -160,8 +170,8 @@ fn judge_and_transform(
     message_id: Option<String>,
     trace: &mut Trace,
     copies: &mut Vec<(Envelope, Vec<u8>)>,
-) -> Result<Vec<serde_json::Value>, Refusal> {
-    check_header_from(rt, &info.client, message).map_err(|r| (r, json!(null)))?;
+) -> Result<Vec<Copy>, Refusal> {
+    check_header_from(rt, &info.client, message).map_err(|r| (r, Detail::InReply))?;
     let env = crate::policy::Envelope {
         client: &info.client,
         from: &tx.from,
@@ -172,7 +182,8 @@ fn judge_and_transform(
         .judge_message_within_limits(&env, &tx.rcpts, message);
     trace.verdicts = tx.rcpts.iter().cloned().zip(verdicts).collect();
     let mut pairs = Vec::with_capacity(trace.verdicts.len());
-    let mut rules_by_rcpt = serde_json::Map::new();
+    let mut rules_by_rcpt: std::collections::HashMap<&str, Vec<String>> =
+        std::collections::HashMap::new();
     let mut refs_by_rcpt: std::collections::HashMap<&str, &[crate::policy::verdict::RuleRef]> =
         std::collections::HashMap::new();
     for (rcpt, v) in &trace.verdicts {
@@ -182,12 +193,16 @@ fn judge_and_transform(
                     named::policy_reject(format!("message refused for <{rcpt}>: {reason} ({by})"));
                 return Err((
                     reply,
-                    json!({"rcpt": rcpt, "rule": by.rule, "file": by.file}),
+                    Detail::Rule {
+                        rcpt: rcpt.clone(),
+                        rule: by.rule.clone(),
+                        file: by.file.clone(),
+                    },
                 ));
             }
             RecipientVerdict::Accept { actions, rules } => {
                 let names: Vec<String> = rules.iter().map(|r| r.rule.clone()).collect();
-                rules_by_rcpt.insert(rcpt.clone(), json!(names));
+                rules_by_rcpt.insert(rcpt, names);
                 refs_by_rcpt.insert(rcpt, rules);
                 pairs.push((rcpt.clone(), actions.clone()));
             }
@@ -205,13 +220,21 @@ fn judge_and_transform(
             "message refused for <{rcpt}>: {why} ({})",
             by.join("; ")
         ));
-        return Err((reply, json!({"rcpt": rcpt, "refused": why})));
+        return Err((
+            reply,
+            Detail::Unplanned {
+                rcpt: rcpt.clone(),
+                refused: why.clone(),
+            },
+        ));
     }
     let dkim_err = |e: crate::transform::dkim::DkimError| {
         tracing::error!("DKIM signing failed: {e}");
         (
             named::transform_failed("DKIM signing failed"),
-            json!({"dkim": e.to_string()}),
+            Detail::Dkim {
+                dkim: e.to_string(),
+            },
         )
     };
     let mut audit = Vec::new();
@@ -254,7 +277,12 @@ fn judge_and_transform(
                 } else {
                     named::transform_failed(&e.to_string())
                 };
-                return Err((reply, json!({"transform": e.to_string()})));
+                return Err((
+                    reply,
+                    Detail::Transform {
+                        transform: e.to_string(),
+                    },
+                ));
             }
         };
         outcome.notes.clone_from(&out.notes);
@@ -267,15 +295,19 @@ fn judge_and_transform(
             }
         };
         let copy_id = format!("{id}-{}", n + 1);
-        let rules: Vec<serde_json::Value> = plan
+        let rules = plan
             .recipients
             .iter()
-            .map(|r| rules_by_rcpt.get(r).cloned().unwrap_or(json!([])))
+            .map(|r| rules_by_rcpt.get(r.as_str()).cloned().unwrap_or_default())
             .collect();
-        audit.push(
-            json!({"queue_id": copy_id, "rcpts": plan.recipients, "actions": plan.actions,
-                          "rules": rules, "notes": out.notes, "size": signed.len()}),
-        );
+        audit.push(Copy::Message {
+            queue_id: copy_id.clone(),
+            rcpts: plan.recipients.clone(),
+            actions: plan.actions.clone(),
+            rules,
+            notes: out.notes.clone(),
+            size: signed.len(),
+        });
         let env = new_env(
             copy_id,
             tx.from.clone(),
@@ -294,7 +326,11 @@ fn judge_and_transform(
                     return Err(dkim_err(e));
                 }
             };
-            audit.push(json!({"queue_id": extra_id, "rcpts": extra.to, "kind": "password"}));
+            audit.push(Copy::Password {
+                queue_id: extra_id.clone(),
+                rcpts: extra.to.clone(),
+                kind: CopyKind::Password,
+            });
             let env = new_env(extra_id, extra.from, extra.to, EntryKind::Password, &signed);
             copies.push((env, signed));
             outcome.extras += 1;

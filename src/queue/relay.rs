@@ -17,10 +17,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::{watch, Notify};
 
-use crate::audit::Audit;
+use crate::audit::{Audit, Event};
 use crate::metrics::Metrics;
 use crate::queue::dsn::{self, Failure};
 use crate::queue::spool::{EntryKind, Envelope, Spool, SpoolEntry, SpoolError};
@@ -180,8 +179,10 @@ impl Relay {
         let (entries, bad) = self.spool.scan()?;
         for (id, why) in bad {
             tracing::error!("spool entry {id} is damaged and was moved to corrupt/: {why}");
-            self.audit
-                .record("quarantined", json!({"queue_id": id, "reason": why}));
+            self.audit.record(&Event::Quarantined {
+                queue_id: id.clone(),
+                reason: why.clone(),
+            });
         }
         let n = entries.len();
         for e in entries {
@@ -311,8 +312,10 @@ impl Relay {
             Err(SpoolError::Corrupt { why, .. }) => {
                 tracing::error!("spool entry {id} is damaged: {why}; moved to corrupt/");
                 let _ = self.spool.quarantine(id, &why);
-                self.audit
-                    .record("quarantined", json!({"queue_id": id, "reason": why}));
+                self.audit.record(&Event::Quarantined {
+                    queue_id: id.to_string(),
+                    reason: why.clone(),
+                });
                 return None;
             }
             Err(e) => {
@@ -468,15 +471,15 @@ impl Relay {
             self.metrics
                 .relayed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.audit.record(
-                "relayed",
-                json!({
-                    "queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
-                    "rcpts": delivered, "upstream": settings.upstream.host,
-                    "reply": last_reply, "tls_version": tls_version, "cipher": cipher,
-                    "attempts": state.attempts,
-                }),
-            );
+            self.audit.record(&Event::Relayed {
+                entry: env.audit_entry(),
+                rcpts: delivered,
+                upstream: settings.upstream.host.clone(),
+                reply: last_reply,
+                tls_version: tls_version.to_string(),
+                cipher: cipher.to_string(),
+                attempts: state.attempts,
+            });
         }
         let age = Duration::from_secs(crate::clock::unix_now().saturating_sub(env.created));
         if !deferred.is_empty() && age >= settings.give_up_after {
@@ -519,22 +522,17 @@ impl Relay {
         self.metrics
             .deferred
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.audit.record(
-            "deferred",
-            json!({
-                "queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
-                "rcpts": deferred.iter().map(|(r, _)| r).collect::<Vec<_>>(),
-                "reason": state.last_error, "attempts": state.attempts,
-                "retry_in_seconds": backoff.as_secs().max(1),
-                // null when no TLS session was up (the connection itself failed).
-                "tls_version": Some(tls_version).filter(|v| !v.is_empty()),
-                "cipher": Some(cipher).filter(|v| !v.is_empty()),
-            }),
-        );
-        self.schedule(
-            &env.id,
-            crate::clock::unix_now_ms() + backoff.as_millis() as u64,
-        );
+        self.audit.record(&Event::Deferred {
+            entry: env.audit_entry(),
+            rcpts: deferred.iter().map(|(r, _)| r.clone()).collect(),
+            reason: state.last_error.clone(),
+            attempts: state.attempts,
+            retry_in_seconds: backoff.as_secs().max(1),
+            // None when no TLS session was up (the connection itself failed).
+            tls_version: Some(tls_version.to_string()).filter(|v| !v.is_empty()),
+            cipher: Some(cipher.to_string()).filter(|v| !v.is_empty()),
+        });
+        self.schedule(&env.id, crate::clock::unix_now_ms() + backoff.as_millis() as u64);
     }
 
     /// Queues a DSN for `failures` (none for a null sender or a DSN) and audits it;
@@ -551,15 +549,18 @@ impl Relay {
                 .bounced
                 .fetch_add(failures.len() as u64, std::sync::atomic::Ordering::Relaxed)
         };
-        let rcpts: Vec<&str> = failures.iter().map(|f| f.rcpt.as_str()).collect();
-        let reasons: Vec<&str> = failures.iter().map(|f| f.diagnostic.as_str()).collect();
+        let bounced = |dsn: Option<String>, dsn_to: Option<String>, note: Option<String>| {
+            self.audit.record(&Event::Bounced {
+                entry: env.audit_entry(),
+                rcpts: failures.iter().map(|f| f.rcpt.clone()).collect(),
+                reasons: failures.iter().map(|f| f.diagnostic.clone()).collect(),
+                dsn,
+                dsn_to,
+                note,
+            })
+        };
         if env.from.is_empty() || env.kind == EntryKind::Dsn {
-            self.audit.record(
-                "bounced",
-                json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
-                       "rcpts": rcpts, "reasons": reasons, "dsn": null,
-                       "note": "null sender: no DSN is sent"}),
-            );
+            bounced(None, None, Some("null sender: no DSN is sent".into()));
             count_bounced();
             return Ok(());
         }
@@ -572,12 +573,7 @@ impl Relay {
             dsn::Route::Sender(to) => (to, None),
             dsn::Route::Postmaster { address, why } => (address, Some(why)),
             dsn::Route::Nowhere { why } => {
-                self.audit.record(
-                    "bounced",
-                    json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
-                           "rcpts": rcpts, "reasons": reasons, "dsn": null, "dsn_to": null,
-                           "note": format!("no DSN is sent: {why}")}),
-                );
+                bounced(None, None, Some(format!("no DSN is sent: {why}")));
                 count_bounced();
                 return Ok(());
             }
@@ -616,11 +612,10 @@ impl Relay {
         // recipients queued, and they are counted when their bounce succeeds.
         count_bounced();
         self.schedule_now(std::slice::from_ref(&dsn_id));
-        self.audit.record(
-            "bounced",
-            json!({"queue_id": env.id, "message_id": env.message_id, "from": env.from, "policy_version": env.policy_version,
-                   "rcpts": rcpts, "reasons": reasons, "dsn": dsn_id, "dsn_to": dsn_to,
-                   "note": route_note.map(|why| format!("DSN sent to the postmaster: {why}"))}),
+        bounced(
+            Some(dsn_id),
+            Some(dsn_to),
+            route_note.map(|why| format!("DSN sent to the postmaster: {why}")),
         );
         Ok(())
     }

@@ -86,6 +86,18 @@ pub struct Envelope {
     pub smtputf8: bool,
 }
 
+impl Envelope {
+    /// How the audit records name this entry.
+    pub fn audit_entry(&self) -> crate::audit::Entry {
+        crate::audit::Entry {
+            queue_id: self.id.clone(),
+            message_id: self.message_id.clone(),
+            from: self.from.clone(),
+            policy_version: self.policy_version.clone(),
+        }
+    }
+}
+
 /// What the first spool line holds: the envelope plus the length of the message that
 /// follows it, so that a truncated or extended file is recognised as damaged.
 #[derive(Serialize, Deserialize)]

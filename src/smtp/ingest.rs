@@ -10,9 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use serde_json::json;
-
-use crate::audit::Audit;
+use crate::audit::{Audit, Cause, Event, Stage};
 use crate::clock::rfc5322_date;
 use crate::glob::glob_match;
 use crate::message::mime;
@@ -35,6 +33,16 @@ pub struct SessionInfo {
     pub peer: SocketAddr,
     /// The session was under STARTTLS.
     pub tls: bool,
+}
+
+impl SessionInfo {
+    /// Who submitted, as the audit records show it.
+    pub fn origin(&self) -> crate::audit::Origin {
+        crate::audit::Origin {
+            client: self.client.clone(),
+            peer: crate::audit::Peer::Net(self.peer),
+        }
+    }
 }
 
 /// The shared end of every session: spool, relay, audit, metrics.
@@ -182,7 +190,7 @@ fn hazard_refusal(h: crate::message::mime::Hazard) -> Refusal {
     } else {
         named::policy_reject(text)
     };
-    (reply, json!({"rule": by.rule, "file": by.file}))
+    (reply, crate::audit::Detail::limit(&by))
 }
 
 /// The header block's end (index of the blank line's CRLF), if any.
@@ -506,11 +514,21 @@ impl Ingest {
             Ok(Ok((_, Err(e)))) => {
                 tracing::error!("spool write failed: {e}");
                 let reply = named::local_error("cannot write to the spool");
-                self.deferred(info, &tx, &reply, json!({"spool": e.to_string()}));
+                self.deferred(
+                    info,
+                    &tx,
+                    &reply,
+                    Cause::Spool {
+                        spool: e.to_string(),
+                    },
+                );
                 return reply;
             }
             Ok(Err((reply, why))) => {
-                let why = json!({"detail": why, "policy_version": rt.policy.version()});
+                let why = Cause::Decided {
+                    detail: why,
+                    policy_version: rt.policy.version().to_string(),
+                };
                 if reply.is_permanent() {
                     self.rejected(info, &tx, &reply, why);
                 } else {
@@ -524,7 +542,14 @@ impl Ingest {
             Err(e) => {
                 tracing::error!("message processing task failed: {e}");
                 let reply = named::local_error("message processing failed");
-                self.deferred(info, &tx, &reply, json!({"task": e.to_string()}));
+                self.deferred(
+                    info,
+                    &tx,
+                    &reply,
+                    Cause::Task {
+                        task: e.to_string(),
+                    },
+                );
                 return reply;
             }
         };
@@ -533,49 +558,47 @@ impl Ingest {
             .messages_accepted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some((e, _)) = decided.copies.first() {
-            self.audit.record(
-                "received",
-                json!({"queue_id": id, "message_id": e.message_id, "from": e.from,
-                       "client": info.client, "peer": info.peer.to_string(), "tls": info.tls,
-                       "rcpts": tx.rcpts, "policy_version": rt.policy.version(), "copies": decided.audit,
-                       "repairs": decided.repairs}),
-            );
+            self.audit.record(&Event::Received {
+                entry: crate::audit::Entry {
+                    queue_id: id.clone(),
+                    message_id: e.message_id.clone(),
+                    from: e.from.clone(),
+                    policy_version: Some(rt.policy.version().to_string()),
+                },
+                origin: info.origin(),
+                tls: info.tls,
+                rcpts: tx.rcpts,
+                copies: decided.audit,
+                repairs: decided.repairs,
+            });
         }
         self.relay.schedule_now(&ids);
         named::queued(&id)
     }
 
     /// Records a temporary refusal (4xx) at end of DATA.
-    fn deferred(
-        &self,
-        info: &SessionInfo,
-        tx: &Transaction,
-        reply: &Reply,
-        why: serde_json::Value,
-    ) {
-        self.audit.record(
-            "deferred-at-receipt",
-            json!({"stage": "data", "from": tx.from, "rcpts": tx.rcpts, "client": info.client,
-                   "peer": info.peer.to_string(), "reply": reply.to_string(), "why": why}),
-        );
+    fn deferred(&self, info: &SessionInfo, tx: &Transaction, reply: &Reply, why: Cause) {
+        self.audit.record(&Event::DeferredAtReceipt {
+            stage: Stage::Data,
+            envelope: tx.audit_envelope(),
+            origin: info.origin(),
+            reply: reply.to_string(),
+            why,
+        });
     }
 
     /// Records a refusal at end of DATA.
-    pub fn rejected(
-        &self,
-        info: &SessionInfo,
-        tx: &Transaction,
-        reply: &Reply,
-        rules: serde_json::Value,
-    ) {
+    pub fn rejected(&self, info: &SessionInfo, tx: &Transaction, reply: &Reply, rules: Cause) {
         self.metrics
             .messages_rejected
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.audit.record(
-            "rejected",
-            json!({"stage": "data", "from": tx.from, "rcpts": tx.rcpts, "client": info.client,
-                   "peer": info.peer.to_string(), "reply": reply.to_string(), "rules": rules}),
-        );
+        self.audit.record(&Event::RefusedData {
+            stage: Stage::Data,
+            envelope: tx.audit_envelope(),
+            origin: info.origin(),
+            reply: reply.to_string(),
+            rules,
+        });
     }
 }
 

@@ -6,6 +6,13 @@
 //! discarded, and replies flushed only when the client's pipelined input is used up.
 //! Shutdown: listeners stop accepting; idle sessions are told `421` and closed;
 //! a session inside DATA finishes its message first.
+//!
+//! A session's phases, one function each: `handle` (greeting, then the command
+//! loop acting on each [`Step`]), `Conn::next_command` (a buffered line, an over-long
+//! one discarded, or flush and wait for input under the command deadline and
+//! shutdown), `upgrade` (STARTTLS), `Conn::receive_data` (the message under the
+//! per-line data deadline) and `end_of_data` (the listener's own refusals, else the
+//! ingest pipeline).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,10 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::backoff::AcceptBackoff;
+use crate::audit::{Cause, Envelope, Event, Origin, Peer, Stage};
 use crate::runtime::{Runtime, Shared};
 use crate::smtp::ingest::Ingest;
 use crate::smtp::reply::{named, Reply};
-use crate::smtp::session::{DataOutcome, Hooks, Session, SessionLimits, Step};
+use crate::smtp::session::{DataOutcome, DataReceiver, Hooks, Session, SessionLimits, Step};
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4 says 512; AUTH needs more, RFC 4954 §4).
 pub const MAX_COMMAND_LINE: usize = 12 * 1024;
@@ -268,36 +276,48 @@ impl RuntimeHooks<'_> {
             return;
         }
         let text = String::from_utf8_lossy(line);
-        let verb = text
-            .split_ascii_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        if !matches!(verb.as_str(), "mail" | "rcpt" | "data") {
+        let verb = text.split_ascii_whitespace().next().unwrap_or("");
+        let stage = if verb.eq_ignore_ascii_case("mail") {
+            Stage::Mail
+        } else if verb.eq_ignore_ascii_case("rcpt") {
+            Stage::Rcpt
+        } else if verb.eq_ignore_ascii_case("data") {
+            Stage::Data
+        } else {
             return;
-        }
+        };
         let command: String = text.trim_end().chars().take(300).collect();
-        self.ingest.audit.record(
-            "rejected",
-            serde_json::json!({"stage": verb, "command": command, "client": session.client(),
-                               "peer": self.peer.to_string(), "reply": reply.to_string()}),
-        );
+        self.ingest.audit.record(&Event::RefusedCommand {
+            stage,
+            command,
+            origin: self.origin(session.client()),
+            reply: reply.to_string(),
+        });
+    }
+
+    /// The `client` and `peer` of this session's records.
+    fn origin(&self, client: &str) -> Origin {
+        Origin {
+            client: client.to_string(),
+            peer: Peer::Net(self.peer),
+        }
     }
 }
 
 impl Hooks for RuntimeHooks<'_> {
-    fn address_refused(&self, client: &str, stage: &str, address: &str, reply: &Reply) {
-        if stage == "rcpt" {
+    fn address_refused(&self, client: &str, stage: Stage, address: &str, reply: &Reply) {
+        if stage == Stage::Rcpt {
             self.ingest
                 .metrics
                 .recipients_rejected
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        self.ingest.audit.record(
-            "rejected",
-            serde_json::json!({"stage": stage, "address": address, "client": client,
-                               "peer": self.peer.to_string(), "reply": reply.to_string()}),
-        );
+        self.ingest.audit.record(&Event::RefusedAddress {
+            stage,
+            address: address.to_string(),
+            origin: self.origin(client),
+            reply: reply.to_string(),
+        });
     }
     fn authenticate(&self, username: &str, password: &str) -> Option<String> {
         // argon2 takes tens of milliseconds of CPU: tell the runtime this worker blocks,
@@ -308,34 +328,42 @@ impl Hooks for RuntimeHooks<'_> {
         if client.is_none() {
             self.audited.set(true);
             tracing::warn!("AUTH failed for user {username:?} from {}", self.peer);
-            self.ingest.audit.record(
-                "rejected",
-                serde_json::json!({"stage": "auth", "username": username,
-                                   "peer": self.peer.to_string()}),
-            );
+            self.ingest.audit.record(&Event::RefusedAuth {
+                stage: Stage::Auth,
+                username: username.to_string(),
+                peer: Peer::Net(self.peer),
+            });
         }
         client
     }
     fn check_sender(&self, client: &str, sender: &str) -> Result<(), Reply> {
         crate::smtp::ingest::check_sender(self.rt, client, sender).inspect_err(|r| {
             self.audited.set(true);
-            self.ingest.audit.record(
-                "rejected",
-                serde_json::json!({"stage": "mail", "from": sender, "client": client,
-                                   "peer": self.peer.to_string(), "reply": r.to_string()}),
-            );
+            self.ingest.audit.record(&Event::RefusedSender {
+                stage: Stage::Mail,
+                from: sender.to_string(),
+                origin: self.origin(client),
+                reply: r.to_string(),
+            });
         })
     }
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply> {
         crate::smtp::ingest::check_recipient(self.rt, client, sender, rcpt).inspect_err(|r| {
             self.audited.set(true);
-            self.ingest.metrics.recipients_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.ingest.audit.record(
-                "rejected",
-                serde_json::json!({"stage": "rcpt", "from": sender, "rcpts": [rcpt], "client": client,
-                                   "peer": self.peer.to_string(), "reply": r.to_string(),
-                                   "policy_version": self.rt.policy.version()}),
-            );
+            self.ingest
+                .metrics
+                .recipients_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.ingest.audit.record(&Event::RefusedRecipient {
+                stage: Stage::Rcpt,
+                envelope: Envelope {
+                    from: sender.to_string(),
+                    rcpts: vec![rcpt.to_string()],
+                },
+                origin: self.origin(client),
+                reply: r.to_string(),
+                policy_version: self.rt.policy.version().to_string(),
+            });
         })
     }
 }
@@ -431,16 +459,10 @@ impl Load {
     }
 }
 
-async fn handle(
-    sock: TcpStream,
-    peer: SocketAddr,
-    rt: Arc<Runtime>,
-    ingest: Arc<Ingest>,
-    mut shutdown: watch::Receiver<bool>,
-    load: Load,
-) -> std::io::Result<()> {
+/// The limits of a session with `peer`, from the configuration.
+fn session_limits(rt: &Runtime, peer: SocketAddr) -> SessionLimits {
     let cfg = &rt.config.server;
-    let limits = SessionLimits {
+    SessionLimits {
         hostname: cfg.hostname.clone(),
         max_message_size: cfg.max_message_size,
         max_recipients: cfg.max_recipients,
@@ -450,190 +472,326 @@ async fn handle(
         // An IPv4 client of a dual-stack socket arrives as ::ffff:127.0.0.1.
         peer_is_loopback: peer.ip().to_canonical().is_loopback(),
         address_rules: cfg.address_rules(),
-    };
-    // A client that stops reading our replies would hold its connection slot forever:
-    // writes get the same limit as reads (RFC 5321 4.5.3.2 applies to both sides).
-    let write_limit = cfg.command_timeout;
+    }
+}
+
+/// One session: greeting, then the command loop, each command's step acted on
+/// (a reply, closing, the STARTTLS upgrade, receiving a message), until the client
+/// quits, times out, breaks the connection, or the server shuts down.
+async fn handle(
+    sock: TcpStream,
+    peer: SocketAddr,
+    rt: Arc<Runtime>,
+    ingest: Arc<Ingest>,
+    mut shutdown: watch::Receiver<bool>,
+    load: Load,
+) -> std::io::Result<()> {
     let hooks = RuntimeHooks {
         rt: &rt,
         ingest: &ingest,
         peer,
         audited: std::cell::Cell::new(false),
     };
-    let mut session = Session::new(limits);
-    let mut stream = Stream::Plain(sock);
-    let mut input = Input {
-        buf: Vec::with_capacity(4096),
-        pos: 0,
+    let mut session = Session::new(session_limits(&rt, peer));
+    let mut conn = Conn {
+        stream: Stream::Plain(sock),
+        input: Input {
+            buf: Vec::with_capacity(4096),
+            pos: 0,
+        },
+        out: session.greeting().to_wire(),
+        // A client that stops reading our replies would hold its connection slot
+        // forever: writes get the same limit as reads (RFC 5321 4.5.3.2 applies to
+        // both sides).
+        write_limit: rt.config.server.command_timeout,
     };
-    let mut out: Vec<u8> = session.greeting().to_wire();
-    let mut skipping_long_line = false;
-    // A whole command line must arrive by this deadline, set when we start waiting for
-    // it: a client trickling one byte per read cannot stretch it (Postfix's
-    // smtpd_per_record_deadline).
-    let mut line_deadline: Option<tokio::time::Instant> = None;
+    let mut reader = CommandReader::default();
     loop {
-        // Take a complete line if one is buffered; otherwise flush and read.
-        let line = match find_line(&input) {
-            Some(Line::Complete(n)) => {
-                line_deadline = None;
-                let line = input.pending()[..n].to_vec();
-                input.consume(n);
-                if skipping_long_line {
-                    skipping_long_line = false;
-                    continue;
-                }
-                line
-            }
-            Some(Line::TooLong) => {
-                let p = input.pending();
-                let n = p
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map(|i| i + 1)
-                    .unwrap_or(p.len());
-                let had_end = p.get(n.wrapping_sub(1)) == Some(&b'\n');
-                input.consume(n);
-                if !skipping_long_line {
-                    match session.line_too_long() {
-                        Step::Close(r) => {
-                            out.extend_from_slice(&r.to_wire());
-                            send(&mut stream, &out, write_limit).await?;
-                            return Ok(());
-                        }
-                        Step::Reply(r) | Step::StartTls(r) | Step::Data(r) => {
-                            out.extend_from_slice(&r.to_wire())
-                        }
-                    }
-                }
-                skipping_long_line = !had_end;
-                if had_end {
-                    line_deadline = None;
-                }
-                continue;
-            }
-            None => {
-                if !out.is_empty() {
-                    send(&mut stream, &out, write_limit).await?;
-                    out.clear();
-                }
-                let deadline = *line_deadline.get_or_insert_with(|| {
-                    tokio::time::Instant::now() + load.limit(rt.config.server.command_timeout)
-                });
-                let read = tokio::select! {
-                    r = tokio::time::timeout_at(deadline, input.fill(&mut stream)) => r,
-                    _ = shutdown.changed() => {
-                        send(&mut stream, &named::shutting_down().to_wire(), write_limit).await?;
-                        return Ok(());
-                    }
-                };
-                match read {
-                    Err(_) => {
-                        send(&mut stream, &named::timeout().to_wire(), write_limit).await?;
-                        return Ok(());
-                    }
-                    Ok(Ok(0)) => return Ok(()),
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(e)) => return Err(e),
-                }
-            }
+        let line = match conn
+            .next_command(&mut reader, &mut session, &load, &rt, &mut shutdown)
+            .await?
+        {
+            Next::Line(line) => line,
+            Next::Again => continue,
+            Next::End => return Ok(()),
         };
-        session.set_junk_command_limit(load.junk_limit(cfg.junk_command_limit));
+        session.set_junk_command_limit(load.junk_limit(rt.config.server.junk_command_limit));
         hooks.audited.set(false);
         let step = session.command(&line, &hooks);
         hooks.audit_refused_command(&session, &line, &step);
         match step {
-            Step::Reply(r) => out.extend_from_slice(&r.to_wire()),
+            Step::Reply(r) => conn.queue(&r),
             Step::Close(r) => {
-                out.extend_from_slice(&r.to_wire());
-                send(&mut stream, &out, write_limit).await?;
-                let _ = tokio::time::timeout(write_limit, stream.shutdown()).await;
+                conn.queue(&r);
+                conn.send_all().await?;
+                let _ = tokio::time::timeout(conn.write_limit, conn.stream.shutdown()).await;
                 return Ok(());
             }
             Step::StartTls(r) => {
-                out.extend_from_slice(&r.to_wire());
-                send(&mut stream, &out, write_limit).await?;
-                out.clear();
+                conn.queue(&r);
+                conn.flush().await?;
                 // Anything pipelined after STARTTLS is discarded (CVE-2011-0411).
-                input.clear();
+                conn.input.clear();
                 let Some(acceptor) = rt.tls_acceptor.clone() else {
                     return Ok(());
                 };
-                let Stream::Plain(tcp) = stream else {
+                let Stream::Plain(tcp) = conn.stream else {
                     return Ok(());
                 };
-                let tls = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout")
-                    })??;
-                stream = Stream::Tls(Box::new(tls));
+                conn.stream = upgrade(tcp, acceptor).await?;
                 session.tls_established();
             }
             Step::Data(r) => {
-                out.extend_from_slice(&r.to_wire());
-                send(&mut stream, &out, write_limit).await?;
-                out.clear();
-                let normalize = cfg
+                conn.queue(&r);
+                conn.flush().await?;
+                let normalize = rt
+                    .config
+                    .server
                     .bare_line_endings
                     .normalizes(session.peer_is_loopback(), session.is_authenticated());
                 let mut rx = session.data_receiver(normalize);
-                let used = rx.feed(input.pending());
-                input.consume(used);
-                // Per line, as for commands: each line of the message must arrive
-                // within `data_timeout` of the previous one; bytes trickled within a
-                // line do not stretch it.
-                let line_limit =
-                    || tokio::time::Instant::now() + load.limit(rt.config.server.data_timeout);
-                let mut deadline = line_limit();
-                while !rx.is_done() {
-                    let n = tokio::time::timeout_at(deadline, input.fill(&mut stream)).await;
-                    match n {
-                        Err(_) => {
-                            send(&mut stream, &named::timeout().to_wire(), write_limit).await?;
-                            return Ok(());
-                        }
-                        Ok(Ok(0)) => return Ok(()),
-                        Ok(Ok(_)) => {
-                            let fresh = input.pending();
-                            if memchr::memchr(b'\n', fresh).is_some() {
-                                deadline = line_limit();
-                            }
-                            let used = rx.feed(fresh);
-                            input.consume(used);
-                        }
-                        Ok(Err(e)) => return Err(e),
-                    }
+                if !conn.receive_data(&mut rx, &load, &rt).await? {
+                    return Ok(());
                 }
-                let tx = session.take_transaction();
-                let info = crate::smtp::ingest::SessionInfo {
-                    client: session.client().to_string(),
-                    helo: session.helo().unwrap_or("").to_string(),
-                    peer,
-                    tls: session.is_tls(),
-                };
-                let refused = |reply: Reply, why: &str| {
-                    // Every refusal is audited, these two included.
-                    ingest.rejected(
-                        &info,
-                        &tx,
-                        &reply,
-                        serde_json::json!({"stage": "data", "detail": why}),
-                    );
-                    reply
-                };
-                let reply = match rx.finish() {
-                    DataOutcome::TooBig => refused(
-                        named::too_big(rt.config.server.max_message_size),
-                        "max_message_size",
-                    ),
-                    DataOutcome::BareLineEnding => {
-                        refused(named::bare_line_ending(), "bare_line_endings")
-                    }
-                    DataOutcome::Message(m) => ingest.accept(&rt, &info, tx, m).await,
-                };
-                out.extend_from_slice(&reply.to_wire());
+                let reply = end_of_data(&mut session, rx, peer, &rt, &ingest).await;
+                conn.queue(&reply);
             }
         }
+    }
+}
+
+/// The STARTTLS handshake, within 30 seconds.
+async fn upgrade(tcp: TcpStream, acceptor: tokio_rustls::TlsAcceptor) -> std::io::Result<Stream> {
+    let tls = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(tcp))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timeout")
+        })??;
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+/// End of DATA: the message (or why there is none) goes to the ingest pipeline, and
+/// its reply comes back. The listener's own refusals (size, bare line endings) are
+/// audited here.
+async fn end_of_data(
+    session: &mut Session,
+    rx: DataReceiver,
+    peer: SocketAddr,
+    rt: &Arc<Runtime>,
+    ingest: &Ingest,
+) -> Reply {
+    let tx = session.take_transaction();
+    let info = crate::smtp::ingest::SessionInfo {
+        client: session.client().to_string(),
+        helo: session.helo().unwrap_or("").to_string(),
+        peer,
+        tls: session.is_tls(),
+    };
+    let refused = |reply: Reply, why: &'static str| {
+        // Every refusal is audited, these two included.
+        ingest.rejected(
+            &info,
+            &tx,
+            &reply,
+            Cause::Limit {
+                stage: Stage::Data,
+                detail: why,
+            },
+        );
+        reply
+    };
+    match rx.finish() {
+        DataOutcome::TooBig => refused(
+            named::too_big(rt.config.server.max_message_size),
+            "max_message_size",
+        ),
+        DataOutcome::BareLineEnding => refused(named::bare_line_ending(), "bare_line_endings"),
+        DataOutcome::Message(m) => ingest.accept(rt, &info, tx, m).await,
+    }
+}
+
+/// What the command reader found.
+enum Next {
+    /// A complete command line.
+    Line(Vec<u8>),
+    /// Nothing to act on yet: a discarded over-long line, or more input arrived.
+    Again,
+    /// The session is over: closed, timed out, or shut down (the client was told).
+    End,
+}
+
+/// The command reader's state between lines.
+#[derive(Default)]
+struct CommandReader {
+    /// Inside an over-long line, whose rest is discarded up to its end.
+    skipping_long_line: bool,
+    /// A whole command line must arrive by this deadline, set when we start waiting for
+    /// it: a client trickling one byte per read cannot stretch it (Postfix's
+    /// smtpd_per_record_deadline).
+    line_deadline: Option<tokio::time::Instant>,
+}
+
+/// The socket side of a session: the stream, the unread input, and the replies not
+/// sent yet (flushed only when the client's pipelined input is used up).
+struct Conn {
+    /// Plain or TLS.
+    stream: Stream,
+    /// Bytes read and not yet consumed.
+    input: Input,
+    /// Replies waiting to be sent.
+    out: Vec<u8>,
+    /// How long the client has to take each write.
+    write_limit: Duration,
+}
+
+impl Conn {
+    /// Adds a reply to the pending output.
+    fn queue(&mut self, r: &Reply) {
+        self.out.extend_from_slice(&r.to_wire());
+    }
+
+    /// Sends the pending output (the last write of a session: it is not cleared).
+    async fn send_all(&mut self) -> std::io::Result<()> {
+        send(&mut self.stream, &self.out, self.write_limit).await
+    }
+
+    /// Sends `r` alone, the session's last reply (the pending output was flushed).
+    async fn say_last(&mut self, r: &Reply) -> std::io::Result<()> {
+        send(&mut self.stream, &r.to_wire(), self.write_limit).await
+    }
+
+    /// Sends the pending output, if any, and clears it.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            self.send_all().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// The next command line: from the buffered input, else after flushing the
+    /// replies and reading more within the command deadline.
+    async fn next_command(
+        &mut self,
+        reader: &mut CommandReader,
+        session: &mut Session,
+        load: &Load,
+        rt: &Runtime,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> std::io::Result<Next> {
+        match find_line(&self.input) {
+            Some(Line::Complete(n)) => {
+                reader.line_deadline = None;
+                let line = self.input.pending()[..n].to_vec();
+                self.input.consume(n);
+                if reader.skipping_long_line {
+                    reader.skipping_long_line = false;
+                    return Ok(Next::Again);
+                }
+                Ok(Next::Line(line))
+            }
+            Some(Line::TooLong) => self.too_long(reader, session).await,
+            None => {
+                self.flush().await?;
+                let deadline = *reader.line_deadline.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + load.limit(rt.config.server.command_timeout)
+                });
+                self.wait_for_input(deadline, shutdown).await
+            }
+        }
+    }
+
+    /// An over-long command line: discarded up to its end (across reads), answered
+    /// once.
+    async fn too_long(
+        &mut self,
+        reader: &mut CommandReader,
+        session: &mut Session,
+    ) -> std::io::Result<Next> {
+        let p = self.input.pending();
+        let n = p
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(p.len());
+        let had_end = p.get(n.wrapping_sub(1)) == Some(&b'\n');
+        self.input.consume(n);
+        if !reader.skipping_long_line {
+            match session.line_too_long() {
+                Step::Close(r) => {
+                    self.queue(&r);
+                    self.send_all().await?;
+                    return Ok(Next::End);
+                }
+                Step::Reply(r) | Step::StartTls(r) | Step::Data(r) => self.queue(&r),
+            }
+        }
+        reader.skipping_long_line = !had_end;
+        if had_end {
+            reader.line_deadline = None;
+        }
+        Ok(Next::Again)
+    }
+
+    /// Reads more command input by `deadline`; at the deadline the client is told
+    /// `421` (timeout), and on shutdown `421` (shutting down).
+    async fn wait_for_input(
+        &mut self,
+        deadline: tokio::time::Instant,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> std::io::Result<Next> {
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, self.input.fill(&mut self.stream)) => r,
+            _ = shutdown.changed() => {
+                self.say_last(&named::shutting_down()).await?;
+                return Ok(Next::End);
+            }
+        };
+        match read {
+            Err(_) => {
+                self.say_last(&named::timeout()).await?;
+                Ok(Next::End)
+            }
+            Ok(Ok(0)) => Ok(Next::End),
+            Ok(Ok(_)) => Ok(Next::Again),
+            Ok(Err(e)) => Err(e),
+        }
+    }
+
+    /// Feeds the message to `rx` until its end: `false` when the session ended first
+    /// (timed out, with the client told, or the connection closed).
+    async fn receive_data(
+        &mut self,
+        rx: &mut DataReceiver,
+        load: &Load,
+        rt: &Runtime,
+    ) -> std::io::Result<bool> {
+        let used = rx.feed(self.input.pending());
+        self.input.consume(used);
+        // Per line, as for commands: each line of the message must arrive within
+        // `data_timeout` of the previous one; bytes trickled within a line do not
+        // stretch it.
+        let line_limit = || tokio::time::Instant::now() + load.limit(rt.config.server.data_timeout);
+        let mut deadline = line_limit();
+        while !rx.is_done() {
+            let n = tokio::time::timeout_at(deadline, self.input.fill(&mut self.stream)).await;
+            match n {
+                Err(_) => {
+                    self.say_last(&named::timeout()).await?;
+                    return Ok(false);
+                }
+                Ok(Ok(0)) => return Ok(false),
+                Ok(Ok(_)) => {
+                    let fresh = self.input.pending();
+                    if memchr::memchr(b'\n', fresh).is_some() {
+                        deadline = line_limit();
+                    }
+                    let used = rx.feed(fresh);
+                    self.input.consume(used);
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 }

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::{Event, Peer, Stage};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use tokio::sync::watch;
 
 use crate::runtime::{Runtime, Shared};
@@ -335,17 +335,21 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
     // One audit record per refusal: `accept` records its own (`rejected` at DATA).
     // A refused message with a valid envelope is bounced to its sender.
     let refuse =
-        |uid: Option<u32>, stage: &str, why: String, dropped: Option<(&DropEnvelope, &[u8])>| {
-            tracing::error!("maildrop: {name} (uid {uid:?}) refused at {stage}: {why}");
+        |uid: Option<u32>, stage: Stage, why: String, dropped: Option<(&DropEnvelope, &[u8])>| {
             let env = dropped.map(|(e, _)| e);
-            if stage != "data" {
-                ingest.audit.record(
-                    "rejected",
-                    json!({"stage": stage, "peer": "maildrop", "file": name, "uid": uid,
-                       "client": "local", "from": env.map(|e| &e.from),
-                       "rcpts": env.map(|e| &e.rcpts), "reply": why,
-                       "policy_version": rt.policy.version()}),
-                );
+            tracing::error!("maildrop: {name} (uid {uid:?}) refused at {stage}: {why}");
+            if stage != Stage::Data {
+                ingest.audit.record(&Event::RefusedMaildrop {
+                    stage,
+                    peer: Peer::Maildrop,
+                    file: name.to_string(),
+                    uid,
+                    client: "local".into(),
+                    from: env.map(|e| e.from.clone()),
+                    rcpts: env.map(|e| e.rcpts.clone()),
+                    reply: why.clone(),
+                    policy_version: rt.policy.version().to_string(),
+                });
             }
             if let Some((env, message)) = dropped {
                 bounce(rt, ingest, env, message, &why, uid);
@@ -354,11 +358,11 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         };
     let (uid, age, bytes) = match read_file(path, cfg.max_message_size) {
         Ok(x) => x,
-        Err(why) => return refuse(None, "maildrop", why, None),
+        Err(why) => return refuse(None, Stage::Maildrop, why, None),
     };
     let (env, message) = match parse(&bytes) {
         Ok(x) => x,
-        Err(why) => return refuse(Some(uid), "maildrop", why, None),
+        Err(why) => return refuse(Some(uid), Stage::Maildrop, why, None),
     };
     let limits = SessionLimits {
         hostname: cfg.hostname.clone(),
@@ -395,9 +399,9 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         ""
     };
     let mut commands = vec![
-        ("ehlo", format!("EHLO {helo}"), 250),
+        (Stage::Ehlo, format!("EHLO {helo}"), 250),
         (
-            "mail",
+            Stage::Mail,
             format!("MAIL FROM:<{}>{eight}{utf8}", env.from),
             250,
         ),
@@ -405,25 +409,21 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
     commands.extend(
         env.rcpts
             .iter()
-            .map(|r| ("rcpt", format!("RCPT TO:<{r}>"), 250)),
+            .map(|r| (Stage::Rcpt, format!("RCPT TO:<{r}>"), 250)),
     );
-    commands.push(("data", "DATA".to_string(), 354));
+    commands.push((Stage::DataCommand, "DATA".to_string(), 354));
     if env.rcpts.is_empty() {
         return refuse(
             Some(uid),
-            "rcpt",
+            Stage::Rcpt,
             "no recipients".into(),
             Some((&env, message)),
         );
     }
     for (stage, line, want) in commands {
         if let Err(why) = say(line, want) {
-            // DATA refused before any content: not `accept`'s refusal, so audit it here.
-            let stage = if stage == "data" {
-                "data-command"
-            } else {
-                stage
-            };
+            // DATA refused before any content (`data-command`): not `accept`'s
+            // refusal, so audit it here.
             return refuse(Some(uid), stage, why, Some((&env, message)));
         }
     }
@@ -435,11 +435,21 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         DataOutcome::Message(m) => m,
         DataOutcome::TooBig => {
             let r = crate::smtp::reply::named::too_big(cfg.max_message_size);
-            return refuse(Some(uid), "message", r.to_string(), Some((&env, message)));
+            return refuse(
+                Some(uid),
+                Stage::Message,
+                r.to_string(),
+                Some((&env, message)),
+            );
         }
         DataOutcome::BareLineEnding => {
             let r = crate::smtp::reply::named::bare_line_ending();
-            return refuse(Some(uid), "message", r.to_string(), Some((&env, message)));
+            return refuse(
+                Some(uid),
+                Stage::Message,
+                r.to_string(),
+                Some((&env, message)),
+            );
         }
     };
     let info = SessionInfo {
@@ -454,12 +464,17 @@ async fn take(path: &Path, name: &str, rt: &Arc<Runtime>, ingest: &Arc<Ingest>) 
         Outcome::Spooled
     } else if reply.is_permanent() {
         // `accept` audited the refusal (`rejected`); the log says where it came from.
-        refuse(Some(uid), "data", reply.to_string(), Some((&env, message)))
+        refuse(
+            Some(uid),
+            Stage::Data,
+            reply.to_string(),
+            Some((&env, message)),
+        )
     } else if age > rt.config.upstream.give_up_after {
         // Deferred for as long as a queued message is retried: refused for good.
         refuse(
             Some(uid),
-            "expired",
+            Stage::Expired,
             reply.to_string(),
             Some((&env, message)),
         )
@@ -489,20 +504,23 @@ fn bounce(
         crate::queue::dsn::Route::Sender(to) => (to, None),
         crate::queue::dsn::Route::Postmaster { address, why } => (address, Some(why)),
         crate::queue::dsn::Route::Nowhere { why } => {
-            ingest.audit.record(
-                "bounce-suppressed",
-                json!({"peer": "maildrop", "uid": uid, "to": env.from,
-                       "reason": why}),
-            );
+            ingest.audit.record(&Event::BounceSuppressed {
+                peer: Peer::Maildrop,
+                uid,
+                to: env.from.clone(),
+                reason: why,
+            });
             return;
         }
     };
     if let Some(why) = &rerouted {
-        ingest.audit.record(
-            "bounce-rerouted",
-            json!({"peer": "maildrop", "uid": uid, "from": env.from,
-                   "to": to, "reason": why}),
-        );
+        ingest.audit.record(&Event::BounceRerouted {
+            peer: Peer::Maildrop,
+            uid,
+            from: env.from.clone(),
+            to: to.clone(),
+            reason: why.clone(),
+        });
     }
     let hostname = &rt.config.server.hostname;
     let id = crate::queue::spool::new_id();
@@ -560,11 +578,14 @@ fn bounce(
     };
     match ingest.spool.store(&[(dsn_env, &bytes)]) {
         Ok(()) => {
-            ingest.audit.record(
-                "bounced",
-                json!({"queue_id": dsn_id, "peer": "maildrop", "uid": uid, "to": env.from,
-                       "rcpts": env.rcpts, "reply": reply}),
-            );
+            ingest.audit.record(&Event::BouncedMaildrop {
+                queue_id: dsn_id.clone(),
+                peer: Peer::Maildrop,
+                uid,
+                to: env.from.clone(),
+                rcpts: env.rcpts.clone(),
+                reply: reply.to_string(),
+            });
             ingest.relay.schedule_now(&[dsn_id]);
         }
         Err(e) => tracing::error!("maildrop: cannot spool the DSN to {}: {e}", env.from),

@@ -14,6 +14,7 @@
 
 use base64::Engine;
 
+use crate::audit::Stage;
 use crate::smtp::reply::{named, Reply};
 
 /// What a session needs to know about its world. Decisions that need policy or
@@ -47,8 +48,8 @@ pub trait Hooks {
     /// Content-free policy for one recipient. `Err` carries the reply.
     fn check_recipient(&self, client: &str, sender: &str, rcpt: &str) -> Result<(), Reply>;
     /// An address refused for its spelling (`crate::address`) before any policy saw it;
-    /// `stage` is `mail` or `rcpt`. For the audit log; the reply is already decided.
-    fn address_refused(&self, _client: &str, _stage: &str, _address: &str, _reply: &Reply) {}
+    /// `stage` is [`Stage::Mail`] or [`Stage::Rcpt`]. For the audit log; the reply is already decided.
+    fn address_refused(&self, _client: &str, _stage: Stage, _address: &str, _reply: &Reply) {}
 }
 
 /// The envelope of one mail transaction.
@@ -64,6 +65,16 @@ pub struct Transaction {
     pub smtputf8: bool,
     /// BODY=8BITMIME was declared.
     pub body_8bit: bool,
+}
+
+impl Transaction {
+    /// The envelope as the audit records show it.
+    pub fn audit_envelope(&self) -> crate::audit::Envelope {
+        crate::audit::Envelope {
+            from: self.from.clone(),
+            rcpts: self.rcpts.clone(),
+        }
+    }
 }
 
 /// What the driver must do after a command.
@@ -362,7 +373,7 @@ impl Session {
                 Ok(c) => c.into_string(),
                 Err(e) => {
                     let r = bad_address(path, e, (1, 7));
-                    hooks.address_refused(self.client(), "mail", path, &r);
+                    hooks.address_refused(self.client(), Stage::Mail, path, &r);
                     return self.error(r);
                 }
             }
@@ -426,7 +437,7 @@ impl Session {
             Ok(c) => c.into_string(),
             Err(e) => {
                 let r = bad_address(path, e, (1, 3));
-                hooks.address_refused(self.client(), "rcpt", path, &r);
+                hooks.address_refused(self.client(), Stage::Rcpt, path, &r);
                 return self.error(r);
             }
         };
