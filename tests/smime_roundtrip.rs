@@ -4,22 +4,18 @@
 
 mod smime_support;
 
-use sealgate::policy::verdict::{Actions, NoCertFallback};
+use sealgate::policy::verdict::{Actions, Crypto, CryptoKind, IfNoKey};
 use sealgate::transform::smime::{Cipher, KeyTransport};
 use sealgate::transform::{apply, plan, Plan};
 use smime_support::*;
 
 fn sign_only() -> Actions {
-    Actions {
-        sign: true,
-        ..Actions::default()
-    }
+    Actions::sign()
 }
 
 fn sign_encrypt() -> Actions {
     Actions {
-        sign: true,
-        encrypt: true,
+        crypto: Crypto::planned(true, Some(CryptoKind::Smime)),
         ..Actions::default()
     }
 }
@@ -289,8 +285,14 @@ fn sign_then_encrypt_to_rsa_and_ec_recipients_in_one_envelope() {
     let smime = pki.load(&pki.config());
     let msg = rich_message();
     let rcpts = [
-        ("alice@bank.example".to_string(), sign_encrypt()),
-        ("BOB@bank.example".to_string(), sign_encrypt()),
+        (
+            "alice@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Reject),
+        ),
+        (
+            "BOB@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Reject),
+        ),
     ];
     let (plans, refused) = plan(&rcpts, Some(&smime));
     assert!(refused.is_empty(), "{refused:?}");
@@ -338,7 +340,7 @@ fn gcm_yields_auth_enveloped_data_that_openssl_decrypts() {
     cfg.cipher = Cipher::Aes256Gcm;
     let smime = pki.load(&cfg);
     let enc_only = Actions {
-        encrypt: true,
+        crypto: Crypto::planned(false, Some(CryptoKind::Smime)),
         ..Actions::default()
     };
     let out = apply(
@@ -463,11 +465,7 @@ fn expired_and_wrong_purpose_certificates_are_not_used() {
         "{w}"
     );
     // A rule that requires encryption refuses these recipients, naming why.
-    let req = Actions {
-        encrypt: true,
-        if_no_certificate: NoCertFallback::Reject,
-        ..Actions::default()
-    };
+    let req = Actions::encrypt(false, IfNoKey::Reject);
     let (plans, refused) = plan(
         &[
             ("carol@bank.example".into(), req.clone()),
