@@ -4,7 +4,7 @@
 
 mod smime_support;
 
-use sealgate::policy::verdict::{Actions, Crypto, CryptoKind, IfNoKey};
+use sealgate::policy::verdict::{Actions, Attachments, Crypto, CryptoKind, IfNoKey};
 use sealgate::transform::smime::{Cipher, KeyTransport};
 use sealgate::transform::{apply, plan, Plan};
 use smime_support::*;
@@ -478,6 +478,46 @@ fn expired_and_wrong_purpose_certificates_are_not_used() {
     assert_eq!(plans[0].recipients, ["alice@bank.example"]);
     assert_eq!(refused.len(), 2);
     assert!(refused[0].1.contains("expired"), "{:?}", refused[0]);
+}
+
+/// Once a certificate is found for each, recipients whose rules differ only in the
+/// fallback they did not need share one encrypted copy (the fallback no longer applies).
+#[test]
+fn fallbacks_not_taken_do_not_split_an_encrypted_copy() {
+    let pki = pki();
+    let smime = pki.load(&pki.config());
+    let rcpts = [
+        (
+            "alice@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Reject),
+        ),
+        (
+            "bob@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Zip { password_to: None }),
+        ),
+        (
+            "nobody@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Strip),
+        ),
+    ];
+    let (plans, refused) = plan(&rcpts, Some(&smime));
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    assert_eq!(
+        plans[0].recipients,
+        ["alice@bank.example", "bob@bank.example"]
+    );
+    assert_eq!(plans[0].actions.kind(), Some(CryptoKind::Smime));
+    assert_eq!(plans[1].recipients, ["nobody@bank.example"]);
+    assert_eq!(plans[1].actions.attachments, Attachments::Strip);
+    assert!(plans[1].actions.signs() && !plans[1].actions.encrypts());
+    let out = apply(&plans[0], "payroll@example.com", PLAIN, Some(&smime)).unwrap();
+    let f = pki.path("shared.p7m.eml");
+    std::fs::write(&f, &out.message).unwrap();
+    for who in [&pki.alice, &pki.bob] {
+        let inner = openssl_decrypt(&pki, &f, who);
+        assert!(String::from_utf8_lossy(&inner).contains("the figures are attached"));
+    }
 }
 
 #[test]

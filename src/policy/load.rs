@@ -627,17 +627,17 @@ impl FileCompiler<'_, '_> {
         }
     }
 
-    /// The `actions` list and the keys that only make sense with some action
-    /// (`message`, `if_no_certificate`, `encryption`, `password_to`), checked together.
-    fn rule_actions(
+    /// The words of `actions`, each at most once: the rule's actions without their
+    /// companion keys, and whether it said `strip-attachments` and `zip-attachments`.
+    fn action_words(
         &mut self,
         label: &str,
         table_at: usize,
-        written: WrittenActions,
-    ) -> RuleActions {
+        words: Option<Vec<(String, usize)>>,
+    ) -> (RuleActions, bool, bool) {
         let mut acts = RuleActions::default();
         let (mut strip, mut zip) = (false, false);
-        match written.actions {
+        match words {
             None => self.sink.error(table_at, format!("{label} has no `actions`: write e.g. actions = [\"encrypt\"]; known actions: {}", ACTIONS.join(", "))),
             Some(list) if list.is_empty() => self.sink.error(table_at, format!("{label}: `actions` is empty; known actions: {}", ACTIONS.join(", "))),
             Some(list) => {
@@ -667,7 +667,18 @@ impl FileCompiler<'_, '_> {
             (false, true) => AttachmentAction::Zip,
             (false, false) => AttachmentAction::Keep,
         };
+        (acts, strip, zip)
+    }
 
+    /// The `actions` list and the keys that only make sense with some action
+    /// (`message`, `if_no_certificate`, `encryption`, `password_to`), checked together.
+    fn rule_actions(
+        &mut self,
+        label: &str,
+        table_at: usize,
+        written: WrittenActions,
+    ) -> RuleActions {
+        let (mut acts, strip, zip) = self.action_words(label, table_at, written.actions);
         if let Some((m, at)) = written.message {
             if acts.reject.is_none() {
                 self.sink.error(

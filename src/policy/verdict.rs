@@ -364,3 +364,59 @@ pub enum RecipientVerdict {
     /// Refuse; `reason` is the text for the SMTP reply (without code), `by` what decided it.
     Reject { reason: String, by: RuleRef },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_wins_over_zip_and_the_first_password_address_is_kept() {
+        let zip = |p: Option<&str>| Attachments::Zip {
+            password_to: p.map(str::to_owned),
+        };
+        assert_eq!(zip(None).and(Attachments::Strip), Attachments::Strip);
+        assert_eq!(Attachments::Strip.and(zip(Some("a@x"))), Attachments::Strip);
+        assert_eq!(Attachments::Keep.and(zip(Some("a@x"))), zip(Some("a@x")));
+        assert_eq!(zip(None).and(zip(Some("a@x"))), zip(Some("a@x")));
+        assert_eq!(zip(Some("b@x")).and(zip(Some("a@x"))), zip(Some("b@x")));
+        assert_eq!(Attachments::Keep.and(Attachments::Keep), Attachments::Keep);
+    }
+
+    /// explain's `--json` and the audit log keep the flat fields they always had.
+    #[test]
+    fn json_keeps_the_flat_fields() {
+        let policy = Actions {
+            attachments: Attachments::Keep,
+            crypto: Crypto::Encrypt {
+                sign: true,
+                order: vec![CryptoKind::Openpgp],
+                if_no_key: IfNoKey::Zip {
+                    password_to: Some("sec@example.com".into()),
+                },
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&policy).unwrap(),
+            serde_json::json!({"sign": true, "encrypt": true,
+                "if_no_certificate": "zip-attachments", "strip_attachments": false,
+                "zip_attachments": false, "password_to": "sec@example.com",
+                "encryption": ["openpgp"]})
+        );
+        let planned = Actions {
+            attachments: Attachments::Strip,
+            crypto: Crypto::planned(false, Some(CryptoKind::Smime)),
+        };
+        assert_eq!(
+            serde_json::to_value(&planned).unwrap(),
+            serde_json::json!({"sign": false, "encrypt": true,
+                "if_no_certificate": "reject", "strip_attachments": true,
+                "zip_attachments": false, "password_to": null, "kind": "smime"})
+        );
+        assert_eq!(
+            serde_json::to_value(Actions::default()).unwrap(),
+            serde_json::json!({"sign": false, "encrypt": false,
+                "if_no_certificate": "reject", "strip_attachments": false,
+                "zip_attachments": false, "password_to": null})
+        );
+    }
+}

@@ -679,6 +679,52 @@ mod tests {
         assert_eq!(plans[1].recipients, ["b@x", "d@x"]);
     }
 
+    /// The fallback is combined with what the rules already do to attachments: a strip
+    /// from another rule wins over the zip fallback, signing stays with its order, and
+    /// the zip fallback sends the password where the rule said.
+    #[test]
+    fn fallback_joins_the_attachment_choice_and_keeps_signing() {
+        let order = vec![CryptoKind::Openpgp];
+        let rs = [
+            (
+                "a@x".to_string(),
+                Actions {
+                    attachments: Attachments::Strip,
+                    crypto: Crypto::Encrypt {
+                        sign: true,
+                        order: order.clone(),
+                        if_no_key: IfNoKey::Zip { password_to: None },
+                    },
+                },
+            ),
+            (
+                "b@x".to_string(),
+                Actions::encrypt(
+                    false,
+                    IfNoKey::Zip {
+                        password_to: Some("sec@x".into()),
+                    },
+                ),
+            ),
+        ];
+        let (plans, refused) = plan(&rs, None);
+        assert!(refused.is_empty());
+        assert_eq!(
+            plans[0].actions,
+            Actions {
+                attachments: Attachments::Strip,
+                crypto: Crypto::Sign { order },
+            }
+        );
+        assert!(plans[0].notes[0].contains("fallback zip-attachments"));
+        assert_eq!(
+            plans[1].actions,
+            Actions::attachments(Attachments::Zip {
+                password_to: Some("sec@x".into())
+            })
+        );
+    }
+
     fn plan_for(actions: Actions, rcpts: &[&str]) -> Plan {
         Plan {
             actions,
