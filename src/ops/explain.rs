@@ -364,16 +364,7 @@ pub fn run(
 }
 
 fn describe(a: &crate::policy::verdict::Actions) -> String {
-    use crate::policy::verdict::Attachments;
-    let mut v = Vec::new();
-    match &a.attachments {
-        Attachments::Keep => {}
-        Attachments::Strip => v.push("strip-attachments".to_string()),
-        Attachments::Zip { password_to } => v.push(format!(
-            "zip-attachments (password to {})",
-            password_to.as_deref().unwrap_or("the sender")
-        )),
-    }
+    let mut v: Vec<String> = a.attachments.describe().into_iter().collect();
     if a.signs() {
         v.push("sign".into());
     }

@@ -6,7 +6,7 @@
 //! Invariant: the verdicts in an explanation are exactly what `judge_message` returns
 //! for the same input; explain never decides anything itself.
 
-use crate::policy::verdict::{Attachments, RecipientVerdict, RuleRef};
+use crate::policy::verdict::{RecipientVerdict, RuleRef};
 use serde::Serialize;
 use std::fmt;
 
@@ -219,14 +219,7 @@ impl fmt::Display for RecipientExplanation {
                     let order: Vec<&str> = actions.order().iter().map(|k| k.name()).collect();
                     parts.push(format!("encryption order {}", order.join(" > ")));
                 }
-                match &actions.attachments {
-                    Attachments::Keep => {}
-                    Attachments::Strip => parts.push("strip-attachments".into()),
-                    Attachments::Zip { password_to } => parts.push(format!(
-                        "zip-attachments (password to {})",
-                        password_to.as_deref().unwrap_or("the sender")
-                    )),
-                }
+                parts.extend(actions.attachments.describe());
                 if parts.is_empty() {
                     writeln!(f, "  verdict: accept, sent as is")
                 } else {

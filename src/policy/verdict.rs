@@ -78,6 +78,19 @@ impl Attachments {
         }
     }
 
+    /// How explain names the choice: `strip-attachments` or `zip-attachments (password
+    /// to ...)`; `None` when attachments are kept.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Attachments::Keep => None,
+            Attachments::Strip => Some("strip-attachments".into()),
+            Attachments::Zip { password_to } => Some(format!(
+                "zip-attachments (password to {})",
+                password_to.as_deref().unwrap_or("the sender")
+            )),
+        }
+    }
+
     /// Where the zip password goes, when zipping and a rule named an address.
     pub fn password_to(&self) -> Option<&str> {
         match self {

@@ -123,7 +123,8 @@ impl<'a> Keys<'a> {
 /// One outgoing copy: the recipients that share it and what is done to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// The effective actions, after certificate fallbacks.
+    /// The effective actions: from [`plan_with_keys`], encryption has its kind chosen
+    /// ([`Crypto::EncryptWith`]) or its fallback applied, never [`Crypto::Encrypt`].
     pub actions: Actions,
     /// Recipients sharing this copy (all encrypted to in one EnvelopedData).
     pub recipients: Vec<String>,
