@@ -23,7 +23,7 @@ use openpgp::crypto::{SessionKey, Signer};
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
 use openpgp::types::HashAlgorithm;
-use sealgate::policy::verdict::{Actions, CryptoKind};
+use sealgate::policy::verdict::{Actions, Crypto, CryptoKind};
 use sealgate::transform::openpgp::{OpenPgp, OpenPgpConfig, PgpSignerConfig};
 use sealgate::transform::{apply_with_keys, Keys, Plan};
 use sequoia_openpgp as openpgp;
@@ -115,9 +115,7 @@ fn bench(name: &str, suite: CipherSuite) -> f64 {
     };
     let plan = Plan {
         actions: Actions {
-            sign: true,
-            encrypt: true,
-            kind: Some(CryptoKind::Openpgp),
+            crypto: Crypto::planned(true, Some(CryptoKind::Openpgp)),
             ..Actions::default()
         },
         recipients: vec!["alice@bank.example".into()],
@@ -185,10 +183,13 @@ fn bench(name: &str, suite: CipherSuite) -> f64 {
         });
         let only = |sign: bool, encrypt: bool| Plan {
             actions: Actions {
-                sign,
-                encrypt,
-                kind: encrypt.then_some(CryptoKind::Openpgp),
-                encryption: vec![CryptoKind::Openpgp],
+                crypto: if encrypt {
+                    Crypto::planned(sign, Some(CryptoKind::Openpgp))
+                } else {
+                    Crypto::Sign {
+                        order: vec![CryptoKind::Openpgp],
+                    }
+                },
                 ..Actions::default()
             },
             ..plan.clone()

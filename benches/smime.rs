@@ -19,7 +19,7 @@ mod smime_support;
 
 use std::time::{Duration, Instant};
 
-use sealgate::policy::verdict::Actions;
+use sealgate::policy::verdict::{Actions, Crypto, CryptoKind};
 use sealgate::transform::{apply, Plan};
 use smime_support::*;
 
@@ -141,8 +141,7 @@ fn main() {
     let smime = pki.load(&pki.config());
     let plan = Plan {
         actions: Actions {
-            sign: true,
-            encrypt: true,
+            crypto: Crypto::planned(true, Some(CryptoKind::Smime)),
             ..Actions::default()
         },
         recipients: vec!["alice@bank.example".into()],
@@ -150,8 +149,7 @@ fn main() {
     };
     let only = |sign: bool, encrypt: bool| Plan {
         actions: Actions {
-            sign,
-            encrypt,
+            crypto: Crypto::planned(sign, encrypt.then_some(CryptoKind::Smime)),
             ..Actions::default()
         },
         ..plan.clone()

@@ -17,7 +17,7 @@
 #[path = "../tests/smime_support/mod.rs"]
 mod smime_support;
 
-use sealgate::policy::verdict::Actions;
+use sealgate::policy::verdict::{Actions, Crypto, CryptoKind};
 use sealgate::transform::{apply, Plan};
 
 fn message(size: usize) -> Vec<u8> {
@@ -42,8 +42,10 @@ fn main() {
     let smime = pki.load(&pki.config());
     let plan = Plan {
         actions: Actions {
-            sign: which != "encrypt",
-            encrypt: which != "sign",
+            crypto: Crypto::planned(
+                which != "encrypt",
+                (which != "sign").then_some(CryptoKind::Smime),
+            ),
             ..Actions::default()
         },
         recipients: vec!["alice@bank.example".into()],

@@ -735,10 +735,7 @@ mod tests {
     #[test]
     fn typed_records_keep_the_schema_of_the_json_records() {
         use serde_json::json;
-        let actions = Actions {
-            sign: true,
-            ..Actions::default()
-        };
+        let actions = Actions::sign();
         let cases = vec![
             (
                 Event::Received {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use sealgate::message::mime::{self, Kind};
-use sealgate::policy::verdict::Actions;
+use sealgate::policy::verdict::{Actions, Attachments, Crypto, CryptoKind};
 use sealgate::transform::attachments;
 use sealgate::transform::{apply, Plan};
 use sha2::{Digest, Sha256};
@@ -51,10 +51,7 @@ fn corpus_survives_strip_and_zip() {
         let name = path.display().to_string();
 
         let stripped = apply(
-            &plan(Actions {
-                strip_attachments: true,
-                ..Actions::default()
-            }),
+            &plan(Actions::attachments(Attachments::Strip)),
             "a@example.com",
             &raw,
             None,
@@ -79,10 +76,7 @@ fn corpus_survives_strip_and_zip() {
         }
 
         let zipped = apply(
-            &plan(Actions {
-                zip_attachments: true,
-                ..Actions::default()
-            }),
+            &plan(Actions::attachments(Attachments::Zip { password_to: None })),
             "a@example.com",
             &raw,
             None,
@@ -145,8 +139,7 @@ fn corpus_survives_sign_and_encrypt_bit_identical() {
         let canon = mime::canonical_crlf(&raw).into_owned();
         let out = apply(
             &plan(Actions {
-                sign: true,
-                encrypt: true,
+                crypto: Crypto::planned(true, Some(CryptoKind::Smime)),
                 ..Actions::default()
             }),
             "payroll@example.com",

@@ -4,7 +4,7 @@
 
 mod smime_support;
 
-use sealgate::policy::verdict::Actions;
+use sealgate::policy::verdict::{Actions, Attachments, Crypto, CryptoKind};
 use sealgate::transform::{apply, Plan};
 use sha2::{Digest, Sha256};
 use smime_support::*;
@@ -31,11 +31,9 @@ const BODY_PART: &str = "--outer\r\nContent-Type: text/plain; charset=utf-8\r\nC
 fn zip_opens_with_7z_and_password_travels_separately() {
     let dir = tempfile::tempdir().unwrap();
     let msg = rich_message();
-    let actions = Actions {
-        zip_attachments: true,
+    let actions = Actions::attachments(Attachments::Zip {
         password_to: Some("security@example.com".into()),
-        ..Actions::default()
-    };
+    });
     let out = apply(&plan_with(actions), "payroll@example.com", &msg, None).unwrap();
     let text = String::from_utf8(out.message.clone()).unwrap();
     // The body part is byte-identical; the readable notice says where the password is.
@@ -120,10 +118,7 @@ fn forwarded_message_attachment_is_zipped_whole() {
     msg.extend_from_slice(inner);
     msg.extend_from_slice(b"\r\n--b--\r\n");
     let out = apply(
-        &plan_with(Actions {
-            zip_attachments: true,
-            ..Actions::default()
-        }),
+        &plan_with(Actions::attachments(Attachments::Zip { password_to: None })),
         "a@example.com",
         &msg,
         None,
@@ -170,10 +165,7 @@ fn forwarded_message_attachment_is_zipped_whole() {
 fn strip_leaves_a_notice_with_name_type_size_and_hash() {
     let msg = rich_message();
     let out = apply(
-        &plan_with(Actions {
-            strip_attachments: true,
-            ..Actions::default()
-        }),
+        &plan_with(Actions::attachments(Attachments::Strip)),
         "payroll@example.com",
         &msg,
         None,
@@ -202,10 +194,8 @@ fn zip_then_sign_and_encrypt_decrypts_to_the_zipped_message() {
     let pki = pki();
     let smime = pki.load(&pki.config());
     let actions = Actions {
-        sign: true,
-        encrypt: true,
-        zip_attachments: true,
-        ..Actions::default()
+        attachments: Attachments::Zip { password_to: None },
+        crypto: Crypto::planned(true, Some(CryptoKind::Smime)),
     };
     let out = apply(
         &plan_with(actions),

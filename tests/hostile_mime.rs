@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 mod support;
 
-use sealgate::policy::verdict::{Actions, RecipientVerdict};
+use sealgate::policy::verdict::{Actions, Attachments, RecipientVerdict};
 use sealgate::policy::{Envelope, PolicySet};
 use sealgate::transform::attachments;
 use sealgate::transform::{apply, Plan};
@@ -111,10 +111,7 @@ fn ambiguous_structure_is_refused_by_the_mime_limits() {
 fn a_forwarded_message_in_base64_is_stripped_whole() {
     let out = transformed(
         &fixture("03-base64-rfc822.eml"),
-        Actions {
-            strip_attachments: true,
-            ..Actions::default()
-        },
+        Actions::attachments(Attachments::Strip),
     );
     assert!(attachments::list(&out).is_empty());
     assert!(String::from_utf8_lossy(&out).contains("was removed"));
@@ -127,13 +124,7 @@ fn file_names_cannot_inject_parts_into_notices() {
         "14b-filename-crlf-rfc2047.eml",
     ] {
         let msg = fixture(file);
-        let stripped = transformed(
-            &msg,
-            Actions {
-                strip_attachments: true,
-                ..Actions::default()
-            },
-        );
+        let stripped = transformed(&msg, Actions::attachments(Attachments::Strip));
         assert!(
             attachments::list(&stripped).is_empty(),
             "{file}: strip left {:?}",
@@ -141,10 +132,7 @@ fn file_names_cannot_inject_parts_into_notices() {
         );
         let zipped = transformed(
             &msg,
-            Actions {
-                zip_attachments: true,
-                ..Actions::default()
-            },
+            Actions::attachments(Attachments::Zip { password_to: None }),
         );
         let left: Vec<String> = attachments::list(&zipped)
             .iter()

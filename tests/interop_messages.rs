@@ -412,7 +412,7 @@ mod smime_support;
 /// fields) while the plain copy kept them.
 #[test]
 fn header_lines_that_lost_their_folding_survive_every_transform() {
-    use sealgate::policy::verdict::Actions;
+    use sealgate::policy::verdict::{Actions, Attachments, Crypto, CryptoKind};
     use sealgate::transform::{apply, Plan};
     use smime_support::{p, pki, run};
 
@@ -432,38 +432,22 @@ fn header_lines_that_lost_their_folding_survive_every_transform() {
         (
             "sign+encrypt",
             Actions {
-                sign: true,
-                encrypt: true,
+                crypto: Crypto::planned(true, Some(CryptoKind::Smime)),
                 ..Actions::default()
             },
         ),
-        (
-            "sign",
-            Actions {
-                sign: true,
-                ..Actions::default()
-            },
-        ),
+        ("sign", Actions::sign()),
         (
             "encrypt",
             Actions {
-                encrypt: true,
+                crypto: Crypto::planned(false, Some(CryptoKind::Smime)),
                 ..Actions::default()
             },
         ),
-        (
-            "strip",
-            Actions {
-                strip_attachments: true,
-                ..Actions::default()
-            },
-        ),
+        ("strip", Actions::attachments(Attachments::Strip)),
         (
             "zip",
-            Actions {
-                zip_attachments: true,
-                ..Actions::default()
-            },
+            Actions::attachments(Attachments::Zip { password_to: None }),
         ),
         ("plain", Actions::default()),
     ];
@@ -476,7 +460,7 @@ fn header_lines_that_lost_their_folding_survive_every_transform() {
         let out = apply(&plan, "payroll@example.com", &raw, Some(&smime))
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         let mut seen = String::from_utf8_lossy(&out.message).into_owned();
-        if actions.encrypt {
+        if actions.encrypts() {
             let f = pki.path("lost-folding.p7m.eml");
             std::fs::write(&f, &out.message).unwrap();
             let dec = pki.path("lost-folding.dec");

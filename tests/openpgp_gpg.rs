@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use sealgate::message::mime::{self, Kind};
-use sealgate::policy::verdict::{Actions, CryptoKind};
+use sealgate::policy::verdict::{Actions, Crypto, CryptoKind, IfNoKey};
 use sealgate::transform::openpgp::{OpenPgp, OpenPgpConfig, PgpSignerConfig};
 use sealgate::transform::{apply_with_keys, Keys, Plan};
 use support::*;
@@ -737,9 +737,7 @@ fn corpus_survives_openpgp_sign_and_encrypt() {
     };
     let plan = Plan {
         actions: Actions {
-            sign: true,
-            encrypt: true,
-            kind: Some(CryptoKind::Openpgp),
+            crypto: Crypto::planned(true, Some(CryptoKind::Openpgp)),
             ..Actions::default()
         },
         recipients: vec!["cv@bank.example".into()],
@@ -810,11 +808,7 @@ fn already_encrypted_mail_passes_untouched() {
         openpgp: Some(&pgp),
         order: &[CryptoKind::Openpgp],
     };
-    let actions = Actions {
-        sign: true,
-        encrypt: true,
-        ..Actions::default()
-    };
+    let actions = Actions::encrypt(true, IfNoKey::Reject);
     let msg = crlf(b"From: payroll@example.com\nTo: cv@bank.example\nSubject: s\nMIME-Version: 1.0\nContent-Type: text/plain\n\nhello\n");
     let (plans, refused) = sealgate::transform::plan_with_keys(
         &[("cv@bank.example".into(), actions.clone())],
@@ -965,9 +959,7 @@ fn header_protection_hides_the_subject_in_what_gpg_decrypts() {
     };
     let plan = Plan {
         actions: Actions {
-            sign: true,
-            encrypt: true,
-            kind: Some(CryptoKind::Openpgp),
+            crypto: Crypto::planned(true, Some(CryptoKind::Openpgp)),
             ..Actions::default()
         },
         recipients: vec!["cv@bank.example".into()],

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use openpgp::cert::prelude::*;
 use openpgp::serialize::SerializeInto;
-use sealgate::policy::verdict::{Actions, CryptoKind, NoCertFallback};
+use sealgate::policy::verdict::{Actions, Attachments, Crypto, CryptoKind, IfNoKey};
 use sealgate::transform::openpgp::{OpenPgp, OpenPgpConfig, PgpSignerConfig};
 use sealgate::transform::{apply_with_keys, plan_with_keys, Keys};
 use sequoia_openpgp as openpgp;
@@ -47,9 +47,11 @@ fn keyring(dir: &Path) -> OpenPgp {
 
 fn encrypt(order: &[CryptoKind]) -> Actions {
     Actions {
-        sign: true,
-        encrypt: true,
-        encryption: order.to_vec(),
+        crypto: Crypto::Encrypt {
+            sign: true,
+            order: order.to_vec(),
+            if_no_key: IfNoKey::Reject,
+        },
         ..Actions::default()
     }
 }
@@ -96,11 +98,11 @@ fn first_kind_with_a_usable_key_wins_per_recipient() {
     assert_eq!(plans.len(), 2, "one copy per kind: {plans:?}");
     let by = |r: &str| plans.iter().find(|p| p.recipients == [r]).unwrap();
     assert_eq!(
-        by("alice@bank.example").actions.kind,
+        by("alice@bank.example").actions.kind(),
         Some(CryptoKind::Smime)
     );
     assert_eq!(
-        by("erin@pgp.example").actions.kind,
+        by("erin@pgp.example").actions.kind(),
         Some(CryptoKind::Openpgp)
     );
     let smime_out =
@@ -124,7 +126,7 @@ fn first_kind_with_a_usable_key_wins_per_recipient() {
     // [policy] encryption = ["openpgp", "smime"]: alice now gets OpenPGP.
     let k = keys(&[CryptoKind::Openpgp, CryptoKind::Smime]);
     let (plans, _) = plan_with_keys(&[("alice@bank.example".into(), encrypt(&[]))], &k, &msg);
-    assert_eq!(plans[0].actions.kind, Some(CryptoKind::Openpgp));
+    assert_eq!(plans[0].actions.kind(), Some(CryptoKind::Openpgp));
 
     // A rule's own order wins over [policy]'s.
     let (plans, _) = plan_with_keys(
@@ -132,14 +134,16 @@ fn first_kind_with_a_usable_key_wins_per_recipient() {
         &k,
         &msg,
     );
-    assert_eq!(plans[0].actions.kind, Some(CryptoKind::Smime));
+    assert_eq!(plans[0].actions.kind(), Some(CryptoKind::Smime));
 
     // A rule that allows only S/MIME for erin (OpenPGP key only) falls back.
     let mut a = encrypt(&[CryptoKind::Smime]);
-    a.if_no_certificate = NoCertFallback::StripAttachments;
+    if let Crypto::Encrypt { if_no_key, .. } = &mut a.crypto {
+        *if_no_key = IfNoKey::Strip;
+    }
     let (plans, refused) = plan_with_keys(&[("erin@pgp.example".into(), a)], &k, &msg);
     assert!(refused.is_empty());
-    assert!(!plans[0].actions.encrypt && plans[0].actions.strip_attachments);
+    assert!(!plans[0].actions.encrypts() && plans[0].actions.attachments == Attachments::Strip);
     assert!(
         plans[0].notes[0].contains("fallback strip-attachments"),
         "{:?}",
@@ -154,8 +158,9 @@ fn signed_only_copies_use_the_first_kind_with_a_signer() {
     let pgp = keyring(pki.dir.path());
     let msg = rich_message();
     let sign = |order: &[CryptoKind]| Actions {
-        sign: true,
-        encryption: order.to_vec(),
+        crypto: Crypto::Sign {
+            order: order.to_vec(),
+        },
         ..Actions::default()
     };
     let order = [CryptoKind::Openpgp, CryptoKind::Smime];

@@ -2,7 +2,7 @@
 //! with a message that matches and one that does not (tests/fixtures/policy/*/), the
 //! repository's sample `policies/`, and every real-world corpus message judged without panic.
 
-use sealgate::policy::verdict::{NoCertFallback, RecipientVerdict};
+use sealgate::policy::verdict::{Actions, Attachments, NoCertFallback, RecipientVerdict};
 use sealgate::policy::{Envelope, PolicySet};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -54,23 +54,33 @@ fn actions_as_words(v: &RecipientVerdict) -> Vec<String> {
     };
     let mut out = Vec::new();
     for (on, name) in [
-        (actions.sign, "sign"),
-        (actions.encrypt, "encrypt"),
-        (actions.strip_attachments, "strip-attachments"),
-        (actions.zip_attachments, "zip-attachments"),
+        (actions.signs(), "sign"),
+        (actions.encrypts(), "encrypt"),
+        (
+            actions.attachments == Attachments::Strip,
+            "strip-attachments",
+        ),
+        (zips(actions), "zip-attachments"),
     ] {
         if on {
             out.push(name.to_owned());
         }
     }
-    if actions.encrypt && actions.if_no_certificate != NoCertFallback::Reject {
-        let f = serde_json::to_value(actions.if_no_certificate).unwrap();
+    if let Some(f) = actions
+        .if_no_certificate()
+        .filter(|f| *f != NoCertFallback::Reject)
+    {
+        let f = serde_json::to_value(f).unwrap();
         out.push(format!("if_no_certificate={}", f.as_str().unwrap()));
     }
-    if let Some(p) = &actions.password_to {
+    if let Some(p) = actions.password_to() {
         out.push(format!("password_to={p}"));
     }
     out
+}
+
+fn zips(a: &Actions) -> bool {
+    matches!(a.attachments, Attachments::Zip { .. })
 }
 
 fn involves_rule_under_test(v: &RecipientVerdict) -> bool {
@@ -252,7 +262,7 @@ fn judging_never_panics_on_corpus_messages() {
         if let RecipientVerdict::Accept { actions, .. } =
             &everything.judge_message(&env, &rcpts, &bytes)[0]
         {
-            zipped += usize::from(actions.zip_attachments);
+            zipped += usize::from(zips(actions));
         }
     }
     assert!(zipped > 0, "no corpus message had an attachment");
@@ -295,24 +305,27 @@ fn sample_policies_load_cleanly_and_do_what_their_comments_say() {
     let RecipientVerdict::Accept { actions, .. } = &v[0] else {
         panic!("{v:?}")
     };
-    assert!(actions.sign && actions.encrypt);
+    assert!(actions.signs() && actions.encrypts());
     assert_eq!(
-        actions.if_no_certificate,
-        NoCertFallback::Reject,
+        actions.if_no_certificate(),
+        Some(NoCertFallback::Reject),
         "reject wins over zip"
     );
     let RecipientVerdict::Accept { actions, .. } = &v[1] else {
         panic!("{v:?}")
     };
-    assert!(actions.encrypt && !actions.sign);
-    assert_eq!(actions.if_no_certificate, NoCertFallback::ZipAttachments);
+    assert!(actions.encrypts() && !actions.signs());
+    assert_eq!(
+        actions.if_no_certificate(),
+        Some(NoCertFallback::ZipAttachments)
+    );
 
     let exe = std::fs::read(fixtures().join("policy/messages/exe-attachment.eml")).unwrap();
     let v = set.judge_message(&env, &["b@example.com".into()], &exe);
     let RecipientVerdict::Accept { actions, .. } = &v[0] else {
         panic!("{v:?}")
     };
-    assert!(actions.strip_attachments);
+    assert_eq!(actions.attachments, Attachments::Strip);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use sealgate::message::mime::{self, Kind};
-use sealgate::policy::verdict::Actions;
+use sealgate::policy::verdict::{Actions, Crypto, CryptoKind};
 use sealgate::transform::{apply, Plan};
 use smime_support::*;
 
@@ -100,8 +100,7 @@ fn gpgsm_decrypts_and_verifies_what_sealgate_sends() {
     let msg = rich_message();
     let plan = Plan {
         actions: Actions {
-            sign: true,
-            encrypt: true,
+            crypto: Crypto::planned(true, Some(CryptoKind::Smime)),
             ..Actions::default()
         },
         recipients: vec!["alice@bank.example".into()],

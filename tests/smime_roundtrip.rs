@@ -4,22 +4,18 @@
 
 mod smime_support;
 
-use sealgate::policy::verdict::{Actions, NoCertFallback};
+use sealgate::policy::verdict::{Actions, Attachments, Crypto, CryptoKind, IfNoKey};
 use sealgate::transform::smime::{Cipher, KeyTransport};
 use sealgate::transform::{apply, plan, Plan};
 use smime_support::*;
 
 fn sign_only() -> Actions {
-    Actions {
-        sign: true,
-        ..Actions::default()
-    }
+    Actions::sign()
 }
 
 fn sign_encrypt() -> Actions {
     Actions {
-        sign: true,
-        encrypt: true,
+        crypto: Crypto::planned(true, Some(CryptoKind::Smime)),
         ..Actions::default()
     }
 }
@@ -289,8 +285,14 @@ fn sign_then_encrypt_to_rsa_and_ec_recipients_in_one_envelope() {
     let smime = pki.load(&pki.config());
     let msg = rich_message();
     let rcpts = [
-        ("alice@bank.example".to_string(), sign_encrypt()),
-        ("BOB@bank.example".to_string(), sign_encrypt()),
+        (
+            "alice@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Reject),
+        ),
+        (
+            "BOB@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Reject),
+        ),
     ];
     let (plans, refused) = plan(&rcpts, Some(&smime));
     assert!(refused.is_empty(), "{refused:?}");
@@ -338,7 +340,7 @@ fn gcm_yields_auth_enveloped_data_that_openssl_decrypts() {
     cfg.cipher = Cipher::Aes256Gcm;
     let smime = pki.load(&cfg);
     let enc_only = Actions {
-        encrypt: true,
+        crypto: Crypto::planned(false, Some(CryptoKind::Smime)),
         ..Actions::default()
     };
     let out = apply(
@@ -463,11 +465,7 @@ fn expired_and_wrong_purpose_certificates_are_not_used() {
         "{w}"
     );
     // A rule that requires encryption refuses these recipients, naming why.
-    let req = Actions {
-        encrypt: true,
-        if_no_certificate: NoCertFallback::Reject,
-        ..Actions::default()
-    };
+    let req = Actions::encrypt(false, IfNoKey::Reject);
     let (plans, refused) = plan(
         &[
             ("carol@bank.example".into(), req.clone()),
@@ -480,6 +478,46 @@ fn expired_and_wrong_purpose_certificates_are_not_used() {
     assert_eq!(plans[0].recipients, ["alice@bank.example"]);
     assert_eq!(refused.len(), 2);
     assert!(refused[0].1.contains("expired"), "{:?}", refused[0]);
+}
+
+/// Once a certificate is found for each, recipients whose rules differ only in the
+/// fallback they did not need share one encrypted copy (the fallback no longer applies).
+#[test]
+fn fallbacks_not_taken_do_not_split_an_encrypted_copy() {
+    let pki = pki();
+    let smime = pki.load(&pki.config());
+    let rcpts = [
+        (
+            "alice@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Reject),
+        ),
+        (
+            "bob@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Zip { password_to: None }),
+        ),
+        (
+            "nobody@bank.example".to_string(),
+            Actions::encrypt(true, IfNoKey::Strip),
+        ),
+    ];
+    let (plans, refused) = plan(&rcpts, Some(&smime));
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    assert_eq!(
+        plans[0].recipients,
+        ["alice@bank.example", "bob@bank.example"]
+    );
+    assert_eq!(plans[0].actions.kind(), Some(CryptoKind::Smime));
+    assert_eq!(plans[1].recipients, ["nobody@bank.example"]);
+    assert_eq!(plans[1].actions.attachments, Attachments::Strip);
+    assert!(plans[1].actions.signs() && !plans[1].actions.encrypts());
+    let out = apply(&plans[0], "payroll@example.com", PLAIN, Some(&smime)).unwrap();
+    let f = pki.path("shared.p7m.eml");
+    std::fs::write(&f, &out.message).unwrap();
+    for who in [&pki.alice, &pki.bob] {
+        let inner = openssl_decrypt(&pki, &f, who);
+        assert!(String::from_utf8_lossy(&inner).contains("the figures are attached"));
+    }
 }
 
 #[test]

@@ -219,9 +219,9 @@ pub fn run(
             let mut certs = Vec::new();
             let kind = plan
                 .actions
-                .kind
+                .kind()
                 .unwrap_or(crate::policy::verdict::CryptoKind::Smime);
-            if plan.actions.encrypt && kind == crate::policy::verdict::CryptoKind::Openpgp {
+            if plan.actions.encrypts() && kind == crate::policy::verdict::CryptoKind::Openpgp {
                 if let Some(p) = &rt.openpgp {
                     for r in &plan.recipients {
                         match p.key_for(r) {
@@ -245,7 +245,7 @@ pub fn run(
                         }
                     }
                 }
-            } else if plan.actions.encrypt {
+            } else if plan.actions.encrypts() {
                 if let Some(s) = &rt.smime {
                     for r in &plan.recipients {
                         match s.certificate_for(r) {
@@ -271,9 +271,9 @@ pub fn run(
                     }
                 }
             }
-            let pgp_signs = plan.actions.sign
-                && (plan.actions.kind == Some(crate::policy::verdict::CryptoKind::Openpgp)
-                    || (!plan.actions.encrypt
+            let pgp_signs = plan.actions.signs()
+                && (plan.actions.kind() == Some(crate::policy::verdict::CryptoKind::Openpgp)
+                    || (!plan.actions.encrypts()
                         && rt.keys().sign_kind(from, &plan.actions)
                             == Some(crate::policy::verdict::CryptoKind::Openpgp)));
             let signer = if pgp_signs {
@@ -281,7 +281,7 @@ pub fn run(
                     let _ = writeln!(text, "    sign as: OpenPGP key {} (signing key {}, {}, {})", si.fingerprint, si.signing_key, si.algorithm, si.key_file.display());
                     json!({"kind": "openpgp", "file": si.key_file, "fingerprint": si.fingerprint, "signing_key": si.signing_key, "algorithm": si.algorithm})
                 })
-            } else if plan.actions.sign {
+            } else if plan.actions.signs() {
                 rt.smime.as_ref().and_then(|s| s.signer_for(from)).map(|si| {
                     let _ = writeln!(text, "    sign as: {} ({}, {})", si.cert_path.display(), si.subject, si.key);
                     json!({"file": si.cert_path, "subject": si.subject, "key": si.key, "opaque": si.opaque})
@@ -364,21 +364,12 @@ pub fn run(
 }
 
 fn describe(a: &crate::policy::verdict::Actions) -> String {
-    let mut v = Vec::new();
-    if a.strip_attachments {
-        v.push("strip-attachments".to_string());
-    }
-    if a.zip_attachments {
-        v.push(format!(
-            "zip-attachments (password to {})",
-            a.password_to.as_deref().unwrap_or("the sender")
-        ));
-    }
-    if a.sign {
+    let mut v: Vec<String> = a.attachments.describe().into_iter().collect();
+    if a.signs() {
         v.push("sign".into());
     }
-    if a.encrypt {
-        match a.kind {
+    if a.encrypts() {
+        match a.kind() {
             Some(k) => v.push(format!("encrypt ({})", k.name())),
             None => v.push("encrypt".into()),
         }

@@ -209,34 +209,17 @@ impl fmt::Display for RecipientExplanation {
         match &self.verdict {
             RecipientVerdict::Accept { actions, .. } => {
                 let mut parts = Vec::new();
-                if actions.sign {
+                if actions.signs() {
                     parts.push("sign".to_owned());
                 }
-                if actions.encrypt {
-                    parts.push(format!(
-                        "encrypt (if no certificate: {})",
-                        match actions.if_no_certificate {
-                            crate::policy::verdict::NoCertFallback::Reject => "reject",
-                            crate::policy::verdict::NoCertFallback::ZipAttachments =>
-                                "zip-attachments",
-                            crate::policy::verdict::NoCertFallback::StripAttachments =>
-                                "strip-attachments",
-                        }
-                    ));
+                if let Some(fallback) = actions.if_no_certificate() {
+                    parts.push(format!("encrypt (if no certificate: {})", fallback.name()));
                 }
-                if !actions.encryption.is_empty() {
-                    let order: Vec<&str> = actions.encryption.iter().map(|k| k.name()).collect();
+                if !actions.order().is_empty() {
+                    let order: Vec<&str> = actions.order().iter().map(|k| k.name()).collect();
                     parts.push(format!("encryption order {}", order.join(" > ")));
                 }
-                if actions.strip_attachments {
-                    parts.push("strip-attachments".into());
-                }
-                if actions.zip_attachments {
-                    parts.push(format!(
-                        "zip-attachments (password to {})",
-                        actions.password_to.as_deref().unwrap_or("the sender")
-                    ));
-                }
+                parts.extend(actions.attachments.describe());
                 if parts.is_empty() {
                     writeln!(f, "  verdict: accept, sent as is")
                 } else {

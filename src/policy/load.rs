@@ -11,10 +11,10 @@ use super::detectors::Detector;
 use super::diagnostic::{Diagnostic, Severity, Sink};
 use super::patterns::{check_syntax, PatternBank, PatternOrigin};
 use super::recipients::{parse_entry, AddressList, EntrySource, NormalAddress};
-use super::rules::{Banks, BodyPattern, HeaderEntry, Rule, RuleActions};
-use crate::glob::Glob;
-use crate::policy::verdict::{NoCertFallback, RuleRef};
+use super::rules::{AttachmentAction, Banks, BodyPattern, HeaderEntry, Rule, RuleActions};
 use crate::units::parse_size;
+use crate::glob::Glob;
+use crate::policy::verdict::{CryptoKind, NoCertFallback, RuleRef};
 use std::collections::HashMap;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -407,20 +407,28 @@ impl FileCompiler<'_, '_> {
         Some(bank.add(pattern, origin))
     }
 
-    /// Compiles one `[[rule]]`; `None` when it has errors (already reported).
+    /// Compiles one `[[rule]]`; `None` when it has errors (already reported). Phases:
+    /// the name first (so every message can name the rule), then each key (conditions
+    /// compiled, action keys kept as written), the name's own checks, the actions and
+    /// their companion keys, and the empty-list warnings.
     fn rule(&mut self, item: &Val<'_>) -> Option<Rule> {
         let table_at = item.span().start;
         let DeValue::Table(t) = item.get_ref() else {
             self.sink.error(table_at, "each [[rule]] must be a table");
             return None;
         };
-        let errors_before = self
-            .sink
-            .out
+        let errors_before = self.error_count();
+        let name = t
             .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count();
-        let mut name: Option<(String, usize)> = None;
+            .find(|(k, _)| {
+                let k: &str = k.get_ref();
+                k == "name"
+            })
+            .and_then(|(_, v)| self.string("rule name", v));
+        let label = match &name {
+            Some((n, _)) => format!("rule \"{n}\""),
+            None => "rule".to_owned(),
+        };
         let mut rule = Rule {
             id: RuleRef {
                 file: self.sink.file.clone(),
@@ -439,186 +447,209 @@ impl FileCompiler<'_, '_> {
             size_over: None,
             actions: RuleActions::default(),
         };
-        let mut actions: Option<Vec<(String, usize)>> = None;
-        let mut message: Option<(String, usize)> = None;
-        let mut fallback: Option<(NoCertFallback, usize)> = None;
-        let mut password_to: Option<(String, usize)> = None;
-        let mut encryption: Option<(Vec<crate::policy::verdict::CryptoKind>, usize)> = None;
+        let mut written = WrittenActions::default();
         let mut empty_lists: Vec<(String, usize)> = Vec::new();
-        // First the name, so that every other message can say which rule it is about.
-        if let Some((_, v)) = t.iter().find(|(k, _)| {
-            let k: &str = k.get_ref();
-            k == "name"
-        }) {
-            name = self.string("rule name", v);
-        }
-        let label = match &name {
-            Some((n, _)) => format!("rule \"{n}\""),
-            None => "rule".to_owned(),
-        };
         for (key, value) in t.iter() {
             let k: &str = key.get_ref();
-            let what = format!("{label}: {k}");
             if let DeValue::Array(a) = value.get_ref() {
                 if a.is_empty() && k != "actions" {
                     empty_lists.push((k.to_owned(), key.span().start));
                 }
             }
-            match k {
-                "name" => {}
-                "from" => rule.from = self.globs(&what, value, false),
-                "to" => rule.to = self.globs(&what, value, false),
-                "attachment_name" => rule.attachment_name = self.globs(&what, value, false),
-                "attachment_type" => rule.attachment_type = self.globs(&what, value, true),
-                "client" => {
-                    if let Some(list) = self.strings(&what, value) {
-                        rule.client_pos = list.iter().map(|(_, at)| self.sink.pos(*at)).collect();
-                        rule.client = Some(list.into_iter().map(|(s, _)| s).collect());
-                    }
-                }
-                "subject" => {
-                    let Some(list) = self.strings(&what, value) else {
-                        continue;
-                    };
-                    let compiled: Vec<usize> = list
-                        .iter()
-                        .filter_map(|(p, at)| self.regex(&what, p, *at, Bank::Subject))
-                        .collect();
-                    rule.subject = (compiled.len() == list.len()).then_some(compiled);
-                }
-                "header" => {
-                    let Some(list) = self.strings(&what, value) else {
-                        continue;
-                    };
-                    let mut out = Vec::new();
-                    for (entry, at) in &list {
-                        if let Some(h) = self.header_pattern(&what, entry, *at) {
-                            out.push(h);
-                        }
-                    }
-                    rule.header = (out.len() == list.len()).then_some(out);
-                }
-                "body" => {
-                    let Some(list) = self.strings(&what, value) else {
-                        continue;
-                    };
-                    let mut out = Vec::new();
-                    for (entry, at) in &list {
-                        if let Some(p) = self.body_pattern(&what, entry, *at) {
-                            out.push(p);
-                        }
-                    }
-                    rule.body = (out.len() == list.len()).then_some(out);
-                }
-                "size_over" => {
-                    let parsed = match value.get_ref() {
-                        DeValue::String(s) => parse_size(s)
-                            .map(|n| (n, s.to_string()))
-                            .map_err(|e| e.to_string()),
-                        DeValue::Integer(i) => i
-                            .as_str()
-                            .parse::<u64>()
-                            .map(|n| (n, format!("{n} bytes")))
-                            .map_err(|_| "expected a size like \"10MiB\"".to_owned()),
-                        other => Err(format!(
-                            "expected a size like \"10MiB\", found {}",
-                            other.type_str()
-                        )),
-                    };
-                    match parsed {
-                        Ok(s) => rule.size_over = Some(s),
-                        Err(e) => self.sink.error(value.span().start, format!("{what}: {e}")),
-                    }
-                }
-                "actions" => actions = self.strings(&what, value),
-                "message" => message = self.string(&what, value),
-                "if_no_certificate" => {
-                    if let Some((s, at)) = self.string(&what, value) {
-                        let f = match s.as_str() {
-                            "reject" => Some(NoCertFallback::Reject),
-                            "zip-attachments" => Some(NoCertFallback::ZipAttachments),
-                            "strip-attachments" => Some(NoCertFallback::StripAttachments),
-                            _ => None,
-                        };
-                        match f {
-                            Some(f) => fallback = Some((f, at)),
-                            None => {
-                                let hint = suggest(&s, FALLBACKS)
-                                    .map(|s| format!(" (did you mean \"{s}\"?)"))
-                                    .unwrap_or_default();
-                                self.sink.error(
-                                    at,
-                                    format!("{what}: unknown value \"{s}\"{hint}; expected \"reject\", \"zip-attachments\" or \"strip-attachments\""),
-                                );
-                            }
-                        }
-                    }
-                }
-                "password_to" => password_to = self.string(&what, value),
-                "encryption" => {
-                    if let Some(list) = self.strings(&what, value) {
-                        let mut kinds = Vec::new();
-                        for (k, at) in &list {
-                            match k.as_str() {
-                                "smime" => kinds.push(crate::policy::verdict::CryptoKind::Smime),
-                                "openpgp" => kinds.push(crate::policy::verdict::CryptoKind::Openpgp),
-                                _ => self.sink.error(
-                                    *at,
-                                    format!("{what}: unknown kind \"{k}\"; expected \"smime\" or \"openpgp\""),
-                                ),
-                            }
-                        }
-                        let at = list.first().map_or(value.span().start, |(_, at)| *at);
-                        if kinds.len() == list.len() && !kinds.is_empty() {
-                            encryption = Some((kinds, at));
-                        }
-                    }
-                }
-                other => {
-                    let hint = suggest(other, RULE_KEYS)
-                        .map(|s| format!(" (did you mean `{s}`?)"))
-                        .unwrap_or_default();
-                    self.sink.error(
-                        key.span().start,
-                        format!(
-                            "{label}: unknown key `{other}`{hint}; conditions are from, to, client, subject, header, body, attachment_name, attachment_type, size_over; other keys are name, actions, message, if_no_certificate, password_to, encryption"
-                        ),
-                    );
+            self.rule_key(&label, key, value, &mut rule, &mut written);
+        }
+        self.rule_name(name, table_at, &mut rule);
+        rule.actions = self.rule_actions(&label, table_at, written);
+        for (k, at) in empty_lists {
+            self.sink.warning(
+                at,
+                format!("{label}: `{k}` is an empty list, so the rule can never match"),
+            );
+        }
+        (self.error_count() == errors_before).then_some(rule)
+    }
+
+    /// How many errors this file has reported so far.
+    fn error_count(&self) -> usize {
+        self.sink
+            .out
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
+    /// One key of a `[[rule]]`: a condition is compiled into `rule`, an action key is
+    /// kept in `written` for [`Self::rule_actions`], anything else is an error.
+    fn rule_key(
+        &mut self,
+        label: &str,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        value: &Val<'_>,
+        rule: &mut Rule,
+        written: &mut WrittenActions,
+    ) {
+        let k: &str = key.get_ref();
+        let what = format!("{label}: {k}");
+        match k {
+            "name" => {}
+            "from" => rule.from = self.globs(&what, value, false),
+            "to" => rule.to = self.globs(&what, value, false),
+            "attachment_name" => rule.attachment_name = self.globs(&what, value, false),
+            "attachment_type" => rule.attachment_type = self.globs(&what, value, true),
+            "client" => {
+                if let Some(list) = self.strings(&what, value) {
+                    rule.client_pos = list.iter().map(|(_, at)| self.sink.pos(*at)).collect();
+                    rule.client = Some(list.into_iter().map(|(s, _)| s).collect());
                 }
             }
-        }
-
-        match &name {
-            None => self.sink.error(table_at, "[[rule]] without `name`: every rule needs name = \"...\", which appears in SMTP replies and logs"),
-            Some((n, at)) => {
-                if n.trim().is_empty() {
-                    self.sink.error(*at, "rule name is empty");
-                } else if !n.chars().all(|c| c.is_ascii_graphic() || c == ' ') || n.contains('"') {
-                    self.sink.error(*at, format!("rule name {n:?}: use printable ASCII without double quotes, because the name appears in SMTP replies"));
-                } else if let Some(first) = self.rule_names.get(n) {
-                    let first = *first;
-                    self.sink.error(*at, format!("rule name \"{n}\" is used twice in this file (first on line {first})"));
-                } else {
-                    let line = self.sink.pos(*at).0;
-                    self.rule_names.insert(n.clone(), line);
-                    rule.id.rule = n.clone();
-                    rule.pos = self.sink.pos(*at);
-                }
+            "subject" => {
+                rule.subject = self.all_or_none(&what, value, |c, what, p, at| {
+                    c.regex(what, p, at, Bank::Subject)
+                });
+            }
+            "header" => rule.header = self.all_or_none(&what, value, Self::header_pattern),
+            "body" => rule.body = self.all_or_none(&what, value, Self::body_pattern),
+            "size_over" => rule.size_over = self.size_over(&what, value),
+            "actions" => written.actions = self.strings(&what, value),
+            "message" => written.message = self.string(&what, value),
+            "if_no_certificate" => written.fallback = self.fallback(&what, value),
+            "password_to" => written.password_to = self.string(&what, value),
+            "encryption" => written.encryption = self.encryption(&what, value),
+            other => {
+                let hint = suggest(other, RULE_KEYS)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                self.sink.error(
+                    key.span().start,
+                    format!(
+                        "{label}: unknown key `{other}`{hint}; conditions are from, to, client, subject, header, body, attachment_name, attachment_type, size_over; other keys are name, actions, message, if_no_certificate, password_to, encryption"
+                    ),
+                );
             }
         }
+    }
 
-        match actions {
+    /// A list condition whose entries `compile` one by one: `None` when any entry fails
+    /// (each failure reported), so a half-compiled condition never matches less.
+    fn all_or_none<T>(
+        &mut self,
+        what: &str,
+        value: &Val<'_>,
+        compile: impl Fn(&mut Self, &str, &str, usize) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let list = self.strings(what, value)?;
+        let out: Vec<T> = list
+            .iter()
+            .filter_map(|(entry, at)| compile(self, what, entry, *at))
+            .collect();
+        (out.len() == list.len()).then_some(out)
+    }
+
+    /// `size_over`: a size like `"10MiB"` or a number of bytes, with the size as written.
+    fn size_over(&mut self, what: &str, value: &Val<'_>) -> Option<(u64, String)> {
+        let parsed = match value.get_ref() {
+            DeValue::String(s) => parse_size(s)
+                .map(|n| (n, s.to_string()))
+                .map_err(|e| e.to_string()),
+            DeValue::Integer(i) => i
+                .as_str()
+                .parse::<u64>()
+                .map(|n| (n, format!("{n} bytes")))
+                .map_err(|_| "expected a size like \"10MiB\"".to_owned()),
+            other => Err(format!(
+                "expected a size like \"10MiB\", found {}",
+                other.type_str()
+            )),
+        };
+        parsed
+            .map_err(|e| self.sink.error(value.span().start, format!("{what}: {e}")))
+            .ok()
+    }
+
+    /// `if_no_certificate`, with where it was written.
+    fn fallback(&mut self, what: &str, value: &Val<'_>) -> Option<(NoCertFallback, usize)> {
+        let (s, at) = self.string(what, value)?;
+        let f = match s.as_str() {
+            "reject" => NoCertFallback::Reject,
+            "zip-attachments" => NoCertFallback::ZipAttachments,
+            "strip-attachments" => NoCertFallback::StripAttachments,
+            _ => {
+                let hint = suggest(&s, FALLBACKS)
+                    .map(|s| format!(" (did you mean \"{s}\"?)"))
+                    .unwrap_or_default();
+                self.sink.error(
+                    at,
+                    format!("{what}: unknown value \"{s}\"{hint}; expected \"reject\", \"zip-attachments\" or \"strip-attachments\""),
+                );
+                return None;
+            }
+        };
+        Some((f, at))
+    }
+
+    /// A rule's own `encryption` order, with where its first entry was written; `None`
+    /// when empty or when an entry is unknown (reported).
+    fn encryption(&mut self, what: &str, value: &Val<'_>) -> Option<(Vec<CryptoKind>, usize)> {
+        let list = self.strings(what, value)?;
+        let mut kinds = Vec::new();
+        for (k, at) in &list {
+            match k.as_str() {
+                "smime" => kinds.push(CryptoKind::Smime),
+                "openpgp" => kinds.push(CryptoKind::Openpgp),
+                _ => self.sink.error(
+                    *at,
+                    format!("{what}: unknown kind \"{k}\"; expected \"smime\" or \"openpgp\""),
+                ),
+            }
+        }
+        let at = list.first().map_or(value.span().start, |(_, at)| *at);
+        (kinds.len() == list.len() && !kinds.is_empty()).then_some((kinds, at))
+    }
+
+    /// Checks the rule's name (present, printable, unique in the file) and sets the
+    /// rule's id and position from it.
+    fn rule_name(&mut self, name: Option<(String, usize)>, table_at: usize, rule: &mut Rule) {
+        let Some((n, at)) = name else {
+            self.sink.error(table_at, "[[rule]] without `name`: every rule needs name = \"...\", which appears in SMTP replies and logs");
+            return;
+        };
+        if n.trim().is_empty() {
+            self.sink.error(at, "rule name is empty");
+        } else if !n.chars().all(|c| c.is_ascii_graphic() || c == ' ') || n.contains('"') {
+            self.sink.error(at, format!("rule name {n:?}: use printable ASCII without double quotes, because the name appears in SMTP replies"));
+        } else if let Some(&first) = self.rule_names.get(&n) {
+            self.sink.error(
+                at,
+                format!("rule name \"{n}\" is used twice in this file (first on line {first})"),
+            );
+        } else {
+            rule.pos = self.sink.pos(at);
+            self.rule_names.insert(n.clone(), rule.pos.0);
+            rule.id.rule = n;
+        }
+    }
+
+    /// The words of `actions`, each at most once: the rule's actions without their
+    /// companion keys, and whether it said `strip-attachments` and `zip-attachments`.
+    fn action_words(
+        &mut self,
+        label: &str,
+        table_at: usize,
+        words: Option<Vec<(String, usize)>>,
+    ) -> (RuleActions, bool, bool) {
+        let mut acts = RuleActions::default();
+        let (mut strip, mut zip) = (false, false);
+        match words {
             None => self.sink.error(table_at, format!("{label} has no `actions`: write e.g. actions = [\"encrypt\"]; known actions: {}", ACTIONS.join(", "))),
             Some(list) if list.is_empty() => self.sink.error(table_at, format!("{label}: `actions` is empty; known actions: {}", ACTIONS.join(", "))),
             Some(list) => {
                 for (a, at) in list {
-                    let a_ = &mut rule.actions;
                     let seen = match a.as_str() {
-                        "reject" => a_.reject.replace(String::new()).is_some(),
-                        "sign" => std::mem::replace(&mut a_.sign, true),
-                        "encrypt" => std::mem::replace(&mut a_.encrypt, true),
-                        "strip-attachments" => std::mem::replace(&mut a_.strip_attachments, true),
-                        "zip-attachments" => std::mem::replace(&mut a_.zip_attachments, true),
+                        "reject" => acts.reject.replace(String::new()).is_some(),
+                        "sign" => std::mem::replace(&mut acts.sign, true),
+                        "encrypt" => acts.encrypt.replace(NoCertFallback::default()).is_some(),
+                        "strip-attachments" => std::mem::replace(&mut strip, true),
+                        "zip-attachments" => std::mem::replace(&mut zip, true),
                         other => {
                             let hint = suggest(other, ACTIONS)
                                 .map(|s| format!(" (did you mean \"{s}\"?)"))
@@ -633,9 +664,24 @@ impl FileCompiler<'_, '_> {
                 }
             }
         }
+        acts.attachments = match (strip, zip) {
+            (true, _) => AttachmentAction::Strip,
+            (false, true) => AttachmentAction::Zip,
+            (false, false) => AttachmentAction::Keep,
+        };
+        (acts, strip, zip)
+    }
 
-        let acts = &mut rule.actions;
-        if let Some((m, at)) = message {
+    /// The `actions` list and the keys that only make sense with some action
+    /// (`message`, `if_no_certificate`, `encryption`, `password_to`), checked together.
+    fn rule_actions(
+        &mut self,
+        label: &str,
+        table_at: usize,
+        written: WrittenActions,
+    ) -> RuleActions {
+        let (mut acts, strip, zip) = self.action_words(label, table_at, written.actions);
+        if let Some((m, at)) = written.message {
             if acts.reject.is_none() {
                 self.sink.error(
                     at,
@@ -655,20 +701,19 @@ impl FileCompiler<'_, '_> {
                 *r = "refused by policy".to_owned();
             }
         }
-        if let Some((f, at)) = fallback {
-            if !acts.encrypt {
-                self.sink.error(
+        if let Some((f, at)) = written.fallback {
+            match acts.encrypt.as_mut() {
+                Some(fallback) => *fallback = f,
+                None => self.sink.error(
                     at,
                     format!(
                         "{label}: `if_no_certificate` is only used with the \"encrypt\" action"
                     ),
-                );
-            } else {
-                acts.if_no_certificate = Some(f);
+                ),
             }
         }
-        if let Some((kinds, at)) = encryption {
-            if !acts.encrypt && !acts.sign {
+        if let Some((kinds, at)) = written.encryption {
+            if acts.encrypt.is_none() && !acts.sign {
                 self.sink.error(
                     at,
                     format!("{label}: `encryption` is only used with the \"sign\" or \"encrypt\" action"),
@@ -677,9 +722,8 @@ impl FileCompiler<'_, '_> {
                 acts.encryption = kinds;
             }
         }
-        if let Some((p, at)) = password_to {
-            let zips = acts.zip_attachments
-                || acts.if_no_certificate == Some(NoCertFallback::ZipAttachments);
+        if let Some((p, at)) = written.password_to {
+            let zips = zip || acts.encrypt == Some(NoCertFallback::ZipAttachments);
             let looks_like_address =
                 p.contains('@') && !p.contains(char::is_whitespace) && !p.contains(['<', '>', ',']);
             if !zips {
@@ -690,31 +734,18 @@ impl FileCompiler<'_, '_> {
                 acts.password_to = Some(p);
             }
         }
-        if acts.strip_attachments && acts.zip_attachments {
+        if strip && zip {
             self.sink.error(table_at, format!("{label}: \"strip-attachments\" and \"zip-attachments\" contradict each other; choose one"));
         }
         if acts.reject.is_some()
-            && (acts.sign || acts.encrypt || acts.strip_attachments || acts.zip_attachments)
+            && (acts.sign || acts.encrypt.is_some() || acts.attachments != AttachmentAction::Keep)
         {
             self.sink.warning(
                 table_at,
                 format!("{label}: \"reject\" wins, so its other actions never apply"),
             );
         }
-        for (k, at) in empty_lists {
-            self.sink.warning(
-                at,
-                format!("{label}: `{k}` is an empty list, so the rule can never match"),
-            );
-        }
-
-        let errors_after = self
-            .sink
-            .out
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count();
-        (errors_after == errors_before).then_some(rule)
+        acts
     }
 
     /// `"Name: regex"` → index into the header entries.
@@ -772,6 +803,22 @@ impl FileCompiler<'_, '_> {
         self.regex(what, entry, at, Bank::Body)
             .map(BodyPattern::Regex)
     }
+}
+
+/// A rule's action keys as written, before [`FileCompiler::rule_actions`] checks them
+/// together: each with the offset where it was written.
+#[derive(Default)]
+struct WrittenActions {
+    /// `actions`.
+    actions: Option<Vec<(String, usize)>>,
+    /// `message` (only with `reject`).
+    message: Option<(String, usize)>,
+    /// `if_no_certificate` (only with `encrypt`).
+    fallback: Option<(NoCertFallback, usize)>,
+    /// `password_to` (only when zipping).
+    password_to: Option<(String, usize)>,
+    /// `encryption` (only with `sign` or `encrypt`).
+    encryption: Option<(Vec<CryptoKind>, usize)>,
 }
 
 /// Which bank a regex belongs to.

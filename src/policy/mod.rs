@@ -70,7 +70,10 @@ pub use explain::{
     RecipientExplanation, RuleMatch,
 };
 
-use crate::policy::verdict::{Actions, NoCertFallback, RecipientVerdict, RuleRef};
+use crate::policy::rules::AttachmentAction;
+use crate::policy::verdict::{
+    Actions, Attachments, Crypto, CryptoKind, IfNoKey, NoCertFallback, RecipientVerdict, RuleRef,
+};
 use content::MessageView;
 
 /// The rule name in replies and audit records when [`crate::message::mime::hazard`]
@@ -422,7 +425,7 @@ impl PolicySet {
         }
         self.rules
             .iter()
-            .filter(|r| r.actions.sign || r.actions.encrypt)
+            .filter(|r| r.actions.sign || r.actions.encrypt.is_some())
             .map(|rule| {
                 let (line, col) = rule.pos;
                 let what = if rule.actions.sign { "sign" } else { "encrypt" };
@@ -548,9 +551,7 @@ impl PolicySet {
                     by: rule.id.clone(),
                 });
             }
-            if needs_certificate.is_none()
-                && rule.actions.fallback() == Some(NoCertFallback::Reject)
-            {
+            if needs_certificate.is_none() && rule.actions.encrypt == Some(NoCertFallback::Reject) {
                 needs_certificate = Some(rule);
             }
         }
@@ -772,10 +773,15 @@ impl PolicySet {
         })
     }
 
-    /// Folds the actions of the matching rules (in policy order) into one verdict.
+    /// Folds the actions of the matching rules (in policy order) into one verdict:
+    /// `reject` wins; the other actions add up. Where rules disagree, stripping wins over
+    /// zipping, the most protective `if_no_certificate` wins (see [`most_protective`]),
+    /// and the first `password_to` and the first `encryption` order named are used.
     fn combine(&self, matching: impl Iterator<Item = usize>) -> RecipientVerdict {
-        let mut actions = Actions::default();
+        let (mut sign, mut encrypt, mut strip, mut zip) = (false, false, false, false);
         let mut fallback: Option<NoCertFallback> = None;
+        let mut password_to: Option<String> = None;
+        let mut order: Vec<CryptoKind> = Vec::new();
         let mut rules = Vec::new();
         for rule in matching.filter_map(|i| self.rules.get(i)) {
             let a = &rule.actions;
@@ -785,29 +791,56 @@ impl PolicySet {
                     by: rule.id.clone(),
                 };
             }
-            actions.sign |= a.sign;
-            actions.encrypt |= a.encrypt;
-            actions.strip_attachments |= a.strip_attachments;
-            actions.zip_attachments |= a.zip_attachments;
-            if let Some(f) = a.fallback() {
+            sign |= a.sign;
+            encrypt |= a.encrypt.is_some();
+            strip |= a.attachments == AttachmentAction::Strip;
+            zip |= a.attachments == AttachmentAction::Zip;
+            if let Some(f) = a.encrypt {
                 fallback = Some(match fallback {
                     None => f,
                     Some(old) => most_protective(old, f),
                 });
             }
-            if actions.password_to.is_none() {
-                actions.password_to.clone_from(&a.password_to);
+            if password_to.is_none() {
+                password_to.clone_from(&a.password_to);
             }
-            if actions.encryption.is_empty() {
-                actions.encryption.clone_from(&a.encryption);
+            if order.is_empty() {
+                order.clone_from(&a.encryption);
             }
             rules.push(rule.id.clone());
         }
-        actions.if_no_certificate = fallback.unwrap_or_default();
-        if actions.strip_attachments {
-            actions.zip_attachments = false;
+        let attachments = if strip {
+            Attachments::Strip
+        } else if zip {
+            Attachments::Zip {
+                password_to: password_to.clone(),
+            }
+        } else {
+            Attachments::Keep
+        };
+        let crypto = if encrypt {
+            let if_no_key = match fallback.unwrap_or_default() {
+                NoCertFallback::Reject => IfNoKey::Reject,
+                NoCertFallback::StripAttachments => IfNoKey::Strip,
+                NoCertFallback::ZipAttachments => IfNoKey::Zip { password_to },
+            };
+            Crypto::Encrypt {
+                sign,
+                order,
+                if_no_key,
+            }
+        } else if sign {
+            Crypto::Sign { order }
+        } else {
+            Crypto::None
+        };
+        RecipientVerdict::Accept {
+            actions: Actions {
+                attachments,
+                crypto,
+            },
+            rules,
         }
-        RecipientVerdict::Accept { actions, rules }
     }
 }
 

@@ -48,17 +48,33 @@ pub(crate) struct HeaderEntry {
     pub(crate) pattern: usize,
 }
 
+/// What one rule does to attachments (its `password_to` is kept beside it, in
+/// [`RuleActions`], because the `zip-attachments` fallback uses it too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum AttachmentAction {
+    /// Neither `strip-attachments` nor `zip-attachments`.
+    #[default]
+    Keep,
+    /// `strip-attachments`.
+    Strip,
+    /// `zip-attachments`.
+    Zip,
+}
+
 /// A rule's actions as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RuleActions {
     /// `Some(reason)` when the rule rejects.
     pub(crate) reject: Option<String>,
+    /// `sign`.
     pub(crate) sign: bool,
-    pub(crate) encrypt: bool,
-    /// Only with `encrypt`: `None` means the default ([`NoCertFallback::Reject`]).
-    pub(crate) if_no_certificate: Option<NoCertFallback>,
-    pub(crate) strip_attachments: bool,
-    pub(crate) zip_attachments: bool,
+    /// `Some` when the rule says `encrypt`: what happens without a certificate
+    /// (`if_no_certificate`, default [`NoCertFallback::Reject`]).
+    pub(crate) encrypt: Option<NoCertFallback>,
+    /// `strip-attachments` or `zip-attachments` (a rule may not say both).
+    pub(crate) attachments: AttachmentAction,
+    /// Only when the rule zips (as an action or as `if_no_certificate`): where the
+    /// password goes.
     pub(crate) password_to: Option<String>,
     /// The rule's own `encryption` order (`smime`, `openpgp`); empty means `[policy]`'s.
     pub(crate) encryption: Vec<crate::policy::verdict::CryptoKind>,
@@ -74,22 +90,15 @@ impl RuleActions {
         if self.sign {
             v.push("sign".into());
         }
-        if self.encrypt {
+        if self.encrypt.is_some() {
             v.push("encrypt".into());
         }
-        if self.strip_attachments {
-            v.push("strip-attachments".into());
-        }
-        if self.zip_attachments {
-            v.push("zip-attachments".into());
+        match self.attachments {
+            AttachmentAction::Keep => {}
+            AttachmentAction::Strip => v.push("strip-attachments".into()),
+            AttachmentAction::Zip => v.push("zip-attachments".into()),
         }
         v
-    }
-
-    /// What happens without a certificate, when this rule encrypts.
-    pub(crate) fn fallback(&self) -> Option<NoCertFallback> {
-        self.encrypt
-            .then(|| self.if_no_certificate.unwrap_or_default())
     }
 }
 

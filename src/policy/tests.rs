@@ -38,6 +38,10 @@ fn verdict(s: &PolicySet, rcpt: &str, m: &[u8]) -> RecipientVerdict {
     s.judge_message(&ENV, &[rcpt.to_owned()], m).remove(0)
 }
 
+fn zips(a: &Actions) -> bool {
+    matches!(a.attachments, Attachments::Zip { .. })
+}
+
 fn accepted(v: &RecipientVerdict) -> &Actions {
     match v {
         RecipientVerdict::Accept { actions, .. } => actions,
@@ -350,15 +354,21 @@ actions = ["reject"]
         &m,
     );
     let a = accepted(&v[0]);
-    assert!(a.sign && a.encrypt);
-    assert_eq!(a.if_no_certificate, NoCertFallback::StripAttachments);
-    assert_eq!(a.password_to.as_deref(), Some("security@example.com"));
+    assert!(a.signs() && a.encrypts());
+    assert_eq!(
+        a.if_no_certificate(),
+        Some(NoCertFallback::StripAttachments)
+    );
+    // The strip fallback wins, so no zip password goes anywhere (the old flags kept
+    // `password_to` here although nothing could be zipped).
+    assert_eq!(a.password_to(), None);
     if let RecipientVerdict::Accept { rules, .. } = &v[0] {
         let names: Vec<&str> = rules.iter().map(|r| r.rule.as_str()).collect();
         assert_eq!(names, ["sign all", "cards", "bank"]);
     }
     let b = accepted(&v[1]);
-    assert_eq!(b.if_no_certificate, NoCertFallback::ZipAttachments);
+    assert_eq!(b.if_no_certificate(), Some(NoCertFallback::ZipAttachments));
+    assert_eq!(b.password_to(), Some("security@example.com"));
     assert!(
         matches!(&v[2], RecipientVerdict::Reject { reason, .. } if reason == "recipient not approved")
     );
@@ -373,7 +383,7 @@ actions = ["reject"]
     }
     // No conditions: a rule matches every message.
     let a = accepted(&verdict(&s, "b@example.com", &msg("hi", "plain"))).clone();
-    assert!(a.sign && !a.encrypt);
+    assert!(a.signs() && !a.encrypts());
 }
 
 #[test]
@@ -382,9 +392,9 @@ fn strip_wins_over_zip() {
     let s = ok(&[("00.toml", RCPTS), ("50.toml", rules)]);
     let m = b"Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"Setup.EXE\"\r\n\r\nMZ\r\n--b--\r\n";
     let a = accepted(&verdict(&s, "b@example.com", m)).clone();
-    assert!(a.strip_attachments && !a.zip_attachments);
+    assert_eq!(a.attachments, Attachments::Strip);
     let a = accepted(&verdict(&s, "b@example.com", &msg("x", "y"))).clone();
-    assert!(a.zip_attachments && !a.strip_attachments);
+    assert_eq!(a.attachments, Attachments::Zip { password_to: None });
 }
 
 #[test]
@@ -407,11 +417,11 @@ actions = ["zip-attachments"]
     };
     let small = msg("x", "y");
     let v = s.judge_message(&billing, &["b@example.com".into()], &small);
-    assert!(accepted(&v[0]).sign);
+    assert!(accepted(&v[0]).signs());
     let v = s.judge_message(&ENV, &["b@example.com".into()], &small);
     assert!(accepted(&v[0]).is_pass_through());
     let big = msg("x", &"y".repeat(2000));
-    assert!(accepted(&verdict(&s, "b@example.com", &big)).zip_attachments);
+    assert!(zips(accepted(&verdict(&s, "b@example.com", &big))));
     let diags = s.check_clients(&["reports"]);
     assert_eq!(diags.len(), 1);
     assert!(
@@ -573,8 +583,8 @@ actions = ["sign"]
     }
     let big = msg("x", &"y".repeat(2000));
     let v = s.judge_message(&ENV, &rcpts, &big);
-    assert!(accepted(&v[0]).zip_attachments && accepted(&v[0]).sign);
-    assert!(accepted(&v[1]).zip_attachments && !accepted(&v[1]).sign);
+    assert!(zips(accepted(&v[0])) && accepted(&v[0]).signs());
+    assert!(zips(accepted(&v[1])) && !accepted(&v[1]).signs());
     let with_body = ok(&[
         ("00.toml", RCPTS),
         (
@@ -598,7 +608,7 @@ actions = ["strip-attachments"]
     for name in ["x.exe", "x.exe.", "x.exe ", "X.EXE. . "] {
         let m = format!("From: payroll@example.com\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\r\nMZ\r\n--b--\r\n");
         let v = verdict(&s, "a@bank.example", m.as_bytes());
-        assert!(accepted(&v).strip_attachments, "{name:?}");
+        assert_eq!(accepted(&v).attachments, Attachments::Strip, "{name:?}");
     }
 }
 
@@ -721,9 +731,9 @@ fn a_rules_own_encryption_order_is_kept_and_checked() {
     let rules = "[[rule]]\nname = \"pgp first\"\nto = [\"*@bank.example\"]\nactions = [\"encrypt\"]\nencryption = [\"openpgp\", \"smime\"]\n\n[[rule]]\nname = \"later\"\nactions = [\"sign\"]\nencryption = [\"smime\"]\n";
     let s = ok(&[("00.toml", RCPTS), ("50.toml", rules)]);
     let a = accepted(&verdict(&s, "a@bank.example", &msg("x", "y"))).clone();
-    assert_eq!(a.encryption, [CryptoKind::Openpgp, CryptoKind::Smime]);
+    assert_eq!(a.order(), [CryptoKind::Openpgp, CryptoKind::Smime]);
     let b = accepted(&verdict(&s, "b@example.com", &msg("x", "y"))).clone();
-    assert_eq!(b.encryption, [CryptoKind::Smime]);
+    assert_eq!(b.order(), [CryptoKind::Smime]);
     let e = errors(&[
         ("00.toml", RCPTS),
         (

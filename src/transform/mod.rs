@@ -31,7 +31,7 @@ pub mod smime;
 use std::borrow::Cow;
 
 use crate::message::mime;
-use crate::policy::verdict::{Actions, CryptoKind, NoCertFallback};
+use crate::policy::verdict::{Actions, Attachments, Crypto, CryptoKind};
 use openpgp::{OpenPgp, OpenPgpError};
 use smime::{NoCertificate, Smime, SmimeError};
 
@@ -59,8 +59,8 @@ impl<'a> Keys<'a> {
 
     /// The order for these actions: the rule's own, else `[policy]`'s, else the default.
     pub fn order_for<'b>(&'b self, a: &'b Actions) -> &'b [CryptoKind] {
-        if !a.encryption.is_empty() {
-            &a.encryption
+        if !a.order().is_empty() {
+            a.order()
         } else if !self.order.is_empty() {
             self.order
         } else {
@@ -123,7 +123,8 @@ impl<'a> Keys<'a> {
 /// One outgoing copy: the recipients that share it and what is done to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// The effective actions, after certificate fallbacks.
+    /// The effective actions: from [`plan_with_keys`], encryption has its kind chosen
+    /// ([`Crypto::EncryptWith`]) or its fallback applied, never [`Crypto::Encrypt`].
     pub actions: Actions,
     /// Recipients sharing this copy (all encrypted to in one EnvelopedData).
     pub recipients: Vec<String>,
@@ -222,35 +223,35 @@ pub fn plan_with_keys(
             }
             eff = Actions::default();
         }
-        if eff.encrypt {
-            let found = keys.choose(rcpt, &eff);
-            if let Ok(kind) = found {
-                eff.kind = Some(kind);
-            }
-            if let Err(why) = found {
-                match eff.if_no_certificate {
-                    NoCertFallback::Reject => {
+        if let Crypto::Encrypt {
+            sign,
+            order,
+            if_no_key,
+        } = &eff.crypto
+        {
+            let sign = *sign;
+            eff.crypto = match keys.choose(rcpt, &eff) {
+                Ok(kind) => Crypto::EncryptWith { sign, kind },
+                Err(why) => {
+                    let Some(instead) = if_no_key.instead() else {
                         refused.push((rcpt.clone(), format!("encryption required but {why}")));
                         continue;
-                    }
-                    NoCertFallback::ZipAttachments => {
-                        eff.encrypt = false;
-                        eff.zip_attachments = true;
-                        notes.push(format!(
-                            "{rcpt}: not encrypted ({why}); fallback zip-attachments"
-                        ));
-                    }
-                    NoCertFallback::StripAttachments => {
-                        eff.encrypt = false;
-                        eff.strip_attachments = true;
-                        notes.push(format!(
-                            "{rcpt}: not encrypted ({why}); fallback strip-attachments"
-                        ));
+                    };
+                    notes.push(format!(
+                        "{rcpt}: not encrypted ({why}); fallback {}",
+                        if_no_key.fallback().name()
+                    ));
+                    eff.attachments = std::mem::take(&mut eff.attachments).and(instead);
+                    if sign {
+                        Crypto::Sign {
+                            order: order.clone(),
+                        }
+                    } else {
+                        Crypto::None
                     }
                 }
-            }
+            };
         }
-        normalize(&mut eff);
         match plans.iter_mut().find(|p| p.actions == eff) {
             Some(p) => {
                 p.recipients.push(rcpt.clone());
@@ -274,14 +275,14 @@ pub fn plan_with_keys(
 pub fn separate_hidden_recipients(plans: Vec<Plan>, message: &[u8]) -> Vec<Plan> {
     if !plans
         .iter()
-        .any(|p| p.actions.encrypt && p.recipients.len() > 1)
+        .any(|p| p.actions.encrypts() && p.recipients.len() > 1)
     {
         return plans;
     }
     let named = header_recipients(message);
     let mut out = Vec::with_capacity(plans.len());
     for mut plan in plans {
-        if !plan.actions.encrypt || plan.recipients.len() < 2 {
+        if !plan.actions.encrypts() || plan.recipients.len() < 2 {
             out.push(plan);
             continue;
         }
@@ -439,26 +440,6 @@ fn header_recipients(message: &[u8]) -> std::collections::HashSet<String> {
     named
 }
 
-/// Clears what does not apply so that equal outcomes compare equal: stripping wins over
-/// zipping (nothing is left to zip), `password_to` only matters when zipping, and
-/// `if_no_certificate` only while encrypting.
-fn normalize(a: &mut Actions) {
-    if a.strip_attachments {
-        a.zip_attachments = false;
-    }
-    if !a.zip_attachments {
-        a.password_to = None;
-    }
-    if !a.encrypt {
-        a.if_no_certificate = NoCertFallback::default();
-        a.kind = None;
-    }
-    if a.encrypt || !a.sign {
-        // The order only still matters for choosing a signer for a signed-only copy.
-        a.encryption.clear();
-    }
-}
-
 /// Builds one outgoing copy: attachments -> sign -> encrypt, each S/MIME step
 /// self-checked (own signature verified, own EnvelopedData parsed).
 pub fn apply(
@@ -490,23 +471,24 @@ pub fn apply_with_keys(
             notes,
         });
     }
-    let kind = if a.encrypt {
-        Some(a.kind.unwrap_or(CryptoKind::Smime))
-    } else if a.sign {
+    let (sign, encrypt) = (a.signs(), a.encrypts());
+    let kind = if encrypt {
+        Some(a.kind().unwrap_or(CryptoKind::Smime))
+    } else if sign {
         Some(keys.sign_kind(sender, a).unwrap_or(CryptoKind::Smime))
     } else {
         None
     };
     let smime = keys.smime;
 
-    if a.strip_attachments {
+    if a.attachments == Attachments::Strip {
         let s = attachments::strip(&current);
         for r in &s.removed {
             notes.push(format!("stripped attachment {r}"));
         }
         current = Cow::Owned(s.message);
-    } else if a.zip_attachments {
-        let password_to = a.password_to.as_deref().unwrap_or(sender).to_string();
+    } else if let Attachments::Zip { password_to } = &a.attachments {
+        let password_to = password_to.as_deref().unwrap_or(sender).to_string();
         let z = attachments::zip(&current, &password_to)?;
         for r in &z.zipped {
             notes.push(format!("zipped attachment {r}"));
@@ -529,7 +511,7 @@ pub fn apply_with_keys(
 
     if kind == Some(CryptoKind::Openpgp) {
         let p = keys.openpgp.ok_or(TransformError::OpenPgpNotConfigured)?;
-        if a.encrypt {
+        if encrypt {
             for r in &plan.recipients {
                 let k = p.key_for(r).map_err(OpenPgpError::from)?;
                 notes.push(format!(
@@ -544,14 +526,14 @@ pub fn apply_with_keys(
                 }
             }
         }
-        if a.sign {
+        if sign {
             match p.signer_for(sender) {
                 Some(si) => notes.push(format!(
                     "signed with OpenPGP key {} (signing key {}, {}, {})",
                     si.fingerprint,
                     si.signing_key,
                     si.algorithm,
-                    if a.encrypt {
+                    if encrypt {
                         "inside the encryption"
                     } else {
                         "PGP/MIME detached"
@@ -560,11 +542,11 @@ pub fn apply_with_keys(
                 None => return Err(OpenPgpError::NoSigner(sender.to_string()).into()),
             }
         }
-        let to = a.encrypt.then_some(plan.recipients.as_slice());
-        current = Cow::Owned(p.protect(&current, sender, a.sign, to)?);
-    } else if a.sign || a.encrypt {
+        let to = encrypt.then_some(plan.recipients.as_slice());
+        current = Cow::Owned(p.protect(&current, sender, sign, to)?);
+    } else if sign || encrypt {
         let s = smime.ok_or(TransformError::SmimeNotConfigured)?;
-        let certs = if a.encrypt {
+        let certs = if encrypt {
             let mut certs = Vec::with_capacity(plan.recipients.len());
             for r in &plan.recipients {
                 let c = s.certificate_for(r)?;
@@ -580,7 +562,7 @@ pub fn apply_with_keys(
         } else {
             None
         };
-        if a.sign {
+        if sign {
             match s.signer_for(sender) {
                 Some(si) => notes.push(format!(
                     "signed as {} ({}, {})",
@@ -591,7 +573,7 @@ pub fn apply_with_keys(
                 None => return Err(SmimeError::NoSigner(sender.to_string()).into()),
             }
         }
-        current = Cow::Owned(s.protect(&current, sender, a.sign, certs.as_deref())?);
+        current = Cow::Owned(s.protect(&current, sender, sign, certs.as_deref())?);
     }
     Ok(Outgoing {
         message: current.into_owned(),
@@ -657,18 +639,15 @@ fn password_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::verdict::IfNoKey;
 
-    fn enc(fallback: NoCertFallback) -> Actions {
-        Actions {
-            encrypt: true,
-            if_no_certificate: fallback,
-            ..Actions::default()
-        }
+    fn enc(if_no_key: IfNoKey) -> Actions {
+        Actions::encrypt(false, if_no_key)
     }
 
     #[test]
     fn plan_refuses_encryption_without_certificate() {
-        let (plans, refused) = plan(&[("a@x".into(), enc(NoCertFallback::Reject))], None);
+        let (plans, refused) = plan(&[("a@x".into(), enc(IfNoKey::Reject))], None);
         assert!(plans.is_empty());
         assert_eq!(refused.len(), 1);
         assert!(
@@ -681,14 +660,11 @@ mod tests {
     #[test]
     fn plan_falls_back_and_groups() {
         let rs = [
-            ("a@x".to_string(), enc(NoCertFallback::ZipAttachments)),
+            ("a@x".to_string(), enc(IfNoKey::Zip { password_to: None })),
             ("b@x".to_string(), Actions::default()),
             (
                 "c@x".to_string(),
-                Actions {
-                    zip_attachments: true,
-                    ..Actions::default()
-                },
+                Actions::attachments(Attachments::Zip { password_to: None }),
             ),
             ("d@x".to_string(), Actions::default()),
         ];
@@ -696,9 +672,58 @@ mod tests {
         assert!(refused.is_empty());
         assert_eq!(plans.len(), 2);
         assert_eq!(plans[0].recipients, ["a@x", "c@x"]);
-        assert!(plans[0].actions.zip_attachments && !plans[0].actions.encrypt);
+        assert_eq!(
+            plans[0].actions,
+            Actions::attachments(Attachments::Zip { password_to: None })
+        );
         assert_eq!(plans[0].notes.len(), 1);
         assert_eq!(plans[1].recipients, ["b@x", "d@x"]);
+    }
+
+    /// The fallback is combined with what the rules already do to attachments: a strip
+    /// from another rule wins over the zip fallback, signing stays with its order, and
+    /// the zip fallback sends the password where the rule said.
+    #[test]
+    fn fallback_joins_the_attachment_choice_and_keeps_signing() {
+        let order = vec![CryptoKind::Openpgp];
+        let rs = [
+            (
+                "a@x".to_string(),
+                Actions {
+                    attachments: Attachments::Strip,
+                    crypto: Crypto::Encrypt {
+                        sign: true,
+                        order: order.clone(),
+                        if_no_key: IfNoKey::Zip { password_to: None },
+                    },
+                },
+            ),
+            (
+                "b@x".to_string(),
+                Actions::encrypt(
+                    false,
+                    IfNoKey::Zip {
+                        password_to: Some("sec@x".into()),
+                    },
+                ),
+            ),
+        ];
+        let (plans, refused) = plan(&rs, None);
+        assert!(refused.is_empty());
+        assert_eq!(
+            plans[0].actions,
+            Actions {
+                attachments: Attachments::Strip,
+                crypto: Crypto::Sign { order },
+            }
+        );
+        assert!(plans[0].notes[0].contains("fallback zip-attachments"));
+        assert_eq!(
+            plans[1].actions,
+            Actions::attachments(Attachments::Zip {
+                password_to: Some("sec@x".into())
+            })
+        );
     }
 
     fn plan_for(actions: Actions, rcpts: &[&str]) -> Plan {
@@ -714,7 +739,7 @@ mod tests {
         let msg = b"From: p@example.com\r\nTo: Alice <Alice@Bank.example>, group: carol@bank.example;\r\nCc: dave@bank.example\r\nSubject: s\r\n\r\nbody\r\n";
         let plans = vec![
             plan_for(
-                enc(NoCertFallback::Reject),
+                enc(IfNoKey::Reject),
                 &[
                     "alice@bank.example",
                     "bcc1@bank.example",
@@ -743,7 +768,7 @@ mod tests {
                 vec!["x@y.example", "hidden@y.example"],
             ]
         );
-        assert!(out.get(1).is_some_and(|p| p.actions.encrypt));
+        assert!(out.get(1).is_some_and(|p| p.actions.encrypts()));
         assert!(out
             .get(1)
             .is_some_and(|p| p.notes[0].contains("not named in To or Cc")));
@@ -751,7 +776,7 @@ mod tests {
         // Nobody named (To: undisclosed-recipients:;): one copy each.
         let undisclosed = b"From: p@example.com\r\nTo: undisclosed-recipients:;\r\n\r\nbody\r\n";
         let out = separate_hidden_recipients(
-            vec![plan_for(enc(NoCertFallback::Reject), &["a@x", "b@x"])],
+            vec![plan_for(enc(IfNoKey::Reject), &["a@x", "b@x"])],
             undisclosed,
         );
         assert_eq!(out.len(), 2);
