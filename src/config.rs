@@ -889,6 +889,32 @@ mod tests {
     const MINIMAL: &str =
         "[spool]\ndir = \"spool\"\n[upstream]\nhost = \"smtp.example.net\"\ntls = \"starttls\"\n";
 
+    /// Durations and sizes are read by `units`: a duration needs its unit (a bare number
+    /// was read as seconds before), and the error quotes the value and the forms.
+    #[test]
+    fn durations_need_a_unit_and_sizes_take_both_unit_families() {
+        let err = Config::parse(
+            &format!("[server]\ncommand_timeout = \"300\"\n{MINIMAL}"),
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("s.toml:2:"), "{err}");
+        assert!(
+            err.contains("\"300\" is not a duration") && err.contains("ms, s, m, h, d, w"),
+            "{err}"
+        );
+        let c = Config::parse(
+            &format!(
+                "[server]\ncommand_timeout = \"90s\"\nmax_message_size = \"10 MB\"\n{MINIMAL}"
+            ),
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.server.command_timeout, Duration::from_secs(90));
+        assert_eq!(c.server.max_message_size, 10_000_000);
+    }
+
     #[test]
     fn minimal_config_gets_secure_defaults() {
         let c = Config::parse(MINIMAL, Path::new("/etc/sealgate/sealgate.toml")).unwrap();

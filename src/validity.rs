@@ -129,55 +129,58 @@ pub fn of(cert: &X509Ref, warn_days: i64) -> Validity {
     }
 }
 
+/// A self-signed certificate valid from `from` to `to` days relative to now, an hour
+/// inside each day so whole-day counts do not straddle a boundary (for tests here and in
+/// `sealgate check`).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) fn test_certificate(from: i64, to: i64) -> openssl::x509::X509 {
     use openssl::hash::MessageDigest;
     use openssl::pkey::PKey;
     use openssl::x509::{X509Builder, X509NameBuilder};
+    let key = PKey::generate_ed25519().unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "t").unwrap();
+    let name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // An hour inside each day, so the whole-day counts do not straddle a boundary.
+    let at = |days: i64| Asn1Time::from_unix(now + days * 86_400 + 3_600).unwrap();
+    b.set_not_before(&at(from)).unwrap();
+    b.set_not_after(&at(to)).unwrap();
+    b.sign(&key, MessageDigest::null()).unwrap();
+    b.build()
+}
 
-    /// A self-signed certificate valid from `from` to `to` days relative to now.
-    fn cert(from: i64, to: i64) -> openssl::x509::X509 {
-        let key = PKey::generate_ed25519().unwrap();
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_text("CN", "t").unwrap();
-        let name = name.build();
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
-        // An hour inside each day, so the whole-day counts do not straddle a boundary.
-        let at = |days: i64| Asn1Time::from_unix(now + days * 86_400 + 3_600).unwrap();
-        b.set_not_before(&at(from)).unwrap();
-        b.set_not_after(&at(to)).unwrap();
-        b.sign(&key, MessageDigest::null()).unwrap();
-        b.build()
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn each_state_in_the_one_wording() {
-        let v = of(&cert(-10, 100), WARN_DAYS);
+        let v = of(&test_certificate(-10, 100), WARN_DAYS);
         assert!(matches!(v, Validity::Valid { days: 100, .. }), "{v:?}");
         assert!(v.is_usable());
         assert!(v.to_string().starts_with("expires in 100 days ("), "{v}");
 
-        let v = of(&cert(-10, 10), WARN_DAYS);
+        let v = of(&test_certificate(-10, 10), WARN_DAYS);
         assert!(matches!(v, Validity::ExpiresSoon { days: 10, .. }), "{v:?}");
         assert!(v.is_usable());
         assert!(v.to_string().starts_with("expires in 10 days ("), "{v}");
 
-        let v = of(&cert(-10, -4), WARN_DAYS);
+        let v = of(&test_certificate(-10, -4), WARN_DAYS);
         assert!(matches!(v, Validity::Expired { days_ago: 3, .. }), "{v:?}");
         assert!(!v.is_usable());
         assert_eq!(v.days_left(), Some(-3));
         assert!(v.to_string().starts_with("expired 3 days ago ("), "{v}");
 
-        let v = of(&cert(5, 50), WARN_DAYS);
+        let v = of(&test_certificate(5, 50), WARN_DAYS);
         assert!(matches!(v, Validity::NotYetValid { days: 5, .. }), "{v:?}");
         assert!(!v.is_usable());
         assert!(

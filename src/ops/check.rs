@@ -271,3 +271,46 @@ fn check_cert_expiry(path: &Path, r: &mut CheckReport) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One PEM file holding a certificate in each state: the expired and the not yet
+    /// valid ones are errors (the not yet valid one went unreported before), the one
+    /// expiring soon a warning, the valid one nothing; all in the `validity` wording.
+    #[test]
+    fn certificate_files_report_each_validity_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        let pem: Vec<u8> = [(-10, -4), (5, 50), (-10, 10), (-10, 100)]
+            .iter()
+            .flat_map(|&(from, to)| {
+                crate::validity::test_certificate(from, to)
+                    .to_pem()
+                    .unwrap()
+            })
+            .collect();
+        std::fs::write(&path, pem).unwrap();
+        let mut r = CheckReport::default();
+        check_cert_expiry(&path, &mut r);
+        let p = path.display().to_string();
+        assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+        assert!(
+            r.errors[0].starts_with(&format!("{p}: certificate expired 3 days ago (")),
+            "{:?}",
+            r.errors
+        );
+        assert!(
+            r.errors[1].starts_with(&format!("{p}: certificate not valid yet: valid from ")),
+            "{:?}",
+            r.errors
+        );
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with(&format!("{p}: certificate expires in 10 days (")),
+            "{:?}",
+            r.warnings
+        );
+    }
+}
