@@ -413,20 +413,11 @@ impl Relay {
         let outcomes: Vec<(String, RcptOutcome)> = match result {
             Ok(r) => r,
             Err(e) => {
-                let text = e.to_string();
-                tracing::warn!("delivery of {id} failed: {text}");
-                let permanent = e.is_permanent();
+                tracing::warn!("delivery of {id} failed: {e}");
+                let outcome = e.outcome();
                 pending
                     .iter()
-                    .map(|r| {
-                        let o = match &e {
-                            UpstreamError::Refused(reply) if permanent => {
-                                RcptOutcome::Permanent(reply.clone())
-                            }
-                            _ => RcptOutcome::Transient(text.clone()),
-                        };
-                        (r.clone(), o)
-                    })
+                    .map(|r| (r.clone(), outcome.clone()))
                     .collect()
             }
         };
@@ -463,7 +454,7 @@ impl Relay {
                 RcptOutcome::Permanent(r) => {
                     failures.push(Failure {
                         rcpt: rcpt.clone(),
-                        status: dsn::status_for(r.code, r.enhanced()),
+                        status: r.status(),
                         diagnostic: r.to_string(),
                     });
                     state.done.push(rcpt);
@@ -739,18 +730,7 @@ mod tests {
             Arc::new(Audit::open(None).expect("audit")),
             Arc::new(Metrics::default()),
         );
-        let env = Envelope {
-            id: spool::new_id(),
-            from: "app@sender.example".into(),
-            rcpts: vec!["a@x.example".into(), "b@x.example".into()],
-            created: spool::now(),
-            client: "local".into(),
-            message_id: Some("<m1@sender.example>".into()),
-            policy_version: None,
-            kind: EntryKind::Message,
-            body_8bit: false,
-            smtputf8: false,
-        };
+        let env = spool::test_envelope("app@sender.example", &["a@x.example", "b@x.example"]);
         let message = b"From: app@sender.example\r\nSubject: s\r\n\r\nbody\r\n";
         let failures = [failure("a@x.example")];
         relay
