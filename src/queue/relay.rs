@@ -29,9 +29,13 @@ use crate::queue::upstream::{Connection, RcptOutcome, UpstreamError, UpstreamSet
 /// Retry and reporting settings that come with the upstream; replaced on reload.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
+    /// Where and how to reach the upstream.
     pub upstream: UpstreamSettings,
+    /// A recipient still failing this long after receipt bounces (`5.4.7`).
     pub give_up_after: Duration,
+    /// The first retry interval, doubled per attempt.
     pub retry_base: Duration,
+    /// The longest retry interval (`max_retry_interval`).
     pub retry_max: Duration,
     /// Our host name for DSNs.
     pub hostname: String,

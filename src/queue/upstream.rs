@@ -97,15 +97,21 @@ pub use crate::queue::reply::{RcptOutcome, ServerReply};
 /// Everything the relay needs to reach the upstream; rebuilt on reload.
 #[derive(Clone)]
 pub struct UpstreamSettings {
+    /// The upstream's host name (or address) to connect to.
     pub host: String,
+    /// Its port (587 for `starttls`, 465 for `implicit` unless configured).
     pub port: u16,
+    /// `starttls` or `implicit` TLS.
     pub mode: UpstreamTls,
+    /// The name the certificate must carry (`upstream.host` unless `tls_server_name` is set).
     pub server_name: rustls_pki_types::ServerName<'static>,
+    /// Trust roots and minimum TLS version.
     pub tls: Arc<rustls::ClientConfig>,
     /// AUTH credentials; the password never leaves this struct except inside TLS.
     pub credentials: Option<(String, String)>,
     /// Our EHLO name.
     pub helo: String,
+    /// How long to wait for each reply (and the connection, and the handshake).
     pub timeout: Duration,
 }
 
@@ -316,8 +322,11 @@ async fn read_line_bounded<S: AsyncRead + Unpin>(
 /// A TLS-protected, EHLO'd (and authenticated) upstream connection, reusable for
 /// several messages.
 pub struct Connection {
+    /// The TLS stream, buffered for reading replies.
     stream: BufReader<TlsStream<TcpStream>>,
+    /// What the upstream announced in its EHLO reply inside TLS.
     caps: Caps,
+    /// How long to wait for each reply.
     timeout: Duration,
     /// Negotiated TLS version, e.g. `TLSv1_3`, for the audit log.
     pub tls_version: String,
