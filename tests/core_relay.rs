@@ -795,3 +795,53 @@ fn eight_bit_mail_is_not_sent_to_an_upstream_without_8bitmime() {
         "the 8-bit body did not arrive as quoted-printable"
     );
 }
+
+/// An upstream whose enhanced code disagrees with its basic code is decided by the basic
+/// code (src/queue/reply.rs): `421 5.7.0` keeps the message queued however permanent the
+/// `5.7.0` sounds, and `550 4.2.2` bounces it however temporary the `4.2.2` sounds, with
+/// the upstream's words kept verbatim in the reason.
+#[test]
+fn a_mismatched_upstream_reply_is_decided_by_its_basic_code() {
+    let mut env = TestEnv::new(EnvOptions::default());
+    let mut first = env.start_capture(CaptureOptions {
+        rcpt_reply: Some("421 5.7.0 go away".into()),
+        ..CaptureOptions::default()
+    });
+    env.start_serve();
+    let id = queue_id(&send(
+        env.port,
+        "app@example.com",
+        &["user@example.net"],
+        &sample("mismatched"),
+    ));
+    let is_ours =
+        |e: &serde_json::Value| e["queue_id"].as_str().is_some_and(|q| q.starts_with(&id));
+    let ev = env.wait_for_event("deferred", is_ours);
+    assert!(
+        ev["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("421 5.7.0 go away"),
+        "{ev}"
+    );
+    assert!(
+        env.events_for("bounced", &id).is_empty(),
+        "a 421 must not bounce"
+    );
+
+    first.proc.kill();
+    let second = env.start_capture(CaptureOptions {
+        rcpt_reply: Some("550 4.2.2 mailbox full".into()),
+        ..CaptureOptions::default()
+    });
+    let ev = env.wait_for_event("bounced", |e| is_ours(e) && e["dsn"].is_string());
+    assert_eq!(ev["rcpts"], serde_json::json!(["user@example.net"]), "{ev}");
+    assert!(
+        ev["reasons"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("550 4.2.2 mailbox full"),
+        "{ev}"
+    );
+    assert!(received(&second.dir).is_empty());
+}

@@ -20,8 +20,6 @@ const LAYERS: &[&[&str]] = &[
     &[
         "address", "backoff", "clock", "escape", "glob", "hex", "secret", "units", "validity",
     ],
-    // What every step writes to.
-    &["audit", "metrics"],
     // Reading a message.
     &["message"],
     // Deciding: the policy reads the message.
@@ -32,6 +30,9 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     // What a reload swaps: config, policy and loaded keys together.
     &["runtime"],
+    // What every step from the session on writes to; an audit record names the
+    // policy's verdict (actions, rule references), so it sits above policy.
+    &["audit", "metrics"],
     // SMTP protocol types: replies, and the sans-IO session.
     &["smtp::reply"],
     &["smtp::session"],

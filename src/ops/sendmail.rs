@@ -1,7 +1,8 @@
-//! The sendmail-compatible entry point's rules: its command line (sendmail's syntax,
-//! parsed by hand), the checks on `-f` and recipient arguments, `-t` recipient
-//! extraction, and the envelope sender when no `-f` is given (the `[sendmail]`
-//! section itself is [`crate::config::SendmailConfig`]).
+//! The sendmail-compatible entry point: its rules (the command line in sendmail's
+//! syntax, parsed by hand; the checks on `-f` and recipient arguments; `-t` recipient
+//! extraction; the envelope sender when no `-f` is given; the `[sendmail]`
+//! section itself is [`crate::config::SendmailConfig`]) and its job ([`run`]: from the command line, environment and
+//! stdin to a submitted message and a sysexits code). `src/cli.rs` only prints.
 //!
 //! Submission itself goes through [`crate::smtp::submit`] to the local listener (or, while
 //! `serve` is down, through [`crate::smtp::maildrop`]), so a message from `sendmail` meets
@@ -9,6 +10,11 @@
 
 use crate::address::address_problem;
 use crate::config::SendmailConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::smtp::submit::{self, SubmitError};
 
 /// sendmail exit codes (sysexits.h), as sendmail and Postfix's sendmail use them.
 pub mod exit {
@@ -459,6 +465,389 @@ pub fn default_sender(
     (format!("{user}@{hostname}"), SenderSource::UserAtHost)
 }
 
+// ---------------------------------------------------------------------------------
+// The job: from the command line to a submitted (or maildropped) message.
+// ---------------------------------------------------------------------------------
+
+/// What the process gives sendmail besides its arguments and stdin; read once by the
+/// binary ([`Environment::from_process`]) so that tests can give their own.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// The configuration file: `SEALGATE_CONFIG`, else `/etc/sealgate/sealgate.toml`.
+    /// Never a default beyond that: without a readable configuration sendmail does not
+    /// know where sealgate listens, and whatever else listens there must not get the
+    /// message or the AUTH password.
+    pub config: PathBuf,
+    /// `SEALGATE_USER` and `SEALGATE_PASSWORD`, when both are set.
+    pub auth: Option<(String, String)>,
+    /// The caller's login name (`USER`, else `LOGNAME`, else `root`), for the default
+    /// envelope sender.
+    pub user: String,
+}
+
+impl Environment {
+    /// The environment of this process.
+    pub fn from_process() -> Environment {
+        let var = |k: &str| std::env::var(k);
+        Environment {
+            config: PathBuf::from(
+                std::env::var_os("SEALGATE_CONFIG")
+                    .unwrap_or_else(|| "/etc/sealgate/sealgate.toml".into()),
+            ),
+            auth: match (var("SEALGATE_USER"), var("SEALGATE_PASSWORD")) {
+                (Ok(u), Ok(p)) => Some((u, p)),
+                _ => None,
+            },
+            user: var("USER")
+                .or_else(|_| var("LOGNAME"))
+                .unwrap_or_else(|_| "root".into()),
+        }
+    }
+}
+
+/// How a sendmail run ended without error (exit [`Done::exit_code`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Done {
+    /// The listener accepted the message (or the `-bs` session ended).
+    Sent,
+    /// `-h`/`--help`: the caller prints [`USAGE`].
+    Help,
+    /// Nothing to do (`newaliases`, `-qINTERVAL`); the note says why.
+    Nothing(String),
+    /// `serve` is down (`down` says how); the message is kept in the maildrop at `path`.
+    Maildropped { down: String, path: PathBuf },
+    /// `-bv`: each recipient and the listener's refusal, if any.
+    Verified(Vec<(String, Result<(), String>)>),
+    /// `-bp` (`flush` false) or `-q` (`flush` true): the queue command on `config`
+    /// ([`crate::ops::queue`]), with its own output and exit codes.
+    Queue { config: PathBuf, flush: bool },
+}
+
+impl Done {
+    /// 0, except [`exit::NOUSER`] when `-bv` found a recipient undeliverable.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Done::Verified(results) if results.iter().any(|(_, r)| r.is_err()) => exit::NOUSER,
+            _ => 0,
+        }
+    }
+}
+
+/// Why a sendmail run failed; [`SendmailError::exit_code`] is its sysexits code.
+#[derive(Debug, thiserror::Error)]
+pub enum SendmailError {
+    #[error("{0}")]
+    Usage(#[from] UsageError),
+    #[error("-bv: no recipients to verify")]
+    NothingToVerify,
+    #[error("no recipients (give them as arguments or use -t)")]
+    NoRecipients,
+    #[error(
+        "{0}; nothing was sent (the configuration must be readable by the user running \
+         sendmail; set SEALGATE_CONFIG to use another file)"
+    )]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{}: [server] listen is empty", .0.display())]
+    NoListener(PathBuf),
+    #[error("reading the message: {0}")]
+    Read(std::io::Error),
+    /// `-t` could not read the recipient fields.
+    #[error("{0}; nothing was sent")]
+    Extract(UsageError),
+    #[error(
+        "the message is larger than the limit of {0} bytes (max_message_size); nothing was sent"
+    )]
+    TooBig(u64),
+    /// The `-bs` session failed.
+    #[error("{0}")]
+    Session(SubmitError),
+    /// `-bv` could not ask the listener.
+    #[error("{0}")]
+    Verify(SubmitError),
+    #[error("{0}; nothing was sent ([sendmail] maildrop = false); try again later")]
+    DownNoMaildrop(String),
+    #[error(
+        "{0}; nothing was sent: a message that must AUTH (SEALGATE_USER, require_auth) is \
+         not kept in the maildrop, whose collector cannot check a password later; try \
+         again later"
+    )]
+    DownMustAuth(String),
+    #[error("{down}; and the maildrop cannot take it: {why}; nothing was sent, try again later")]
+    MaildropFailed { down: String, why: String },
+    /// Recipients refused at RCPT: nothing was sent to anyone. One line per recipient,
+    /// then the count.
+    #[error(
+        "{}\n{} of {total} recipients refused; nothing was sent to anyone",
+        .refused.iter().map(|(r, why)| format!("<{r}>: {}", why.replace('\n', " / "))).collect::<Vec<_>>().join("\n"),
+        .refused.len()
+    )]
+    Refused {
+        refused: Vec<(String, String)>,
+        total: usize,
+    },
+    /// The connection broke: after DATA the message may have been accepted.
+    #[error("{0}; the message may not have been accepted, try again later")]
+    Broken(SubmitError),
+    #[error("{0}; nothing was sent")]
+    Submit(SubmitError),
+}
+
+impl SendmailError {
+    /// The sysexits code sendmail and Postfix's sendmail use for this failure.
+    pub fn exit_code(&self) -> u8 {
+        let temporary = |e: &SubmitError| {
+            if e.is_temporary() {
+                exit::TEMPFAIL
+            } else {
+                exit::UNAVAILABLE
+            }
+        };
+        match self {
+            SendmailError::Usage(_)
+            | SendmailError::NothingToVerify
+            | SendmailError::NoRecipients => exit::USAGE,
+            SendmailError::Config(_) | SendmailError::NoListener(_) => exit::CONFIG,
+            SendmailError::Read(_) | SendmailError::Extract(_) => exit::DATAERR,
+            SendmailError::TooBig(_) => exit::UNAVAILABLE,
+            SendmailError::Session(_)
+            | SendmailError::DownNoMaildrop(_)
+            | SendmailError::DownMustAuth(_)
+            | SendmailError::MaildropFailed { .. }
+            | SendmailError::Broken(_) => exit::TEMPFAIL,
+            SendmailError::Verify(e) | SendmailError::Submit(e) => temporary(e),
+            SendmailError::Refused { refused, .. } => {
+                if refused.iter().any(|(_, w)| w.contains("4.5.3")) {
+                    exit::UNAVAILABLE
+                } else if refused.iter().all(|(_, w)| w.starts_with('4')) {
+                    exit::TEMPFAIL
+                } else {
+                    exit::NOUSER
+                }
+            }
+        }
+    }
+}
+
+/// Runs sendmail: the command line `args`, the `env`ironment, the message on `stdin`.
+/// Phases: the command line, the modes that need no configuration, the configuration,
+/// then the mode's job ([`verify`] or [`deliver`]).
+pub fn run(
+    args: &[String],
+    env: &Environment,
+    stdin: &mut dyn std::io::Read,
+) -> Result<Done, SendmailError> {
+    let inv = parse_args(args)?;
+    if !inv.ignored.is_empty() {
+        tracing::debug!("sendmail: ignored options: {}", inv.ignored.join(" "));
+    }
+    match &inv.mode {
+        Mode::Help => return Ok(Done::Help),
+        Mode::Newaliases => {
+            return Ok(Done::Nothing(
+                "newaliases: sealgate has no alias database; nothing to do".into(),
+            ))
+        }
+        Mode::QueueIgnored(what) => {
+            return Ok(Done::Nothing(format!(
+                "-q{what} ignored: `sealgate serve` runs the queue itself"
+            )))
+        }
+        _ => {}
+    }
+    let cfg = crate::config::Config::load(&env.config)?;
+    let Some(addr) = cfg.server.listen.first().copied() else {
+        return Err(SendmailError::NoListener(env.config.clone()));
+    };
+    let auth = env.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+    let queue = |flush| Done::Queue {
+        config: env.config.clone(),
+        flush,
+    };
+    match inv.mode {
+        Mode::PrintQueue => Ok(queue(false)),
+        Mode::FlushQueue => Ok(queue(true)),
+        Mode::SmtpSession => submit::proxy(addr)
+            .map(|()| Done::Sent)
+            .map_err(SendmailError::Session),
+        Mode::Verify => verify(&inv, &cfg, addr, auth, &env.user),
+        _ => deliver(inv, &cfg, addr, auth, &env.user, stdin),
+    }
+}
+
+/// `-bv`: asks the listener about each recipient (RCPT) without sending.
+fn verify(
+    inv: &Invocation,
+    cfg: &Config,
+    addr: SocketAddr,
+    auth: Option<(&str, &str)>,
+    user: &str,
+) -> Result<Done, SendmailError> {
+    let host = &cfg.server.hostname;
+    let rcpts: Vec<String> = inv.recipients.iter().map(|r| qualify(r, host)).collect();
+    let from = match &inv.from {
+        Some(f) => qualify(f, host),
+        None => cfg
+            .sendmail
+            .sender
+            .clone()
+            .unwrap_or_else(|| format!("{user}@{host}")),
+    };
+    if rcpts.is_empty() {
+        return Err(SendmailError::NothingToVerify);
+    }
+    submit::verify(addr, &from, &rcpts, auth)
+        .map(Done::Verified)
+        .map_err(SendmailError::Verify)
+}
+
+/// `-bm` (the default): reads the message, settles its recipients and sender, and
+/// submits it to the listener, or to the maildrop while `serve` is down.
+fn deliver(
+    inv: Invocation,
+    cfg: &Config,
+    addr: SocketAddr,
+    auth: Option<(&str, &str)>,
+    user: &str,
+    stdin: &mut dyn std::io::Read,
+) -> Result<Done, SendmailError> {
+    let message = read_message(stdin, cfg.server.max_message_size, inv.ignore_dots)?;
+    let (rcpts, message) = recipients(inv.recipients, inv.extract, message)?;
+    let host = &cfg.server.hostname;
+    let rcpts: Vec<String> = rcpts.iter().map(|r| qualify(r, host)).collect();
+    let from = match inv.from {
+        Some(f) => qualify(&f, host),
+        None => envelope_sender(cfg, auth, &message, user),
+    };
+    submit_or_keep(cfg, addr, auth, &from, &rcpts, &message)
+}
+
+/// Reads the message from `stdin`: at most what the listener would take (LF line ends
+/// may double in size when they become CRLF, so up to twice `max_size` is read and the
+/// limit checked after conversion), up to a line with a single dot unless
+/// `ignore_dots`, with CRLF line ends.
+pub fn read_message(
+    stdin: &mut dyn std::io::Read,
+    max_size: u64,
+    ignore_dots: bool,
+) -> Result<Vec<u8>, SendmailError> {
+    use std::io::Read as _;
+    let mut input = Vec::new();
+    let cap = max_size.saturating_mul(2).saturating_add(1);
+    stdin
+        .take(cap)
+        .read_to_end(&mut input)
+        .map_err(SendmailError::Read)?;
+    if input.len() as u64 == cap {
+        return Err(SendmailError::TooBig(max_size));
+    }
+    if !ignore_dots {
+        input.truncate(dot_line(&input));
+    }
+    let message = submit::to_crlf(&input);
+    if message.len() as u64 > max_size {
+        return Err(SendmailError::TooBig(max_size));
+    }
+    Ok(message)
+}
+
+/// Where traditional sendmail ends the input: at the first line holding a single `.`
+/// (LF or CRLF), else at its end.
+pub fn dot_line(input: &[u8]) -> usize {
+    let mut start = 0;
+    for line in input.split_inclusive(|&b| b == b'\n') {
+        let t = line.strip_suffix(b"\n").unwrap_or(line);
+        let t = t.strip_suffix(b"\r").unwrap_or(t);
+        if t == b"." {
+            return start;
+        }
+        start += line.len();
+    }
+    input.len()
+}
+
+/// The recipients: those given, plus with `-t` those of the header (as Postfix does),
+/// whose Bcc fields are then removed from the message. At least one is needed.
+fn recipients(
+    mut rcpts: Vec<String>,
+    extract: bool,
+    mut message: Vec<u8>,
+) -> Result<(Vec<String>, Vec<u8>), SendmailError> {
+    if extract {
+        let (extracted, stripped) =
+            recipients_from_headers(&message).map_err(SendmailError::Extract)?;
+        for r in extracted {
+            if !rcpts.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
+                rcpts.push(r);
+            }
+        }
+        message = stripped;
+    }
+    if rcpts.is_empty() {
+        return Err(SendmailError::NoRecipients);
+    }
+    Ok((rcpts, message))
+}
+
+/// The envelope sender without `-f` ([`default_sender`]): the client sealgate AUTHs as
+/// decides by its `allowed_senders` whether the header From may be used (the server
+/// checks again).
+fn envelope_sender(cfg: &Config, auth: Option<(&str, &str)>, message: &[u8], user: &str) -> String {
+    let client = auth.and_then(|(u, _)| cfg.clients.iter().find(|c| c.username == u));
+    let allowed = |a: &str| {
+        client.is_none_or(|c| {
+            c.allowed_senders.is_empty()
+                || c.allowed_senders
+                    .iter()
+                    .any(|g| crate::glob::glob_match(g, a))
+        })
+    };
+    let (from, source) =
+        default_sender(&cfg.sendmail, message, &allowed, user, &cfg.server.hostname);
+    if cfg.sendmail.sender_from_header && source != SenderSource::HeaderFrom {
+        tracing::debug!(
+            "sendmail: the header From is not a single address this client may use; envelope sender {from}"
+        );
+    }
+    from
+}
+
+/// Submits to the listener; while it is down, keeps the message in the maildrop when
+/// `[sendmail] maildrop` allows and no AUTH is needed.
+fn submit_or_keep(
+    cfg: &Config,
+    addr: SocketAddr,
+    auth: Option<(&str, &str)>,
+    from: &str,
+    rcpts: &[String],
+    message: &[u8],
+) -> Result<Done, SendmailError> {
+    match submit::submit(addr, from, rcpts, message, auth) {
+        Ok(_) => Ok(Done::Sent),
+        Err(SubmitError::Connect { addr, source }) => {
+            let down = format!("sealgate is not reachable at {addr} ({source})");
+            if !cfg.sendmail.maildrop {
+                return Err(SendmailError::DownNoMaildrop(down));
+            }
+            if auth.is_some() || cfg.server.require_auth {
+                return Err(SendmailError::DownMustAuth(down));
+            }
+            match crate::smtp::maildrop::write(&cfg.spool.dir, from, rcpts, message) {
+                Ok(path) => Ok(Done::Maildropped { down, path }),
+                Err(e) => Err(SendmailError::MaildropFailed {
+                    down,
+                    why: e.to_string(),
+                }),
+            }
+        }
+        Err(SubmitError::Recipients(refused)) => Err(SendmailError::Refused {
+            refused,
+            total: rcpts.len(),
+        }),
+        Err(e @ SubmitError::Io(_)) => Err(SendmailError::Broken(e)),
+        Err(e) => Err(SendmailError::Submit(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,6 +1080,150 @@ mod tests {
         assert_eq!(
             default_sender(&cfg, msg, &none, "www", "gw").1,
             SenderSource::Configured
+        );
+    }
+
+    /// A configuration in `dir` whose listener address has nobody listening (a port
+    /// the OS just handed out and that was closed again), with the maildrop ready.
+    fn down_config(dir: &std::path::Path, extra: &str) -> Environment {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        std::fs::create_dir_all(dir.join("spool/maildrop")).expect("maildrop dir");
+        let config = dir.join("sealgate.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"host.example\"\n\
+                 [spool]\ndir = \"spool\"\n[upstream]\nhost = \"smtp.example.net\"\n\
+                 tls = \"starttls\"\n{extra}"
+            ),
+        )
+        .expect("config");
+        Environment {
+            config,
+            auth: None,
+            user: "cron".into(),
+        }
+    }
+
+    fn run_with(args_: &[&str], env: &Environment, stdin: &[u8]) -> Result<Done, SendmailError> {
+        run(&args(args_), env, &mut &stdin[..])
+    }
+
+    #[test]
+    fn modes_without_a_message_need_no_configuration() {
+        let env = Environment {
+            config: "/nonexistent/sealgate.toml".into(),
+            auth: None,
+            user: "u".into(),
+        };
+        assert_eq!(run_with(&["--help"], &env, b"").expect("help"), Done::Help);
+        assert!(matches!(
+            run_with(&["-bi"], &env, b""),
+            Ok(Done::Nothing(_))
+        ));
+        assert!(matches!(
+            run_with(&["-q30m"], &env, b""),
+            Ok(Done::Nothing(_))
+        ));
+        let e = run_with(&["a@x.example"], &env, b"x").expect_err("no config");
+        assert!(matches!(e, SendmailError::Config(_)), "{e}");
+        assert_eq!(e.exit_code(), exit::CONFIG);
+        let e = run_with(&["-Z"], &env, b"").expect_err("usage");
+        assert_eq!(e.exit_code(), exit::USAGE);
+    }
+
+    #[test]
+    fn a_message_while_serve_is_down_goes_to_the_maildrop_up_to_the_dot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = down_config(dir.path(), "");
+        let done =
+            run_with(&["root"], &env, b"Subject: s\n\nbody\n.\nafter the dot\n").expect("kept");
+        let Done::Maildropped { down, path } = &done else {
+            panic!("{done:?}");
+        };
+        assert!(
+            down.starts_with("sealgate is not reachable at 127.0.0.1:"),
+            "{down}"
+        );
+        assert_eq!(done.exit_code(), 0);
+        let kept = std::fs::read(path).expect("maildrop file");
+        let kept = String::from_utf8_lossy(&kept);
+        assert!(kept.contains("root@host.example"), "qualified: {kept}");
+        assert!(kept.contains("cron@host.example"), "default sender: {kept}");
+        assert!(
+            kept.contains("body\r\n") && !kept.contains("after the dot"),
+            "{kept}"
+        );
+    }
+
+    #[test]
+    fn the_maildrop_takes_nothing_that_must_auth_or_when_turned_off() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env = down_config(dir.path(), "");
+        env.auth = Some(("app".into(), "secret".into()));
+        let e = run_with(&["a@x.example"], &env, b"s\n").expect_err("must auth");
+        assert!(matches!(e, SendmailError::DownMustAuth(_)), "{e}");
+        assert_eq!(e.exit_code(), exit::TEMPFAIL);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = down_config(dir.path(), "[sendmail]\nmaildrop = false\n");
+        let e = run_with(&["a@x.example"], &env, b"s\n").expect_err("no maildrop");
+        assert!(matches!(e, SendmailError::DownNoMaildrop(_)), "{e}");
+        assert_eq!(e.exit_code(), exit::TEMPFAIL);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("spool/maildrop"))
+                .expect("dir")
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn without_recipients_or_within_the_size_limit_nothing_is_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = down_config(dir.path(), "");
+        let e = run_with(&["-t"], &env, b"Subject: none\n\nbody\n").expect_err("no rcpt");
+        assert!(matches!(e, SendmailError::NoRecipients), "{e}");
+        assert_eq!(e.exit_code(), exit::USAGE);
+        let e = run_with(&["-bv"], &env, b"").expect_err("nothing to verify");
+        assert_eq!(e.exit_code(), exit::USAGE);
+
+        // LF line ends grow by CRLF conversion: the limit applies after it.
+        assert_eq!(
+            read_message(&mut &b"a\nb\n"[..], 6, true).expect("fits"),
+            b"a\r\nb\r\n"
+        );
+        let e = read_message(&mut &b"a\nb\nc\n"[..], 6, true).expect_err("too big");
+        assert!(matches!(e, SendmailError::TooBig(6)), "{e}");
+        assert_eq!(e.exit_code(), exit::UNAVAILABLE);
+        assert_eq!(dot_line(b"a\r\n.\r\nb"), 3);
+        assert_eq!(dot_line(b"a\n..\nb"), 6, "\"..\" is not the end");
+    }
+
+    #[test]
+    fn refused_recipients_choose_the_exit_code_and_print_one_line_each() {
+        let refused = |whys: &[&str]| SendmailError::Refused {
+            refused: whys
+                .iter()
+                .enumerate()
+                .map(|(n, w)| (format!("r{n}@x.example"), w.to_string()))
+                .collect(),
+            total: 3,
+        };
+        let e = refused(&["550 5.1.1 no\nsuch user", "451 4.3.0 later"]);
+        assert_eq!(e.exit_code(), exit::NOUSER);
+        assert_eq!(
+            e.to_string(),
+            "<r0@x.example>: 550 5.1.1 no / such user\n<r1@x.example>: 451 4.3.0 later\n\
+             2 of 3 recipients refused; nothing was sent to anyone"
+        );
+        assert_eq!(refused(&["451 4.3.0 later"]).exit_code(), exit::TEMPFAIL);
+        assert_eq!(
+            refused(&["452 4.5.3 too many"]).exit_code(),
+            exit::UNAVAILABLE
         );
     }
 }

@@ -266,16 +266,9 @@ pub fn valid_enhanced(code: &str) -> bool {
 
 /// The status to report for an upstream reply: its own enhanced code when it is
 /// well-formed and of the reply's class, else one derived from the reply code.
+/// The rule is [`ServerReply::status`](crate::queue::reply::ServerReply::status)'s.
 pub fn status_for(code: u16, enhanced: Option<&str>) -> String {
-    let class = match code / 100 {
-        2 => "2",
-        5 => "5",
-        _ => "4",
-    };
-    match enhanced {
-        Some(e) if valid_enhanced(e) && e.starts_with(class) => e.to_string(),
-        _ => format!("{class}.0.0"),
-    }
+    crate::queue::reply::ServerReply::parse(code, enhanced.unwrap_or_default()).status()
 }
 
 /// The `Status:` of an `Action: failed` recipient: `status` when it is a well-formed

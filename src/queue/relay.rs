@@ -28,9 +28,13 @@ use crate::queue::upstream::{Connection, RcptOutcome, UpstreamError, UpstreamSet
 /// Retry and reporting settings that come with the upstream; replaced on reload.
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
+    /// Where and how to reach the upstream.
     pub upstream: UpstreamSettings,
+    /// A recipient still failing this long after receipt bounces (`5.4.7`).
     pub give_up_after: Duration,
+    /// The first retry interval, doubled per attempt.
     pub retry_base: Duration,
+    /// The longest retry interval (`max_retry_interval`).
     pub retry_max: Duration,
     /// Our host name for DSNs.
     pub hostname: String,
@@ -409,20 +413,11 @@ impl Relay {
         let outcomes: Vec<(String, RcptOutcome)> = match result {
             Ok(r) => r,
             Err(e) => {
-                let text = e.to_string();
-                tracing::warn!("delivery of {id} failed: {text}");
-                let permanent = e.is_permanent();
+                tracing::warn!("delivery of {id} failed: {e}");
+                let outcome = e.outcome();
                 pending
                     .iter()
-                    .map(|r| {
-                        let o = match &e {
-                            UpstreamError::Refused(reply) if permanent => {
-                                RcptOutcome::Permanent(reply.clone())
-                            }
-                            _ => RcptOutcome::Transient(text.clone()),
-                        };
-                        (r.clone(), o)
-                    })
+                    .map(|r| (r.clone(), outcome.clone()))
                     .collect()
             }
         };
@@ -459,7 +454,7 @@ impl Relay {
                 RcptOutcome::Permanent(r) => {
                     failures.push(Failure {
                         rcpt: rcpt.clone(),
-                        status: dsn::status_for(r.code, r.enhanced()),
+                        status: r.status(),
                         diagnostic: r.to_string(),
                     });
                     state.done.push(rcpt);
@@ -532,7 +527,10 @@ impl Relay {
             tls_version: Some(tls_version.to_string()).filter(|v| !v.is_empty()),
             cipher: Some(cipher.to_string()).filter(|v| !v.is_empty()),
         });
-        self.schedule(&env.id, crate::clock::unix_now_ms() + backoff.as_millis() as u64);
+        self.schedule(
+            &env.id,
+            crate::clock::unix_now_ms() + backoff.as_millis() as u64,
+        );
     }
 
     /// Queues a DSN for `failures` (none for a null sender or a DSN) and audits it;
@@ -730,18 +728,10 @@ mod tests {
             Arc::new(Audit::open(None).expect("audit")),
             Arc::new(Metrics::default()),
         );
-        let env = Envelope {
-            id: crate::queue::spool::new_id(),
-            from: "app@sender.example".into(),
-            rcpts: vec!["a@x.example".into(), "b@x.example".into()],
-            created: crate::clock::unix_now(),
-            client: "local".into(),
-            message_id: Some("<m1@sender.example>".into()),
-            policy_version: None,
-            kind: EntryKind::Message,
-            body_8bit: false,
-            smtputf8: false,
-        };
+        let env = crate::queue::spool::test_envelope(
+            "app@sender.example",
+            &["a@x.example", "b@x.example"],
+        );
         let message = b"From: app@sender.example\r\nSubject: s\r\n\r\nbody\r\n";
         let failures = [failure("a@x.example")];
         relay

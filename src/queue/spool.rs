@@ -649,6 +649,23 @@ fn parse_header(id: &str, data: &[u8], file_len: u64) -> Result<(Envelope, usize
     Ok((env, off))
 }
 
+/// A message envelope for unit tests: from `from` to `rcpts`, created now.
+#[cfg(test)]
+pub(crate) fn test_envelope(from: &str, rcpts: &[&str]) -> Envelope {
+    Envelope {
+        id: new_id(),
+        from: from.into(),
+        rcpts: rcpts.iter().map(|r| r.to_string()).collect(),
+        created: crate::clock::unix_now(),
+        client: "local".into(),
+        message_id: Some("<m1@sender.example>".into()),
+        policy_version: None,
+        kind: EntryKind::Message,
+        body_8bit: false,
+        smtputf8: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

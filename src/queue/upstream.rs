@@ -20,6 +20,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{MinTlsVersion, UpstreamConfig, UpstreamTls};
+use crate::queue::reply::local;
 
 /// Why talking to the upstream failed. Every variant knows whether retrying can help.
 #[derive(Debug, thiserror::Error)]
@@ -61,57 +62,56 @@ impl UpstreamError {
     /// True when a 5xx reply, received inside TLS, makes retrying pointless for the
     /// whole message. Nothing said before TLS is trusted that far.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, UpstreamError::Refused(r) if r.code / 100 == 5)
+        matches!(self, UpstreamError::Refused(r) if r.is_permanent())
+    }
+
+    /// True when the message stays queued and is tried again: everything that is not
+    /// [`UpstreamError::is_permanent`].
+    pub fn is_transient(&self) -> bool {
+        !self.is_permanent()
+    }
+
+    /// The upstream's reply this error reports, if it is one.
+    pub fn reply(&self) -> Option<&ServerReply> {
+        match self {
+            UpstreamError::Refused(r)
+            | UpstreamError::RefusedBeforeTls(r)
+            | UpstreamError::AuthFailed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// What this failure means for every recipient of the message: a permanent refusal
+    /// is [`RcptOutcome::Permanent`] with its reply; anything else is retried, with this
+    /// error as the reason.
+    pub fn outcome(&self) -> RcptOutcome {
+        match self {
+            UpstreamError::Refused(r) if r.is_permanent() => RcptOutcome::Permanent(r.clone()),
+            _ => RcptOutcome::Transient(self.to_string()),
+        }
     }
 }
 
-/// A reply from the upstream, kept verbatim for DSNs and the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerReply {
-    pub code: u16,
-    /// All lines joined with " / ", without the codes.
-    pub text: String,
-}
-
-impl std::fmt::Display for ServerReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.code, self.text)
-    }
-}
-
-impl ServerReply {
-    /// The enhanced status code at the start of the text, if any (e.g. `5.1.1`).
-    pub fn enhanced(&self) -> Option<&str> {
-        let first = self.text.split_whitespace().next()?;
-        let parts: Vec<&str> = first.split('.').collect();
-        (parts.len() == 3
-            && parts
-                .iter()
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
-        .then_some(first)
-    }
-}
-
-/// What happened to one recipient in one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RcptOutcome {
-    Delivered(ServerReply),
-    Transient(String),
-    Permanent(ServerReply),
-}
+pub use crate::queue::reply::{RcptOutcome, ServerReply};
 
 /// Everything the relay needs to reach the upstream; rebuilt on reload.
 #[derive(Clone)]
 pub struct UpstreamSettings {
+    /// The upstream's host name (or address) to connect to.
     pub host: String,
+    /// Its port (587 for `starttls`, 465 for `implicit` unless configured).
     pub port: u16,
+    /// `starttls` or `implicit` TLS.
     pub mode: UpstreamTls,
+    /// The name the certificate must carry (`upstream.host` unless `tls_server_name` is set).
     pub server_name: rustls_pki_types::ServerName<'static>,
+    /// Trust roots and minimum TLS version.
     pub tls: Arc<rustls::ClientConfig>,
     /// AUTH credentials; the password never leaves this struct except inside TLS.
     pub credentials: Option<(String, String)>,
     /// Our EHLO name.
     pub helo: String,
+    /// How long to wait for each reply (and the connection, and the handshake).
     pub timeout: Duration,
 }
 
@@ -287,7 +287,7 @@ async fn read_reply<S: AsyncRead + Unpin>(
             if text.chars().count() > MAX_REPLY_TEXT {
                 text = text.chars().take(MAX_REPLY_TEXT).collect::<String>() + " [...]";
             }
-            return Ok((ServerReply { code, text }, lines));
+            return Ok((ServerReply::parse(code, text), lines));
         }
         if lines.len() >= MAX_REPLY_LINES {
             return Err(UpstreamError::Protocol("reply has too many lines".into()));
@@ -322,8 +322,11 @@ async fn read_line_bounded<S: AsyncRead + Unpin>(
 /// A TLS-protected, EHLO'd (and authenticated) upstream connection, reusable for
 /// several messages.
 pub struct Connection {
+    /// The TLS stream, buffered for reading replies.
     stream: BufReader<TlsStream<TcpStream>>,
+    /// What the upstream announced in its EHLO reply inside TLS.
     caps: Caps,
+    /// How long to wait for each reply.
     timeout: Duration,
     /// Negotiated TLS version, e.g. `TLSv1_3`, for the audit log.
     pub tls_version: String,
@@ -370,88 +373,127 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     read_reply(s, timeout).await
 }
 
-impl Connection {
-    /// Connects, secures and (if configured) authenticates.
-    pub async fn open(s: &UpstreamSettings) -> Result<Connection, UpstreamError> {
-        let addr = format!("{}:{}", s.host, s.port);
-        let tcp = tokio::time::timeout(s.timeout, TcpStream::connect(&addr))
-            .await
-            .map_err(|_| UpstreamError::Timeout(s.timeout))?
-            .map_err(|source| UpstreamError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
-        let _ = tcp.set_nodelay(true);
-        let connector = TlsConnector::from(s.tls.clone());
-        let tls_err = |e: std::io::Error| UpstreamError::Tls {
+/// Phase 1: the TCP connection.
+async fn connect_tcp(s: &UpstreamSettings) -> Result<TcpStream, UpstreamError> {
+    let addr = format!("{}:{}", s.host, s.port);
+    let tcp = tokio::time::timeout(s.timeout, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| UpstreamError::Timeout(s.timeout))?
+        .map_err(|source| UpstreamError::Connect { addr, source })?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Phase 2 (`starttls` mode): greeting, EHLO and STARTTLS in plaintext. Nothing but
+/// these three commands is sent, and any reply is only a reason to retry (anyone on the
+/// path could have written it). Returns the TCP stream ready for the handshake.
+async fn starttls(s: &UpstreamSettings, tcp: TcpStream) -> Result<TcpStream, UpstreamError> {
+    let mut plain = BufReader::new(tcp);
+    let caps = greet_and_ehlo(&mut plain, s, true, UpstreamError::RefusedBeforeTls).await?;
+    if !parse_caps(&caps).starttls {
+        let _ = send_line(plain.get_mut(), "QUIT", s.timeout).await;
+        return Err(UpstreamError::NoStarttls(s.host.clone()));
+    }
+    let (r, _) = command(&mut plain, "STARTTLS", s.timeout).await?;
+    if r.code() != 220 {
+        return Err(UpstreamError::Tls {
+            host: s.host.clone(),
+            why: format!("STARTTLS refused: {r}"),
+        });
+    }
+    if !plain.buffer().is_empty() {
+        return Err(UpstreamError::Injection);
+    }
+    Ok(plain.into_inner())
+}
+
+/// Phase 3: the TLS handshake, verifying the chain and the host name.
+async fn handshake(
+    s: &UpstreamSettings,
+    tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>, UpstreamError> {
+    let connector = TlsConnector::from(s.tls.clone());
+    tokio::time::timeout(s.timeout, connector.connect(s.server_name.clone(), tcp))
+        .await
+        .map_err(|_| UpstreamError::Timeout(s.timeout))?
+        .map_err(|e| UpstreamError::Tls {
             host: s.host.clone(),
             why: e.to_string(),
-        };
+        })
+}
+
+/// Sends `line` (or, with `None`, only reads the greeting) and expects the reply `code`;
+/// another reply becomes the error `refused` makes of it. Gives the reply's lines.
+async fn expect<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut BufReader<S>,
+    line: Option<&str>,
+    code: u16,
+    timeout: Duration,
+    refused: fn(ServerReply) -> UpstreamError,
+) -> Result<Vec<String>, UpstreamError> {
+    let (r, lines) = match line {
+        Some(line) => command(s, line, timeout).await?,
+        None => read_reply(s, timeout).await?,
+    };
+    if r.code() != code {
+        return Err(refused(r));
+    }
+    Ok(lines)
+}
+
+/// Reads the greeting (when `greeting`) expecting 220, then sends EHLO expecting 250;
+/// gives the EHLO reply's lines (the capabilities). Any other reply becomes `refused`.
+async fn greet_and_ehlo<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut BufReader<S>,
+    s: &UpstreamSettings,
+    greeting: bool,
+    refused: fn(ServerReply) -> UpstreamError,
+) -> Result<Vec<String>, UpstreamError> {
+    if greeting {
+        expect(stream, None, 220, s.timeout, refused).await?;
+    }
+    let ehlo = format!("EHLO {}", s.helo);
+    expect(stream, Some(&ehlo), 250, s.timeout, refused).await
+}
+
+/// The negotiated TLS version and cipher suite, for the audit log.
+fn session_names(tls: &TlsStream<TcpStream>) -> (String, String) {
+    let (_, conn) = tls.get_ref();
+    (
+        conn.protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default(),
+        conn.negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default(),
+    )
+}
+
+/// Where a transaction stands after the envelope phase.
+enum AfterEnvelope {
+    /// Nothing more to send: each recipient's outcome is final for this attempt.
+    Done(Vec<(String, RcptOutcome)>),
+    /// The recipients' outcomes so far and the reply to DATA.
+    Data(Vec<(String, RcptOutcome)>, ServerReply),
+}
+
+impl Connection {
+    /// Connects, secures and (if configured) authenticates: phases 1 to 5 (TCP,
+    /// plaintext STARTTLS, handshake, greeting and EHLO inside TLS, AUTH).
+    pub async fn open(s: &UpstreamSettings) -> Result<Connection, UpstreamError> {
+        let tcp = connect_tcp(s).await?;
         let tls = match s.mode {
-            UpstreamTls::Implicit => {
-                tokio::time::timeout(s.timeout, connector.connect(s.server_name.clone(), tcp))
-                    .await
-                    .map_err(|_| UpstreamError::Timeout(s.timeout))?
-                    .map_err(tls_err)?
-            }
-            UpstreamTls::Starttls => {
-                let mut plain = BufReader::new(tcp);
-                let (greet, _) = read_reply(&mut plain, s.timeout).await?;
-                if greet.code != 220 {
-                    return Err(UpstreamError::RefusedBeforeTls(greet));
-                }
-                let (r, lines) =
-                    command(&mut plain, &format!("EHLO {}", s.helo), s.timeout).await?;
-                if r.code != 250 {
-                    return Err(UpstreamError::RefusedBeforeTls(r));
-                }
-                if !parse_caps(&lines).starttls {
-                    let _ = send_line(plain.get_mut(), "QUIT", s.timeout).await;
-                    return Err(UpstreamError::NoStarttls(s.host.clone()));
-                }
-                let (r, _) = command(&mut plain, "STARTTLS", s.timeout).await?;
-                if r.code != 220 {
-                    return Err(UpstreamError::Tls {
-                        host: s.host.clone(),
-                        why: format!("STARTTLS refused: {r}"),
-                    });
-                }
-                if !plain.buffer().is_empty() {
-                    return Err(UpstreamError::Injection);
-                }
-                let tcp = plain.into_inner();
-                tokio::time::timeout(s.timeout, connector.connect(s.server_name.clone(), tcp))
-                    .await
-                    .map_err(|_| UpstreamError::Timeout(s.timeout))?
-                    .map_err(tls_err)?
-            }
+            UpstreamTls::Implicit => handshake(s, tcp).await?,
+            UpstreamTls::Starttls => handshake(s, starttls(s, tcp).await?).await?,
         };
-        let (tls_version, cipher) = {
-            let (_, conn) = tls.get_ref();
-            (
-                conn.protocol_version()
-                    .map(|v| format!("{v:?}"))
-                    .unwrap_or_default(),
-                conn.negotiated_cipher_suite()
-                    .map(|c| format!("{:?}", c.suite()))
-                    .unwrap_or_default(),
-            )
-        };
+        let (tls_version, cipher) = session_names(&tls);
         let mut stream = BufReader::new(tls);
-        if s.mode == UpstreamTls::Implicit {
-            let (greet, _) = read_reply(&mut stream, s.timeout).await?;
-            if greet.code != 220 {
-                return Err(UpstreamError::Refused(greet));
-            }
-        }
-        let (r, lines) = command(&mut stream, &format!("EHLO {}", s.helo), s.timeout).await?;
-        if r.code != 250 {
-            return Err(UpstreamError::Refused(r));
-        }
-        let caps = parse_caps(&lines);
+        // In `starttls` mode the greeting came before TLS.
+        let implicit = s.mode == UpstreamTls::Implicit;
+        let lines = greet_and_ehlo(&mut stream, s, implicit, UpstreamError::Refused).await?;
         let mut conn = Connection {
             stream,
-            caps,
+            caps: parse_caps(&lines),
             timeout: s.timeout,
             tls_version,
             cipher,
@@ -465,28 +507,18 @@ impl Connection {
         Ok(conn)
     }
 
+    /// Phase 5: AUTH PLAIN, else AUTH LOGIN, inside TLS.
     async fn authenticate(&mut self, user: &str, pass: &str) -> Result<(), UpstreamError> {
         let b64 = base64::engine::general_purpose::STANDARD;
-        let t = self.timeout;
+        let (t, failed) = (self.timeout, UpstreamError::AuthFailed);
+        let s = &mut self.stream;
         if self.caps.auth_plain {
             let token = b64.encode(format!("\0{user}\0{pass}"));
-            let (r, _) = command(&mut self.stream, &format!("AUTH PLAIN {token}"), t).await?;
-            if r.code != 235 {
-                return Err(UpstreamError::AuthFailed(r));
-            }
+            expect(s, Some(&format!("AUTH PLAIN {token}")), 235, t, failed).await?;
         } else if self.caps.auth_login {
-            let (r, _) = command(&mut self.stream, "AUTH LOGIN", t).await?;
-            if r.code != 334 {
-                return Err(UpstreamError::AuthFailed(r));
-            }
-            let (r, _) = command(&mut self.stream, &b64.encode(user), t).await?;
-            if r.code != 334 {
-                return Err(UpstreamError::AuthFailed(r));
-            }
-            let (r, _) = command(&mut self.stream, &b64.encode(pass), t).await?;
-            if r.code != 235 {
-                return Err(UpstreamError::AuthFailed(r));
-            }
+            expect(s, Some("AUTH LOGIN"), 334, t, failed).await?;
+            expect(s, Some(&b64.encode(user)), 334, t, failed).await?;
+            expect(s, Some(&b64.encode(pass)), 235, t, failed).await?;
         } else {
             return Err(UpstreamError::Protocol(
                 "upstream offers neither AUTH PLAIN nor AUTH LOGIN (inside TLS)".into(),
@@ -505,131 +537,164 @@ impl Connection {
         body_8bit: bool,
         smtputf8: bool,
     ) -> Result<Vec<(String, RcptOutcome)>, UpstreamError> {
-        let t = self.timeout;
         self.data_sent = false;
+        let mail = match self.mail_command(from, message.len(), body_8bit, smtputf8) {
+            Ok(mail) => mail,
+            Err(refusal) => return Ok(all(rcpts, &refusal)),
+        };
+        let after = if self.caps.pipelining {
+            self.envelope_pipelined(&mail, rcpts).await?
+        } else {
+            self.envelope_stepwise(&mail, rcpts).await?
+        };
+        match after {
+            AfterEnvelope::Done(results) => Ok(results),
+            AfterEnvelope::Data(mut results, data_reply) => {
+                self.data(&mut results, data_reply, message).await?;
+                Ok(results)
+            }
+        }
+    }
+
+    /// The MAIL FROM command with the parameters the upstream announced, or the reply
+    /// that refuses the message because the upstream lacks an extension it needs.
+    fn mail_command(
+        &self,
+        from: &str,
+        size: usize,
+        body_8bit: bool,
+        smtputf8: bool,
+    ) -> Result<String, ServerReply> {
         let mut mail = format!("MAIL FROM:<{from}>");
         if self.caps.size.is_some() {
-            mail.push_str(&format!(" SIZE={}", message.len()));
+            mail.push_str(&format!(" SIZE={size}"));
         }
-        if body_8bit && self.caps.eightbit {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        let refuse_all = |code: u16, text: String| {
-            rcpts
-                .iter()
-                .map(|r| {
-                    let reply = ServerReply {
-                        code,
-                        text: text.clone(),
-                    };
-                    (r.clone(), RcptOutcome::Permanent(reply))
-                })
-                .collect()
-        };
-        if body_8bit && !self.caps.eightbit {
+        if body_8bit {
             // RFC 6152: 8-bit data only to a server that announces 8BITMIME. Converting
             // here would break the DKIM signature made at receipt.
-            return Ok(refuse_all(
-                554,
-                "5.6.3 upstream does not announce 8BITMIME and the message has 8-bit \
-                 content; send it 7-bit (base64 or quoted-printable) or use an upstream \
-                 with 8BITMIME"
-                    .into(),
-            ));
+            if !self.caps.eightbit {
+                return Err(local::no_8bitmime());
+            }
+            mail.push_str(" BODY=8BITMIME");
         }
         if smtputf8 {
             if !self.caps.smtputf8 {
-                let why = "upstream does not support SMTPUTF8, needed for a non-ASCII address";
-                return Ok(refuse_all(553, format!("5.6.7 {why}")));
+                return Err(local::no_smtputf8());
             }
             mail.push_str(" SMTPUTF8");
         }
-        let mut results: Vec<(String, RcptOutcome)> = Vec::with_capacity(rcpts.len());
-        let data_reply;
-        if self.caps.pipelining {
-            let mut batch = String::with_capacity(64 * (rcpts.len() + 2));
-            batch.push_str(&mail);
-            batch.push_str("\r\n");
-            for r in rcpts {
-                batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
-            }
-            batch.push_str("DATA\r\n");
-            with_timeout(t, async {
-                self.stream.get_mut().write_all(batch.as_bytes()).await?;
-                self.stream.get_mut().flush().await
-            })
-            .await?;
-            let (mail_reply, _) = read_reply(&mut self.stream, t).await?;
-            for r in rcpts {
-                let (rr, _) = read_reply(&mut self.stream, t).await?;
-                results.push((r.clone(), classify(rr)));
-            }
-            let (dr, _) = read_reply(&mut self.stream, t).await?;
-            if mail_reply.code / 100 != 2 {
-                if dr.code == 354 {
-                    // Should not happen (RFC 2920 §3.1); end the empty data safely.
-                    self.finish_data(b"").await?;
-                }
-                return Ok(all(rcpts, &mail_reply));
-            }
-            data_reply = dr;
-        } else {
-            let (mail_reply, _) = command(&mut self.stream, &mail, t).await?;
-            if mail_reply.code / 100 != 2 {
-                return Ok(all(rcpts, &mail_reply));
-            }
-            for r in rcpts {
-                let (rr, _) = command(&mut self.stream, &format!("RCPT TO:<{r}>"), t).await?;
-                results.push((r.clone(), classify(rr)));
-            }
-            if !results
-                .iter()
-                .any(|(_, o)| matches!(o, RcptOutcome::Delivered(_)))
-            {
-                self.reset().await;
-                return Ok(results);
-            }
-            let (dr, _) = command(&mut self.stream, "DATA", t).await?;
-            data_reply = dr;
+        Ok(mail)
+    }
+
+    /// Phase 6 with PIPELINING (RFC 2920): MAIL, every RCPT and DATA in one write, then
+    /// their replies in order.
+    async fn envelope_pipelined(
+        &mut self,
+        mail: &str,
+        rcpts: &[String],
+    ) -> Result<AfterEnvelope, UpstreamError> {
+        let t = self.timeout;
+        let mut batch = String::with_capacity(64 * (rcpts.len() + 2));
+        batch.push_str(mail);
+        batch.push_str("\r\n");
+        for r in rcpts {
+            batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
         }
-        let any_ok = results
-            .iter()
-            .any(|(_, o)| matches!(o, RcptOutcome::Delivered(_)));
-        if data_reply.code != 354 {
-            // DATA refused although recipients were accepted: applies to those
-            // recipients. Only 354 lets the text go, so any other reply, even a 2xx,
-            // delivered nothing; a 2xx or 3xx here also means the dialogue is out of step.
-            let outcome = if data_reply.code / 100 == 5 {
-                RcptOutcome::Permanent(data_reply.clone())
-            } else {
-                RcptOutcome::Transient(format!("unexpected reply to DATA: {data_reply}"))
-            };
-            for (_, o) in results.iter_mut() {
-                if matches!(o, RcptOutcome::Delivered(_)) {
-                    *o = outcome.clone();
-                }
-            }
-            if data_reply.code / 100 != 4 && data_reply.code / 100 != 5 {
-                self.broken = true;
-            } else {
-                self.reset().await;
-            }
-            return Ok(results);
+        batch.push_str("DATA\r\n");
+        with_timeout(t, async {
+            self.stream.get_mut().write_all(batch.as_bytes()).await?;
+            self.stream.get_mut().flush().await
+        })
+        .await?;
+        let (mail_reply, _) = read_reply(&mut self.stream, t).await?;
+        let mut results = Vec::with_capacity(rcpts.len());
+        for r in rcpts {
+            let (rr, _) = read_reply(&mut self.stream, t).await?;
+            results.push((r.clone(), RcptOutcome::of(rr)));
         }
-        if !any_ok {
+        let (data_reply, _) = read_reply(&mut self.stream, t).await?;
+        if mail_reply.code() / 100 != 2 {
+            if data_reply.code() == 354 {
+                // Should not happen (RFC 2920 §3.1); end the empty data safely.
+                self.finish_data(b"").await?;
+            }
+            return Ok(AfterEnvelope::Done(all(rcpts, &mail_reply)));
+        }
+        Ok(AfterEnvelope::Data(results, data_reply))
+    }
+
+    /// Phase 6 without PIPELINING: MAIL, each RCPT, and DATA only when a recipient was
+    /// accepted.
+    async fn envelope_stepwise(
+        &mut self,
+        mail: &str,
+        rcpts: &[String],
+    ) -> Result<AfterEnvelope, UpstreamError> {
+        let t = self.timeout;
+        let (mail_reply, _) = command(&mut self.stream, mail, t).await?;
+        if mail_reply.code() / 100 != 2 {
+            return Ok(AfterEnvelope::Done(all(rcpts, &mail_reply)));
+        }
+        let mut results = Vec::with_capacity(rcpts.len());
+        for r in rcpts {
+            let (rr, _) = command(&mut self.stream, &format!("RCPT TO:<{r}>"), t).await?;
+            results.push((r.clone(), RcptOutcome::of(rr)));
+        }
+        if !results.iter().any(|(_, o)| o.is_delivered()) {
+            self.reset().await;
+            return Ok(AfterEnvelope::Done(results));
+        }
+        let (data_reply, _) = command(&mut self.stream, "DATA", t).await?;
+        Ok(AfterEnvelope::Data(results, data_reply))
+    }
+
+    /// Phase 7: the message text after `354`, whose final reply applies to every
+    /// recipient accepted at RCPT.
+    async fn data(
+        &mut self,
+        results: &mut [(String, RcptOutcome)],
+        data_reply: ServerReply,
+        message: &[u8],
+    ) -> Result<(), UpstreamError> {
+        if data_reply.code() != 354 {
+            self.data_refused(results, data_reply).await;
+            return Ok(());
+        }
+        if !results.iter().any(|(_, o)| o.is_delivered()) {
             self.finish_data(b"").await?;
             self.reset().await;
-            return Ok(results);
+            return Ok(());
         }
         self.data_sent = true;
         let final_reply = self.finish_data(message).await?;
         for (_, o) in results.iter_mut() {
-            if matches!(o, RcptOutcome::Delivered(_)) {
-                *o = classify(final_reply.clone());
+            if o.is_delivered() {
+                *o = RcptOutcome::of(final_reply.clone());
             }
         }
         self.last_used = Instant::now();
-        Ok(results)
+        Ok(())
+    }
+
+    /// DATA refused although recipients were accepted: the refusal applies to those
+    /// recipients. Only 354 lets the text go, so any other reply, even a 2xx, delivered
+    /// nothing; a 2xx or 3xx here also means the dialogue is out of step.
+    async fn data_refused(&mut self, results: &mut [(String, RcptOutcome)], reply: ServerReply) {
+        let outcome = if reply.is_permanent() {
+            RcptOutcome::Permanent(reply.clone())
+        } else {
+            RcptOutcome::Transient(format!("unexpected reply to DATA: {reply}"))
+        };
+        for (_, o) in results.iter_mut() {
+            if o.is_delivered() {
+                *o = outcome.clone();
+            }
+        }
+        if matches!(reply.code() / 100, 4 | 5) {
+            self.reset().await;
+        } else {
+            self.broken = true;
+        }
     }
 
     async fn finish_data(&mut self, message: &[u8]) -> Result<ServerReply, UpstreamError> {
@@ -650,7 +715,7 @@ impl Connection {
     /// step, so the connection is marked [`Connection::broken`].
     async fn reset(&mut self) {
         match command(&mut self.stream, "RSET", self.timeout).await {
-            Ok((r, _)) if r.code == 250 => {}
+            Ok((r, _)) if r.code() == 250 => {}
             _ => self.broken = true,
         }
     }
@@ -666,7 +731,7 @@ impl Connection {
             .unwrap_or_default()
     }
 
-    /// Sends QUIT and closes; errors are irrelevant at this point.
+    /// Phase 8: sends QUIT and closes; errors are irrelevant at this point.
     pub async fn quit(mut self) {
         let _ = command(&mut self.stream, "QUIT", Duration::from_secs(5)).await;
         let _ = self.stream.get_mut().shutdown().await;
@@ -675,22 +740,15 @@ impl Connection {
     /// Checks the connection is still alive before reuse (RSET, expecting 250).
     pub async fn still_usable(&mut self) -> bool {
         !self.broken
-            && matches!(command(&mut self.stream, "RSET", self.timeout).await, Ok((r, _)) if r.code == 250)
+            && matches!(command(&mut self.stream, "RSET", self.timeout).await, Ok((r, _)) if r.code() == 250)
     }
 }
 
-fn classify(r: ServerReply) -> RcptOutcome {
-    match r.code / 100 {
-        2 => RcptOutcome::Delivered(r),
-        5 => RcptOutcome::Permanent(r),
-        _ => RcptOutcome::Transient(r.to_string()),
-    }
-}
-
+/// The same outcome of one reply for every recipient.
 fn all(rcpts: &[String], r: &ServerReply) -> Vec<(String, RcptOutcome)> {
     rcpts
         .iter()
-        .map(|x| (x.clone(), classify(r.clone())))
+        .map(|x| (x.clone(), RcptOutcome::of(r.clone())))
         .collect()
 }
 
@@ -737,13 +795,13 @@ mod tests {
         }
         wire.extend_from_slice(b"550 5.1.1 end\r\n");
         let (r, _) = reply_from(&wire).unwrap();
-        assert_eq!(r.code, 550);
+        assert_eq!(r.code(), 550);
         assert!(
-            r.text.chars().count() <= MAX_REPLY_TEXT + 6,
+            r.text().chars().count() <= MAX_REPLY_TEXT + 6,
             "{}",
-            r.text.len()
+            r.text().len()
         );
-        assert!(r.text.ends_with("[...]"));
+        assert!(r.text().ends_with("[...]"));
         // At most MAX_REPLY_LINES lines.
         let many = "250-x\r\n".repeat(MAX_REPLY_LINES) + "250 end\r\n";
         assert!(reply_from(many.as_bytes()).is_err());
@@ -776,14 +834,36 @@ mod tests {
 
     #[test]
     fn only_5xx_inside_tls_is_permanent() {
-        let r = |code| ServerReply {
-            code,
-            text: String::new(),
-        };
+        let r = |code| ServerReply::parse(code, "");
         assert!(UpstreamError::Refused(r(554)).is_permanent());
         assert!(!UpstreamError::Refused(r(999)).is_permanent());
         assert!(!UpstreamError::Refused(r(421)).is_permanent());
         assert!(!UpstreamError::RefusedBeforeTls(r(554)).is_permanent());
+        assert!(UpstreamError::RefusedBeforeTls(r(554)).is_transient());
+        assert!(UpstreamError::Timeout(Duration::from_secs(1)).is_transient());
+    }
+
+    /// A refusal whose enhanced code disagrees with its basic code is decided by the
+    /// basic code (see `queue/reply.rs`): `421 5.7.0` stays queued, `550 4.2.2` bounces
+    /// with the status `5.0.0`, not the `4.2.2` it claims.
+    #[test]
+    fn a_mismatched_refusal_is_decided_by_its_basic_code() {
+        let e = UpstreamError::Refused(ServerReply::parse(421, "5.7.0 go away"));
+        assert!(e.is_transient() && !e.is_permanent());
+        assert_eq!(e.reply().map(|r| r.status()), Some("4.0.0".into()));
+        assert_eq!(
+            e.outcome(),
+            RcptOutcome::Transient("upstream refused: 421 5.7.0 go away".into())
+        );
+        let e = UpstreamError::Refused(ServerReply::parse(550, "4.2.2 mailbox full"));
+        assert!(e.is_permanent() && !e.is_transient());
+        match e.outcome() {
+            RcptOutcome::Permanent(r) => {
+                assert_eq!(r.status(), "5.0.0");
+                assert_eq!(r.to_string(), "550 4.2.2 mailbox full");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -804,10 +884,8 @@ mod tests {
         ]);
         assert!(c.starttls && c.auth_plain && c.auth_login && c.pipelining);
         assert_eq!(c.size, Some(100));
-        let r = ServerReply {
-            code: 550,
-            text: "5.1.1 no such user".into(),
-        };
+        let (r, _) = reply_from(b"550-5.1.1 no such\r\n550 5.1.1 user\r\n").unwrap();
         assert_eq!(r.enhanced(), Some("5.1.1"));
+        assert_eq!(r.text(), "5.1.1 no such / 5.1.1 user");
     }
 }

@@ -24,8 +24,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
-use crate::backoff::AcceptBackoff;
 use crate::audit::{Cause, Envelope, Event, Origin, Peer, Stage};
+use crate::backoff::AcceptBackoff;
 use crate::runtime::{Runtime, Shared};
 use crate::smtp::ingest::Ingest;
 use crate::smtp::reply::{named, Reply};
