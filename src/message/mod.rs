@@ -1,4 +1,102 @@
-//! Reading a message: the MIME tree and header fields ([`mime`]), one reader for every
-//! step after DATA (policy, transforms, DKIM).
+//! Reading a message: the MIME tree and header fields ([`mime`]), the header index
+//! ([`headers`]), and [`Message`], the one reading of a received message that every step
+//! after the receipt repairs shares (header From check, policy, planning, transforms,
+//! DKIM).
 
+pub mod headers;
 pub mod mime;
+
+use std::cell::OnceCell;
+
+pub use headers::Headers;
+
+/// A received message as the pipeline judges and transforms it: its bytes (CRLF line
+/// ends), its header index and its MIME tree, each built at most once.
+///
+/// Invariant: `bytes` has canonical CRLF line ends ([`mime::canonical_crlf`] runs once,
+/// where the message enters the pipeline), so no step canonicalises it again.
+pub struct Message<'a> {
+    /// The whole message, header and body.
+    bytes: &'a [u8],
+    /// The top-level header block, indexed.
+    headers: Headers<'a>,
+    /// sealgate's MIME tree over `bytes`, made on first use (a policy without content
+    /// rules and a copy relayed unchanged never need it).
+    tree: OnceCell<mime::Entity<'a>>,
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("size", &self.bytes.len())
+            .field("headers", &self.headers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Message<'a> {
+    /// Reads `bytes`, which must have CRLF line ends (see [`Message::canonical`] for
+    /// bytes that may not). Indexes the header block; the MIME tree waits for its first use.
+    pub fn new(bytes: &'a [u8]) -> Message<'a> {
+        debug_assert!(
+            matches!(mime::canonical_crlf(bytes), std::borrow::Cow::Borrowed(_)),
+            "Message::new needs CRLF line ends"
+        );
+        Message {
+            bytes,
+            headers: Headers::of(bytes),
+            tree: OnceCell::new(),
+        }
+    }
+
+    /// `raw` with CRLF line ends, borrowed when it already has them: what
+    /// [`Message::new`] reads.
+    pub fn canonical(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+        mime::canonical_crlf(raw)
+    }
+
+    /// The message as received (after the receipt repairs).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The top-level header fields.
+    pub fn headers(&self) -> &Headers<'a> {
+        &self.headers
+    }
+
+    /// Offset of the body ([`mime::header_end`]).
+    pub fn header_end(&self) -> usize {
+        self.headers.block().len()
+    }
+
+    /// The MIME tree of the whole message, parsed on the first call only.
+    pub fn tree(&self) -> &mime::Entity<'a> {
+        self.tree.get_or_init(|| mime::parse(self.bytes))
+    }
+
+    /// True when `other` starts with this message's header block, byte for byte: it has
+    /// the same header fields (its block ends at the same place), so what they say need
+    /// not be read again.
+    pub fn same_header(&self, other: &[u8]) -> bool {
+        other.starts_with(self.headers.block())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_reading_serves_header_and_tree() {
+        let m = b"From: a@x.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n";
+        let msg = Message::new(m);
+        assert_eq!(msg.header_end(), mime::header_end(m));
+        assert!(std::ptr::eq(msg.tree(), msg.tree()));
+        assert!(matches!(msg.tree().kind, mime::Kind::Multipart { .. }));
+        assert!(msg.same_header(
+            b"From: a@x.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\nother"
+        ));
+        assert!(!msg.same_header(b"From: a@x.test\r\n\r\n"));
+    }
+}

@@ -154,7 +154,7 @@ pub fn run(
     // trace headers added); the message as given when it was refused before that.
     let judged = match &trace.message {
         Some(m) => m.clone(),
-        None => crate::smtp::ingest::without_blind_copies(message.to_vec()),
+        None => crate::pipeline::receipt::without_blind_copies(message.to_vec()),
     };
     let explanation = rt.policy.explain(&env, to, &judged);
     let mut text = explanation.to_string();
