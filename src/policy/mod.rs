@@ -611,8 +611,22 @@ impl PolicySet {
 
     /// Like [`PolicySet::judge_message`], with the evidence for each decision.
     pub fn explain(&self, env: &Envelope, rcpts: &[String], message: &[u8]) -> Explanation {
-        let view = MessageView::new(message);
-        let recipients = self.evaluate(env, rcpts, &view, true);
+        self.explain_view(env, rcpts, &MessageView::new(message))
+    }
+
+    /// [`PolicySet::explain`] for a message the pipeline has read once
+    /// ([`PolicySet::judge_read_message`]): the evidence of exactly what it judged.
+    pub fn explain_read_message(
+        &self,
+        env: &Envelope,
+        rcpts: &[String],
+        message: &crate::message::Message<'_>,
+    ) -> Explanation {
+        self.explain_view(env, rcpts, &MessageView::of_message(message, true))
+    }
+
+    fn explain_view(&self, env: &Envelope, rcpts: &[String], view: &MessageView) -> Explanation {
+        let recipients = self.evaluate(env, rcpts, view, true);
         Explanation {
             policy_version: self.version.clone(),
             client: env.client.to_owned(),
