@@ -48,9 +48,9 @@ use openssl::x509::extension::{
 };
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 
-use sealgate::ingest::SessionInfo;
+use sealgate::pipeline::SessionInfo;
 use sealgate::runtime::Runtime;
-use sealgate::session::Transaction;
+use sealgate::smtp::session::Transaction;
 
 const FROM: &str = "payroll@example.com";
 const RCPT: &str = "alice@bank.example";

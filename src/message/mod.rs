@@ -72,7 +72,8 @@ impl<'a> Message<'a> {
 
     /// The MIME tree of the whole message, parsed on the first call only.
     pub fn tree(&self) -> &mime::Entity<'a> {
-        self.tree.get_or_init(|| mime::parse(self.bytes))
+        self.tree
+            .get_or_init(|| mime::parse_with_header(self.bytes, self.headers.parsed()))
     }
 
     /// True when `other` starts with this message's header block, byte for byte: it has
@@ -98,5 +99,44 @@ mod tests {
             b"From: a@x.test\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\nother"
         ));
         assert!(!msg.same_header(b"From: a@x.test\r\n\r\n"));
+    }
+
+    #[test]
+    fn the_shared_tree_is_the_tree_mime_parse_builds_for_every_corpus_message() {
+        // The tree reuses the header index's reading of the top header block; over real
+        // and malformed mail it must be the very tree a fresh parse gives.
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
+        let mut seen = 0;
+        for dir in ["rfc", "malformed", "thirdparty"] {
+            for e in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "eml") {
+                    let raw = std::fs::read(&p).unwrap();
+                    let canon = Message::canonical(&raw);
+                    let msg = Message::new(&canon);
+                    let fresh = mime::parse(&canon);
+                    assert_eq!(
+                        format!("{:?}", msg.tree()),
+                        format!("{fresh:?}"),
+                        "{}",
+                        p.display()
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 50, "corpus missing: {seen}");
+        for odd in [
+            &b""[..],
+            b"\r\n",
+            b"\r\nbody",
+            b"Subject: only",
+            b"no header\r\n",
+        ] {
+            assert_eq!(
+                format!("{:?}", Message::new(odd).tree()),
+                format!("{:?}", mime::parse(odd))
+            );
+        }
     }
 }

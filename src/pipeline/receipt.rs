@@ -15,7 +15,7 @@ use crate::smtp::reply::{named, Reply};
 /// Refuses a message beyond the MIME limits before any parser sees it (the policy
 /// would refuse it too, but the trace headers and the From check parse first).
 pub(crate) fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
-    match crate::message::mime::hazard(message) {
+    match mime::hazard_crlf(message) {
         Some(h) => Err(hazard_refusal(h)),
         None => Ok(()),
     }
@@ -27,7 +27,7 @@ pub(crate) fn refuse_hazard(message: &[u8]) -> Result<(), Refusal> {
 /// folding, or text without a header, is ambiguous as sent and has one reading once
 /// repaired, and the repaired message is what is judged and relayed.
 pub(crate) fn refuse_limits(message: &[u8]) -> Result<bool, Refusal> {
-    match crate::message::mime::hazard(message) {
+    match mime::hazard_crlf(message) {
         Some(h) if h.is_ambiguous() => Ok(true),
         Some(h) => Err(hazard_refusal(h)),
         None => Ok(false),
