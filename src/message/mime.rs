@@ -1344,7 +1344,7 @@ fn rewrite_in<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// `levels` attached messages, one inside the other.
@@ -1492,41 +1492,49 @@ mod tests {
         assert_eq!(hazard(&enc), Some(Hazard::TooManyContinuations));
     }
 
+    /// Every message of `tests/fixtures/corpus` (rfc, malformed, thirdparty): its
+    /// directory, path and bytes.
+    pub(crate) fn corpus() -> Vec<(&'static str, std::path::PathBuf, Vec<u8>)> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
+        let mut out = Vec::new();
+        for dir in ["rfc", "malformed", "thirdparty"] {
+            for e in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "eml") {
+                    let raw = std::fs::read(&p).unwrap();
+                    out.push((dir, p, raw));
+                }
+            }
+        }
+        out
+    }
+
     #[test]
     fn mime_limits_pass_every_corpus_message() {
         // Real mail passes; of Dovecot's deliberately malformed messages, those whose
         // parts have two different Content-Type fields or header blocks that readers
         // split differently are refused (mail programs disagree about them), and
         // nothing else.
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
         let mut seen = 0;
         let mut refused = Vec::new();
-        for dir in ["rfc", "malformed", "thirdparty"] {
-            for e in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
-                let p = e.unwrap().path();
-                if p.extension().is_some_and(|x| x == "eml") {
-                    let raw = std::fs::read(&p).unwrap();
-                    seen += 1;
-                    match hazard(&raw) {
-                        None => {}
-                        Some(Hazard::DuplicateContentField) if dir == "malformed" => {
-                            refused.push(p.file_name().unwrap().to_string_lossy().into_owned())
-                        }
-                        // Header blocks readers split differently: Dovecot's mangled
-                        // headers, an attached message that is no message, and one real
-                        // forwarded message whose Received fields lost their folding
-                        // white space (Python's email ends its header there, so the
-                        // rest would be body to a reader and header to sealgate).
-                        Some(
-                            Hazard::AmbiguousHeader
-                            | Hazard::AmbiguousBoundary
-                            | Hazard::MissingBoundary,
-                        ) if dir == "malformed" || p.ends_with("thirdparty/015.eml") => {
-                            refused.push(p.file_name().unwrap().to_string_lossy().into_owned())
-                        }
-                        Some(h) => panic!("{}: {h}", p.display()),
-                    }
+        for (dir, p, raw) in corpus() {
+            seen += 1;
+            match hazard(&raw) {
+                None => {}
+                Some(Hazard::DuplicateContentField) if dir == "malformed" => {
+                    refused.push(p.file_name().unwrap().to_string_lossy().into_owned())
                 }
+                // Header blocks readers split differently: Dovecot's mangled
+                // headers, an attached message that is no message, and one real
+                // forwarded message whose Received fields lost their folding
+                // white space (Python's email ends its header there, so the
+                // rest would be body to a reader and header to sealgate).
+                Some(
+                    Hazard::AmbiguousHeader | Hazard::AmbiguousBoundary | Hazard::MissingBoundary,
+                ) if dir == "malformed" || p.ends_with("thirdparty/015.eml") => {
+                    refused.push(p.file_name().unwrap().to_string_lossy().into_owned())
+                }
+                Some(h) => panic!("{}: {h}", p.display()),
             }
         }
         assert!(seen >= 50, "corpus missing: {seen}");
