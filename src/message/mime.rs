@@ -69,20 +69,37 @@ impl PartInfo {
     /// `in_digest`: the entity is a part of a `multipart/digest`, where the default
     /// type is `message/rfc822` instead of `text/plain` (RFC 2046 §5.1.5).
     fn from_header(header: &[u8], in_digest: bool) -> PartInfo {
+        let info = PartInfo::defaults(in_digest);
+        if header.is_empty() {
+            return info;
+        }
+        PartInfo::from_parsed(
+            MessageParser::default().parse_headers(header).as_ref(),
+            info,
+        )
+    }
+
+    /// What an entity without content headers is (`in_digest`: see [`Self::from_header`]).
+    fn defaults(in_digest: bool) -> PartInfo {
         let default_type = if in_digest {
             "message/rfc822"
         } else {
             "text/plain"
         };
-        let mut info = PartInfo {
+        PartInfo {
             content_type: default_type.into(),
             transfer_encoding: "7bit".into(),
             ..PartInfo::default()
-        };
-        if header.is_empty() {
-            return info;
         }
-        let Some(parsed) = MessageParser::default().parse_headers(header) else {
+    }
+
+    /// The content headers from mail-parser's reading of a header block (`None`: it
+    /// found no structure), over `info` (the defaults).
+    pub(crate) fn from_parsed(
+        parsed: Option<&mail_parser::Message<'_>>,
+        mut info: PartInfo,
+    ) -> PartInfo {
+        let Some(parsed) = parsed else {
             return info;
         };
         if parsed.parts.is_empty() {
@@ -126,6 +143,22 @@ impl PartInfo {
 /// Parses `raw` as an entity (a whole message at depth 0).
 pub fn parse(raw: &[u8]) -> Entity<'_> {
     parse_at(raw, 0, false)
+}
+
+/// [`parse`] for a message whose top-level header block was already read by
+/// mail-parser ([`crate::message::Headers::parsed`]): `parsed` is that reading of
+/// `raw[..header_end(raw)]`, so the block is not parsed a second time.
+pub fn parse_with_header<'a>(
+    raw: &'a [u8],
+    parsed: Option<&mail_parser::Message<'_>>,
+) -> Entity<'a> {
+    let header = &raw[..header_end(raw)];
+    let info = if header.is_empty() {
+        PartInfo::defaults(false)
+    } else {
+        PartInfo::from_parsed(parsed, PartInfo::defaults(false))
+    };
+    entity_at(raw, header.len(), info, 0)
 }
 
 /// How many levels of base64 or quoted-printable attached messages are decoded and
@@ -226,14 +259,24 @@ impl std::fmt::Display for Hazard {
 ///
 /// Walks each tree without recursion; decoding recurses at most [`ENCODED_LEVELS`] deep.
 pub fn hazard(raw: &[u8]) -> Option<Hazard> {
-    hazard_from(raw, 0, ENCODED_LEVELS)
+    hazard_from(raw, 0, ENCODED_LEVELS, false)
 }
 
-fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard> {
+/// [`hazard`] for a message that already has CRLF line ends (as the pipeline's has once
+/// it entered): it is not checked for them again.
+pub fn hazard_crlf(raw: &[u8]) -> Option<Hazard> {
+    hazard_from(raw, 0, ENCODED_LEVELS, true)
+}
+
+fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize, crlf: bool) -> Option<Hazard> {
     if continuations_exceed_limit(raw) {
         return Some(Hazard::TooManyContinuations);
     }
-    let canon = canonical_crlf(raw);
+    let canon = if crlf {
+        Cow::Borrowed(raw)
+    } else {
+        canonical_crlf(raw)
+    };
     let root = parse_at(&canon, depth0, false);
     let mut stack = vec![(&root, depth0)];
     // Every boundary of the tree, and every leaf body, for the check after the walk.
@@ -278,7 +321,7 @@ fn hazard_from(raw: &[u8], depth0: usize, encoded_left: usize) -> Option<Hazard>
                     return Some(Hazard::TooDeep);
                 }
                 let decoded = decode_body(e.body, &e.info.transfer_encoding);
-                if let Some(h) = hazard_from(&decoded, depth + 1, encoded_left - 1) {
+                if let Some(h) = hazard_from(&decoded, depth + 1, encoded_left - 1, false) {
                     return Some(h);
                 }
             }
@@ -519,8 +562,13 @@ fn continuations_exceed_limit(raw: &[u8]) -> bool {
 
 fn parse_at(raw: &[u8], depth: usize, in_digest: bool) -> Entity<'_> {
     let split = header_end(raw);
+    let info = PartInfo::from_header(&raw[..split], in_digest);
+    entity_at(raw, split, info, depth)
+}
+
+/// The entity of `raw` whose header ends at `split`, with its content headers `info`.
+fn entity_at(raw: &[u8], split: usize, info: PartInfo, depth: usize) -> Entity<'_> {
     let (header, body) = raw.split_at(split);
-    let info = PartInfo::from_header(header, in_digest);
     let kind = if depth >= MAX_DEPTH {
         Kind::Leaf
     } else if info.is_multipart() {
@@ -1296,7 +1344,7 @@ fn rewrite_in<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// `levels` attached messages, one inside the other.
@@ -1444,41 +1492,49 @@ mod tests {
         assert_eq!(hazard(&enc), Some(Hazard::TooManyContinuations));
     }
 
+    /// Every message of `tests/fixtures/corpus` (rfc, malformed, thirdparty): its
+    /// directory, path and bytes.
+    pub(crate) fn corpus() -> Vec<(&'static str, std::path::PathBuf, Vec<u8>)> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
+        let mut out = Vec::new();
+        for dir in ["rfc", "malformed", "thirdparty"] {
+            for e in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "eml") {
+                    let raw = std::fs::read(&p).unwrap();
+                    out.push((dir, p, raw));
+                }
+            }
+        }
+        out
+    }
+
     #[test]
     fn mime_limits_pass_every_corpus_message() {
         // Real mail passes; of Dovecot's deliberately malformed messages, those whose
         // parts have two different Content-Type fields or header blocks that readers
         // split differently are refused (mail programs disagree about them), and
         // nothing else.
-        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/corpus");
         let mut seen = 0;
         let mut refused = Vec::new();
-        for dir in ["rfc", "malformed", "thirdparty"] {
-            for e in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
-                let p = e.unwrap().path();
-                if p.extension().is_some_and(|x| x == "eml") {
-                    let raw = std::fs::read(&p).unwrap();
-                    seen += 1;
-                    match hazard(&raw) {
-                        None => {}
-                        Some(Hazard::DuplicateContentField) if dir == "malformed" => {
-                            refused.push(p.file_name().unwrap().to_string_lossy().into_owned())
-                        }
-                        // Header blocks readers split differently: Dovecot's mangled
-                        // headers, an attached message that is no message, and one real
-                        // forwarded message whose Received fields lost their folding
-                        // white space (Python's email ends its header there, so the
-                        // rest would be body to a reader and header to sealgate).
-                        Some(
-                            Hazard::AmbiguousHeader
-                            | Hazard::AmbiguousBoundary
-                            | Hazard::MissingBoundary,
-                        ) if dir == "malformed" || p.ends_with("thirdparty/015.eml") => {
-                            refused.push(p.file_name().unwrap().to_string_lossy().into_owned())
-                        }
-                        Some(h) => panic!("{}: {h}", p.display()),
-                    }
+        for (dir, p, raw) in corpus() {
+            seen += 1;
+            match hazard(&raw) {
+                None => {}
+                Some(Hazard::DuplicateContentField) if dir == "malformed" => {
+                    refused.push(p.file_name().unwrap().to_string_lossy().into_owned())
                 }
+                // Header blocks readers split differently: Dovecot's mangled
+                // headers, an attached message that is no message, and one real
+                // forwarded message whose Received fields lost their folding
+                // white space (Python's email ends its header there, so the
+                // rest would be body to a reader and header to sealgate).
+                Some(
+                    Hazard::AmbiguousHeader | Hazard::AmbiguousBoundary | Hazard::MissingBoundary,
+                ) if dir == "malformed" || p.ends_with("thirdparty/015.eml") => {
+                    refused.push(p.file_name().unwrap().to_string_lossy().into_owned())
+                }
+                Some(h) => panic!("{}: {h}", p.display()),
             }
         }
         assert!(seen >= 50, "corpus missing: {seen}");

@@ -14,8 +14,8 @@
 
 use crate::message::attachment;
 use crate::message::mime::{self, Entity, Hazard, Kind, ENCODED_LEVELS};
+use crate::message::Message;
 use mail_parser::decoders::charsets::map::charset_decoder;
-use mail_parser::{Message, MessageParser};
 
 /// Nesting depth of attached messages that is still looked into: the same limit as the
 /// MIME tree of the transforms. A deeper message sets [`MessageView::hazard`] and is
@@ -62,21 +62,15 @@ pub(crate) struct MessageView {
 impl MessageView {
     /// Parses `raw` once and extracts everything rules can test (for explain).
     pub(crate) fn new(raw: &[u8]) -> MessageView {
-        Self::for_rules(raw, true, false)
+        Self::for_rules(raw, true)
     }
 
     /// Like [`MessageView::new`]; with `parse` false (no rule looks at subject, headers,
     /// body or attachments) only the size is filled in and the message is not parsed.
-    /// `limits_checked`: the caller already found [`mime::hazard`] to be `None` for
-    /// `raw`, so the check is not run twice.
-    pub(crate) fn for_rules(raw: &[u8], parse: bool, limits_checked: bool) -> MessageView {
+    pub(crate) fn for_rules(raw: &[u8], parse: bool) -> MessageView {
         let mut view = MessageView {
             size: raw.len(),
-            hazard: if limits_checked {
-                None
-            } else {
-                mime::hazard(raw)
-            },
+            hazard: mime::hazard(raw),
             ..MessageView::default()
         };
         // A message beyond the MIME limits is refused whole; it is never handed to
@@ -84,17 +78,37 @@ impl MessageView {
         if !parse || view.hazard.is_some() {
             return view;
         }
-        view.parsed = true;
         let canon = mime::canonical_crlf(raw);
-        let top_header = &canon[..mime::header_end(&canon)];
-        if let Some(top) = MessageParser::default().parse_headers(top_header) {
-            view.subject = top.subject().unwrap_or_default().to_owned();
-            view.headers = top_headers(&top);
+        view.read(&Message::new(&canon));
+        view
+    }
+
+    /// The view of a message the pipeline already read ([`Message`]) and found within the
+    /// MIME limits: its header index and MIME tree are used as they are, not parsed
+    /// again. With `parse` false only the size is filled in.
+    pub(crate) fn of_message(message: &Message<'_>, parse: bool) -> MessageView {
+        let mut view = MessageView {
+            size: message.bytes().len(),
+            ..MessageView::default()
+        };
+        if parse {
+            view.read(message);
+        }
+        view
+    }
+
+    /// Fills in subject, headers, texts and attachments from `message`.
+    fn read(&mut self, message: &Message<'_>) {
+        self.parsed = true;
+        let headers = message.headers();
+        if let Some(top) = headers.parsed() {
+            self.subject = top.subject().unwrap_or_default().to_owned();
+            self.headers = top_headers(top);
         }
         // A top-level field with white space before its colon (`Subject :`) ends the
         // header for some readers (Python's email): they show it and what follows as
         // body, so the body rules see that text too.
-        let top_fields = mime::fields(top_header);
+        let top_fields = headers.fields();
         if let Some(at) = top_fields.iter().position(|f| {
             f.raw
                 .iter()
@@ -105,13 +119,12 @@ impl MessageView {
                 .iter()
                 .flat_map(|f| f.raw.iter().copied())
                 .collect();
-            view.texts.push((
+            self.texts.push((
                 TextSource("header fields (read as body by some readers)".into()),
                 normalize(String::from_utf8_lossy(&text).into_owned()),
             ));
         }
-        view.walk(&canon, 0, "", ENCODED_LEVELS);
-        view
+        self.walk_tree(message.tree(), 0, "", ENCODED_LEVELS);
     }
 
     /// Collects texts and attachments from the MIME tree of `raw` (sealgate's own, the
@@ -119,10 +132,14 @@ impl MessageView {
     /// and encrypt act on). Iterative over the tree; recursion only into attached
     /// messages in base64 or quoted-printable, at most `encoded_left` levels.
     fn walk(&mut self, raw: &[u8], depth0: usize, prefix0: &str, encoded_left: usize) {
-        let root = mime::parse(raw);
-        let roles = attachment::Roles::of(&root);
+        self.walk_tree(&mime::parse(raw), depth0, prefix0, encoded_left);
+    }
+
+    /// [`MessageView::walk`] over a tree already parsed.
+    fn walk_tree(&mut self, root: &Entity<'_>, depth0: usize, prefix0: &str, encoded_left: usize) {
+        let roles = attachment::Roles::of(root);
         // Pushed in reverse so that parts come out in document order.
-        let mut stack: Vec<(&Entity<'_>, usize, String)> = vec![(&root, depth0, prefix0.into())];
+        let mut stack: Vec<(&Entity<'_>, usize, String)> = vec![(root, depth0, prefix0.into())];
         while let Some((e, depth, prefix)) = stack.pop() {
             let info = &e.info;
             let is_attachment = roles.is_attachment(e);
@@ -262,7 +279,7 @@ impl MessageView {
 
     /// The subject of an attached message, as a text `body` rules see.
     fn attached_message_subject(&mut self, header: &[u8], prefix: &str) {
-        let subject = MessageParser::default()
+        let subject = mail_parser::MessageParser::default()
             .parse_headers(header)
             .and_then(|m| m.subject().map(str::to_owned));
         if let Some(subject) = subject {
@@ -637,7 +654,7 @@ fn utf16_bom(bytes: &[u8]) -> Option<bool> {
 }
 
 /// The top-level header fields with raw (unfolded) and decoded values.
-fn top_headers(msg: &Message<'_>) -> Vec<(String, Vec<String>)> {
+fn top_headers(msg: &mail_parser::Message<'_>) -> Vec<(String, Vec<String>)> {
     let Some(root) = msg.parts.first() else {
         return Vec::new();
     };

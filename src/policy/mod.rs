@@ -576,30 +576,35 @@ impl PolicySet {
         rcpts: &[String],
         message: &[u8],
     ) -> Vec<RecipientVerdict> {
-        self.judge(env, rcpts, message, false)
+        self.verdicts(
+            env,
+            rcpts,
+            &MessageView::for_rules(message, self.needs_parse),
+        )
     }
 
-    /// [`PolicySet::judge_message`] for a message the caller has already found within
-    /// the MIME limits (`transform::mime::hazard` is `None`), as ingest does before
-    /// anything parses it: the check is not run a second time.
-    pub fn judge_message_within_limits(
+    /// [`PolicySet::judge_message`] for a message the pipeline has read once and found
+    /// within the MIME limits: the rules see its header index and MIME tree as they are.
+    pub fn judge_read_message(
         &self,
         env: &Envelope,
         rcpts: &[String],
-        message: &[u8],
+        message: &crate::message::Message<'_>,
     ) -> Vec<RecipientVerdict> {
-        self.judge(env, rcpts, message, true)
+        self.verdicts(
+            env,
+            rcpts,
+            &MessageView::of_message(message, self.needs_parse),
+        )
     }
 
-    fn judge(
+    fn verdicts(
         &self,
         env: &Envelope,
         rcpts: &[String],
-        message: &[u8],
-        limits_checked: bool,
+        view: &MessageView,
     ) -> Vec<RecipientVerdict> {
-        let view = MessageView::for_rules(message, self.needs_parse, limits_checked);
-        self.evaluate(env, rcpts, &view, false)
+        self.evaluate(env, rcpts, view, false)
             .into_iter()
             .map(|r| r.verdict)
             .collect()
@@ -607,8 +612,22 @@ impl PolicySet {
 
     /// Like [`PolicySet::judge_message`], with the evidence for each decision.
     pub fn explain(&self, env: &Envelope, rcpts: &[String], message: &[u8]) -> Explanation {
-        let view = MessageView::new(message);
-        let recipients = self.evaluate(env, rcpts, &view, true);
+        self.explain_view(env, rcpts, &MessageView::new(message))
+    }
+
+    /// [`PolicySet::explain`] for a message the pipeline has read once
+    /// ([`PolicySet::judge_read_message`]): the evidence of exactly what it judged.
+    pub fn explain_read_message(
+        &self,
+        env: &Envelope,
+        rcpts: &[String],
+        message: &crate::message::Message<'_>,
+    ) -> Explanation {
+        self.explain_view(env, rcpts, &MessageView::of_message(message, true))
+    }
+
+    fn explain_view(&self, env: &Envelope, rcpts: &[String], view: &MessageView) -> Explanation {
+        let recipients = self.evaluate(env, rcpts, view, true);
         Explanation {
             policy_version: self.version.clone(),
             client: env.client.to_owned(),

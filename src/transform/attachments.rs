@@ -152,10 +152,15 @@ fn default_name(e: &Entity<'_>, n: usize) -> String {
 
 /// Strips every attachment, each replaced by a notice part.
 pub fn strip(message: &[u8]) -> Stripped {
-    let tree = mime::parse(message);
-    let roles = Roles::of(&tree);
+    strip_tree(&mime::parse(message))
+}
+
+/// [`strip`] on a message's MIME tree, parsed once by the caller.
+pub fn strip_tree(tree: &Entity<'_>) -> Stripped {
+    let message = tree.raw;
+    let roles = Roles::of(tree);
     let mut removed = Vec::new();
-    let out = mime::rewrite(&tree, &mut |e: &Entity<'_>, parent: Option<&str>| {
+    let out = mime::rewrite(tree, &mut |e: &Entity<'_>, parent: Option<&str>| {
         if !roles.is_attachment(e) {
             return Edit::Keep;
         }
@@ -174,11 +179,16 @@ pub fn strip(message: &[u8]) -> Stripped {
 
 /// Moves every attachment into one AES-256 zip. `password_to` is named in the notice.
 pub fn zip(message: &[u8], password_to: &str) -> Result<Zipped, AttachmentError> {
-    let tree = mime::parse(message);
-    let roles = Roles::of(&tree);
+    zip_tree(&mime::parse(message), password_to)
+}
+
+/// [`zip`] on a message's MIME tree, parsed once by the caller.
+pub fn zip_tree(tree: &Entity<'_>, password_to: &str) -> Result<Zipped, AttachmentError> {
+    let message = tree.raw;
+    let roles = Roles::of(tree);
     // First pass: collect the attachments.
     let mut found: Vec<(AttachmentSummary, Vec<u8>)> = Vec::new();
-    let _ = mime::rewrite(&tree, &mut |e: &Entity<'_>, _| {
+    let _ = mime::rewrite(tree, &mut |e: &Entity<'_>, _| {
         if roles.is_attachment(e) {
             let s = summarize(e, found.len() + 1);
             found.push((s, content_of(e).into_owned()));
@@ -196,10 +206,6 @@ pub fn zip(message: &[u8], password_to: &str) -> Result<Zipped, AttachmentError>
     }
     let password = new_password();
     let archive = build_zip(&found, &password)?;
-    drop(roles);
-    drop(tree);
-    let tree = mime::parse(message);
-    let roles = Roles::of(&tree);
     let names: Vec<String> = found
         .iter()
         .map(|(s, _)| format!("\"{}\"", s.name))
@@ -231,7 +237,7 @@ pub fn zip(message: &[u8], password_to: &str) -> Result<Zipped, AttachmentError>
         _ => None,
     };
     let mut placed = false;
-    let out = mime::rewrite(&tree, &mut |e: &Entity<'_>, parent: Option<&str>| {
+    let out = mime::rewrite(tree, &mut |e: &Entity<'_>, parent: Option<&str>| {
         if !roles.is_attachment(e) {
             return Edit::Keep;
         }

@@ -30,6 +30,7 @@ use mail_auth::dkim::{Canonicalization, DkimSigner as MailAuthSigner, Done, Sign
 use openssl::pkey::{Id, PKey, Private};
 use serde::{Deserialize, Serialize};
 
+use crate::message::{mime, Headers};
 use crate::secret::{read_secret_file, SecretError};
 
 /// Headers covered by every signature, in the order RFC 6376 §5.4.1 suggests. Headers
@@ -357,7 +358,19 @@ impl DkimSigner {
     /// several `DKIM-Signature` headers. Returns the message with the signature header(s)
     /// prepended, or unchanged when no key fits.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, DkimError> {
-        let keys = self.keys_for_message(message);
+        let canon = mime::canonical_crlf(message);
+        self.sign_with_headers(message, &Headers::of(&canon))
+    }
+
+    /// [`sign`](Self::sign) for a message whose header fields are already indexed:
+    /// `headers` is the header block of `message` (as [`crate::message::Message`] holds
+    /// it), so the From domain is not read again.
+    pub fn sign_with_headers(
+        &self,
+        message: &[u8],
+        headers: &Headers<'_>,
+    ) -> Result<Vec<u8>, DkimError> {
+        let keys = self.keys_for_message(headers);
         if keys.is_empty() {
             return Ok(message.to_vec());
         }
@@ -382,7 +395,7 @@ impl DkimSigner {
 
     /// The keys [`sign`](Self::sign) would use for this message; empty when none fits.
     pub fn signing_keys_for(&self, message: &[u8]) -> Vec<SigningKeyRef> {
-        self.keys_for_message(message)
+        self.keys_for_message(&Headers::of(&mime::canonical_crlf(message)))
             .into_iter()
             .map(|k| SigningKeyRef {
                 domain: k.info.domain.clone(),
@@ -418,8 +431,8 @@ impl DkimSigner {
         self.warnings.clone()
     }
 
-    fn keys_for_message(&self, message: &[u8]) -> Vec<&LoadedKey> {
-        match header_from_domain(message) {
+    fn keys_for_message(&self, headers: &Headers<'_>) -> Vec<&LoadedKey> {
+        match header_from_domain(headers) {
             Some(domain) => self.keys_for_domain(&domain),
             None => Vec::new(),
         }
@@ -580,7 +593,7 @@ pub fn dkim_duration(text: &str) -> Result<Duration, String> {
 /// those lines hold no whitespace.
 fn without_trailing_whitespace_lines(message: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     use std::borrow::Cow;
-    let body_start = crate::message::mime::header_end(message);
+    let body_start = mime::header_end(message);
     let body = message.get(body_start..).unwrap_or_default();
     let is_blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
     let tail_start = match body.iter().rposition(|b| !is_blank(b)) {
@@ -630,9 +643,9 @@ pub(crate) fn strict_domain(written: &str) -> Option<String> {
 
 /// The domain of the header `From`, if every address in every `From` field shares it
 /// and each is written in one form only ([`strict_domain`]).
-fn header_from_domain(message: &[u8]) -> Option<String> {
+fn header_from_domain(headers: &Headers<'_>) -> Option<String> {
     let mut domain: Option<String> = None;
-    for address in super::header_from_fields(message).iter().flatten() {
+    for address in headers.from_fields().iter().flatten() {
         let (_, d) = address.rsplit_once('@')?;
         let d = strict_domain(d)?;
         match &domain {
@@ -743,6 +756,10 @@ pub fn keygen(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn from_domain(message: &[u8]) -> Option<String> {
+        header_from_domain(&Headers::of(message))
+    }
     use std::os::unix::fs::PermissionsExt;
 
     fn entry(domain: &str, selector: &str, key: &str) -> DkimConfig {
@@ -881,16 +898,13 @@ mod tests {
 
     #[test]
     fn mixed_from_domains_are_not_signed() {
-        assert_eq!(header_from_domain(MSG).as_deref(), Some("example.com"));
+        assert_eq!(from_domain(MSG).as_deref(), Some("example.com"));
+        assert_eq!(from_domain(b"From: a@x.example, b@y.example\r\n\r\n"), None);
         assert_eq!(
-            header_from_domain(b"From: a@x.example, b@y.example\r\n\r\n"),
-            None
-        );
-        assert_eq!(
-            header_from_domain(b"From: a@X.example, b@x.EXAMPLE\r\n\r\n").as_deref(),
+            from_domain(b"From: a@X.example, b@x.EXAMPLE\r\n\r\n").as_deref(),
             Some("x.example")
         );
-        assert_eq!(header_from_domain(b"Subject: none\r\n\r\n"), None);
+        assert_eq!(from_domain(b"Subject: none\r\n\r\n"), None);
         // Names UTS-46 would map to example.com are not signed as example.com.
         for spoof in [
             "\u{ff45}xample.com",
@@ -899,13 +913,13 @@ mod tests {
             "\u{1d41e}xample.com",
         ] {
             let m = format!("From: billing@{spoof}\r\n\r\n");
-            assert_eq!(header_from_domain(m.as_bytes()), None, "{spoof:?}");
+            assert_eq!(from_domain(m.as_bytes()), None, "{spoof:?}");
         }
-        assert_eq!(header_from_domain(b""), None);
-        assert_eq!(header_from_domain(b"From: \xff\xfe@\r\n\r\n"), None);
+        assert_eq!(from_domain(b""), None);
+        assert_eq!(from_domain(b"From: \xff\xfe@\r\n\r\n"), None);
         // An SMTPUTF8 From in U-labels meets its A-label `[[dkim]]` domain.
         assert_eq!(
-            header_from_domain("From: billing@Exämple.com\r\n\r\n".as_bytes()).as_deref(),
+            from_domain("From: billing@Exämple.com\r\n\r\n".as_bytes()).as_deref(),
             Some("xn--exmple-cua.com")
         );
     }

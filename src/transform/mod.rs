@@ -13,7 +13,7 @@
 //!   `reject` and no usable certificate, is refused there: plaintext never leaves
 //!   silently. [`separate_hidden_recipients`] then gives each Bcc recipient of an
 //!   encrypted copy a copy of its own.
-//! - [`apply_with_keys`] ([`apply`]) builds one outgoing copy: attachments (strip or
+//! - [`apply_message`] ([`apply_with_keys`], [`apply`] for bytes) builds one outgoing copy: attachments (strip or
 //!   zip) -> sign -> encrypt, each S/MIME or OpenPGP step self-checked before anything
 //!   is returned.
 //!
@@ -30,7 +30,7 @@ pub mod smime;
 
 use std::borrow::Cow;
 
-use crate::message::mime;
+use crate::message::{mime, Headers, Message};
 use crate::policy::verdict::{Actions, Attachments, Crypto, CryptoKind};
 use openpgp::{OpenPgp, OpenPgpError};
 use smime::{NoCertificate, Smime, SmimeError};
@@ -272,14 +272,14 @@ pub fn plan_with_keys(
 /// certificate (issuer and serial number, or key identifier) in the clear, so a shared
 /// copy would show each Bcc recipient to all the others; mail clients that encrypt send
 /// Bcc copies separately for the same reason. Plans that do not encrypt are unchanged.
-pub fn separate_hidden_recipients(plans: Vec<Plan>, message: &[u8]) -> Vec<Plan> {
+pub fn separate_hidden_recipients(plans: Vec<Plan>, headers: &Headers<'_>) -> Vec<Plan> {
     if !plans
         .iter()
         .any(|p| p.actions.encrypts() && p.recipients.len() > 1)
     {
         return plans;
     }
-    let named = header_recipients(message);
+    let named = headers.recipients();
     let mut out = Vec::with_capacity(plans.len());
     for mut plan in plans {
         if !plan.actions.encrypts() || plan.recipients.len() < 2 {
@@ -313,131 +313,11 @@ pub fn separate_hidden_recipients(plans: Vec<Plan>, message: &[u8]) -> Vec<Plan>
     out
 }
 
-/// The addresses of each top-level `From` field, field by field (mail-parser's `from()`
-/// gives only the last field, and a second one must neither slip past a sender check nor
-/// escape DKIM alignment); an empty list for a field that holds no address.
+/// The addresses of each top-level `From` field of `message` (any line ends), field by
+/// field ([`crate::message::Headers::from_fields`]): for a message outside the pipeline,
+/// such as the one `sealgate sendmail` reads.
 pub fn header_from_fields(message: &[u8]) -> Vec<Vec<String>> {
-    use mail_parser::{HeaderName, HeaderValue};
-    let Some(m) = mail_parser::MessageParser::new().parse_headers(message) else {
-        return Vec::new();
-    };
-    m.root_part()
-        .headers()
-        .iter()
-        .filter(|h| h.name == HeaderName::From)
-        .map(|h| match &h.value {
-            HeaderValue::Address(a) => a
-                .iter()
-                .filter_map(|x| x.address().map(str::to_string))
-                .collect(),
-            _ => Vec::new(),
-        })
-        .collect()
-}
-
-/// Why the top-level `From` could be read in more than one way, if it could: mail
-/// programs show the display name prominently (or only), and Python's email package
-/// reads `ceo@example.com <billing@example.com>` as ceo@example.com, so a sender check or
-/// a DKIM signature judged on the angle address would vouch for what the reader sees as
-/// someone else. Refused, for every client:
-/// - a display name that itself looks like an address (an `@` followed by a domain);
-/// - group syntax (`ceo@example.com: billing@example.com;`);
-/// - white space other than ASCII space and tab, invisible (default-ignorable) or
-///   control characters anywhere in the field;
-/// - an address whose domain is not written in one form only: ASCII letters, digits,
-///   hyphens, or U-labels that IDNA maps back to exactly what is written (full-width or
-///   mathematical letters, a soft hyphen or an ideographic dot all map to another name).
-pub fn header_from_problem(message: &[u8]) -> Option<String> {
-    use mail_parser::{Address, HeaderValue};
-    let canon = mime::canonical_crlf(message);
-    let header = canon.get(..mime::header_end(&canon)).unwrap_or(&canon);
-    let misread = |text: &str| {
-        text.chars()
-            .find(|&c| {
-                (c.is_whitespace() && !c.is_ascii())
-                    || (c.is_control() && c != '\t')
-                    || crate::policy::is_default_ignorable(c)
-            })
-            .map(|c| {
-                format!(
-                    "header From holds the character U+{:04X} (white space other than a \
-                     space, invisible or control), which mail programs read differently",
-                    c as u32
-                )
-            })
-    };
-    for f in mime::fields(header).iter().filter(|f| f.is("From")) {
-        let value = f.value();
-        if let Some(why) = misread(&value) {
-            return Some(why);
-        }
-        let one = [b"From: ", value.as_bytes(), b"\r\n\r\n"].concat();
-        let Some(parsed) = mail_parser::MessageParser::new().parse_headers(&one) else {
-            continue;
-        };
-        let Some(h) = parsed.root_part().headers().first() else {
-            continue;
-        };
-        match &h.value {
-            HeaderValue::Address(Address::Group(_)) => {
-                return Some(
-                    "header From uses group syntax (name: address;), which mail programs \
-                     show as the group's name"
-                        .into(),
-                )
-            }
-            HeaderValue::Address(Address::List(list)) => {
-                for a in list {
-                    let name = a.name.as_deref().unwrap_or_default();
-                    // The name as mail programs show it: RFC 2047 words decoded (as the
-                    // receipt's 8-bit repair writes a UTF-8 display name).
-                    if let Some(why) = misread(name) {
-                        return Some(why);
-                    }
-                    let looks_like_address = name.char_indices().any(|(i, c)| {
-                        c == '@'
-                            && name[i + 1..]
-                                .chars()
-                                .next()
-                                .is_some_and(char::is_alphanumeric)
-                    });
-                    if looks_like_address {
-                        return Some(format!(
-                            "header From has a display name that looks like an address \
-                             ({name:?}), which mail programs show instead of the address"
-                        ));
-                    }
-                    if let Some((_, domain)) = a.address.as_deref().and_then(|x| x.rsplit_once('@'))
-                    {
-                        if dkim::strict_domain(domain).is_none() {
-                            return Some(format!(
-                                "header From domain {domain:?} is not written in one form \
-                                 only (IDNA maps it to another name)"
-                            ));
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-/// The addresses in the top-level To and Cc fields, lower case.
-fn header_recipients(message: &[u8]) -> std::collections::HashSet<String> {
-    let mut named = std::collections::HashSet::new();
-    let Some(m) = mail_parser::MessageParser::new().parse_headers(message) else {
-        return named;
-    };
-    for list in [m.to(), m.cc()].into_iter().flatten() {
-        for a in list.iter() {
-            if let Some(addr) = a.address() {
-                named.insert(addr.to_ascii_lowercase());
-            }
-        }
-    }
-    named
+    crate::message::Headers::of(&mime::canonical_crlf(message)).from_fields()
 }
 
 /// Builds one outgoing copy: attachments -> sign -> encrypt, each S/MIME step
@@ -460,10 +340,22 @@ pub fn apply_with_keys(
     message: &[u8],
     keys: &Keys<'_>,
 ) -> Result<Outgoing, TransformError> {
+    let canon = mime::canonical_crlf(message);
+    apply_message(plan, sender, &Message::new(&canon), keys)
+}
+
+/// [`apply_with_keys`] on a message read once ([`Message`]): its MIME tree and header
+/// fields are shared with the policy and the other copies, not parsed again.
+pub fn apply_message(
+    plan: &Plan,
+    sender: &str,
+    message: &Message<'_>,
+    keys: &Keys<'_>,
+) -> Result<Outgoing, TransformError> {
     let a = &plan.actions;
     let mut notes = plan.notes.clone();
     let mut extra = Vec::new();
-    let mut current: Cow<'_, [u8]> = mime::canonical_crlf(message);
+    let mut current: Cow<'_, [u8]> = Cow::Borrowed(message.bytes());
     if openpgp::is_encrypted(&current).is_some() {
         return Ok(Outgoing {
             message: current.into_owned(),
@@ -482,14 +374,14 @@ pub fn apply_with_keys(
     let smime = keys.smime;
 
     if a.attachments == Attachments::Strip {
-        let s = attachments::strip(&current);
+        let s = attachments::strip_tree(message.tree());
         for r in &s.removed {
             notes.push(format!("stripped attachment {r}"));
         }
         current = Cow::Owned(s.message);
     } else if let Attachments::Zip { password_to } = &a.attachments {
         let password_to = password_to.as_deref().unwrap_or(sender).to_string();
-        let z = attachments::zip(&current, &password_to)?;
+        let z = attachments::zip_tree(message.tree(), &password_to)?;
         for r in &z.zipped {
             notes.push(format!("zipped attachment {r}"));
         }
@@ -498,7 +390,7 @@ pub fn apply_with_keys(
             extra.push(password_message(
                 sender,
                 &password_to,
-                &current,
+                message.headers(),
                 pw,
                 neutral,
             )?);
@@ -588,21 +480,12 @@ pub fn apply_with_keys(
 fn password_message(
     sender: &str,
     to: &str,
-    original: &[u8],
+    original: &Headers<'_>,
     password: &str,
     neutral: bool,
 ) -> Result<ExtraMessage, TransformError> {
-    let parsed = mail_parser::MessageParser::default().parse_headers(original);
-    let subject = parsed
-        .as_ref()
-        .and_then(|m| m.subject())
-        .unwrap_or("(no subject)")
-        .to_string();
-    let message_id = parsed
-        .as_ref()
-        .and_then(|m| m.message_id())
-        .map(|id| format!("<{id}>"))
-        .unwrap_or_else(|| "(none)".into());
+    let subject = original.subject().unwrap_or("(no subject)").to_string();
+    let message_id = original.message_id().unwrap_or_else(|| "(none)".into());
     let (which, title) = if neutral {
         (
             "a message sent to you".to_string(),
@@ -750,7 +633,7 @@ mod tests {
             ),
             plan_for(Actions::default(), &["x@y.example", "hidden@y.example"]),
         ];
-        let out = separate_hidden_recipients(plans, msg);
+        let out = separate_hidden_recipients(plans, &Headers::of(msg));
         let rcpts: Vec<Vec<&str>> = out
             .iter()
             .map(|p| p.recipients.iter().map(String::as_str).collect())
@@ -777,7 +660,7 @@ mod tests {
         let undisclosed = b"From: p@example.com\r\nTo: undisclosed-recipients:;\r\n\r\nbody\r\n";
         let out = separate_hidden_recipients(
             vec![plan_for(enc(IfNoKey::Reject), &["a@x", "b@x"])],
-            undisclosed,
+            &Headers::of(undisclosed),
         );
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|p| p.recipients.len() == 1));
