@@ -153,6 +153,17 @@ fn bench(name: &str, suite: CipherSuite) -> f64 {
     let aes_key = [7u8; 32];
     let iv = [0u8; 16];
 
+    // `--profile N`: only N runs of sealgate's sign+encrypt, for perf or callgrind.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(n) = args.iter().position(|a| a == "--profile") {
+        let n: usize = args.get(n + 1).and_then(|v| v.parse().ok()).unwrap_or(100);
+        for _ in 0..n {
+            std::hint::black_box(
+                apply_with_keys(&plan, "payroll@example.com", &msg, &keys).unwrap(),
+            );
+        }
+        return 0.0;
+    }
     let mut ratios = Vec::new();
     let mut checked_ratios = Vec::new();
     for round in 1..=ROUNDS {
@@ -268,5 +279,8 @@ fn main() {
         return;
     }
     bench("Ed25519/Cv25519", CipherSuite::Cv25519);
+    if std::env::args().any(|a| a == "--profile") {
+        return;
+    }
     bench("RSA-3072", CipherSuite::RSA3k);
 }
