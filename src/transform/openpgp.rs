@@ -1281,6 +1281,35 @@ mod tests {
     }
 
     #[test]
+    fn the_self_check_refuses_another_keys_signature_and_the_inline_form_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let pgp = load_with(dir.path(), &[], &cert("P <p@example.com>"), false, false);
+        let other = load_with(
+            other_dir.path(),
+            &[],
+            &cert("Q <q@example.com>"),
+            false,
+            false,
+        );
+        let (s, o) = (
+            pgp.signer("p@example.com").unwrap(),
+            other.signer("q@example.com").unwrap(),
+        );
+        let (sig, content) = sign_data(o, b"content\r\n").unwrap();
+        let e = check_own_signature(s, &sig, content).unwrap_err();
+        assert!(matches!(e, OpenPgpError::SelfCheck(_)), "{e}");
+        // The inline form reads back as three packets and verifies.
+        let signed = sign_inline(s, b"content\r\n").unwrap();
+        let tags: Vec<Tag> = openpgp::PacketPile::from_bytes(&signed)
+            .unwrap()
+            .children()
+            .map(|p| p.tag())
+            .collect();
+        assert_eq!(tags, [Tag::OnePassSig, Tag::Literal, Tag::Signature]);
+    }
+
+    #[test]
     fn a_revoked_certificate_is_not_used_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let (alice, rev) = CertBuilder::general_purpose(Some("Alice <alice@bank.example>"))
