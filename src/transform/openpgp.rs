@@ -12,9 +12,11 @@
 //!   revoked (the certificate, not only a subkey), expired, has no live encryption
 //!   subkey, or whose binding signatures the policy rejects (SHA-1 after its cut-off) is
 //!   never encrypted to, and [`OpenPgp::key_for`] says why;
-//! - nothing leaves this module unless our own signature verified (read back from the
-//!   bytes we emit) and our own encrypted output parsed with PKESK recipients that are
-//!   exactly the key IDs we meant; otherwise [`OpenPgpError::SelfCheck`] (`451 4.7.0`);
+//! - nothing leaves this module unless our own signature verified (parsed back from the
+//!   bytes we emit, checked with the signer's public key against the one SHA-256 of the
+//!   signed bytes that it was made from) and our own encrypted output parsed with PKESK
+//!   recipients that are exactly the key IDs we meant; otherwise
+//!   [`OpenPgpError::SelfCheck`] (`451 4.7.0`);
 //! - a secret key is read only through [`crate::secret::read_secret_file`] (0600);
 //! - a message that asks for encryption is never returned unencrypted.
 
@@ -23,17 +25,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use openpgp::cert::prelude::*;
+use openpgp::crypto::hash::Context as HashContext;
 use openpgp::crypto::{KeyPair, Password};
-use openpgp::parse::stream::{
-    DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationHelper, VerifierBuilder,
-};
-use openpgp::parse::{PacketParser, PacketParserResult, Parse};
-use openpgp::policy::StandardPolicy;
-use openpgp::serialize::stream::{
-    Armorer, Encryptor, LiteralWriter, Message, Recipient, Signer as PgpStreamSigner,
-};
-use openpgp::types::{HashAlgorithm, RevocationStatus};
-use openpgp::{armor, Cert, KeyHandle, KeyID, Packet};
+use openpgp::packet::signature::SignatureBuilder;
+use openpgp::packet::{OnePassSig, Signature, Tag};
+use openpgp::parse::{PacketParser, PacketParserBuilder, PacketParserResult, Parse};
+use openpgp::policy::{HashAlgoSecurity, Policy, StandardPolicy};
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient};
+use openpgp::serialize::Serialize;
+use openpgp::types::{HashAlgorithm, RevocationStatus, SignatureType};
+use openpgp::{armor, Cert, KeyID, Packet};
 use sequoia_openpgp as openpgp;
 use serde::Deserialize;
 
@@ -595,10 +596,8 @@ impl OpenPgp {
         entity: Vec<u8>,
     ) -> Result<Vec<u8>, OpenPgpError> {
         let entity = super::smime::to_7bit(entity);
-        let sig = detached_signature(s, &entity)?;
-        let sig = mime::canonical_crlf(&sig).into_owned();
         let boundary = mime::fresh_boundary("pgp", &entity);
-        let mut out = Vec::with_capacity(head.len() + entity.len() + sig.len() + 512);
+        let mut out = Vec::with_capacity(head.len() + entity.len() + 2048);
         out.extend_from_slice(head);
         out.extend_from_slice(
             format!(
@@ -612,6 +611,15 @@ impl OpenPgp {
         out.extend_from_slice(&entity);
         let end = out.len();
         drop(entity);
+        // Signed over the part as it sits in the output; the digest context is kept for
+        // the self-check below.
+        let Some(part) = out.get(start..end) else {
+            return Err(OpenPgpError::SelfCheck(
+                "own output is shorter than written".into(),
+            ));
+        };
+        let (sig, content) = sign_data(s, part)?;
+        let sig = mime::canonical_crlf(&armored_signature(sig)?).into_owned();
         out.extend_from_slice(
             format!(
                 "\r\n--{boundary}\r\n\
@@ -625,13 +633,14 @@ impl OpenPgp {
         out.extend_from_slice(&sig);
         let sig_end = out.len();
         out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        // Self-check on the emitted bytes: the signature as written, over the part as written.
-        let (Some(content), Some(sig)) = (out.get(start..end), out.get(sig_start..sig_end)) else {
+        // Self-check on the emitted bytes: the signature as written (parsed back from the
+        // armor) against the hash of the part as written.
+        let Some(written) = out.get(sig_start..sig_end) else {
             return Err(OpenPgpError::SelfCheck(
                 "own output is shorter than written".into(),
             ));
         };
-        verify_detached(&s.cert, sig, content)?;
+        check_own_signature(s, &parse_signature(written)?, content)?;
         Ok(out)
     }
 
@@ -887,100 +896,184 @@ fn split_entity(message: &[u8], header_protection: bool, encrypting: bool) -> (V
     (head, entity)
 }
 
-/// An armored detached SHA-256 signature (binary document) over `data`.
-fn detached_signature(s: &PgpSigner, data: &[u8]) -> Result<Vec<u8>, OpenPgpError> {
-    let mut sink = Vec::new();
-    {
-        let m = Message::new(&mut sink);
-        let m = Armorer::new(m)
-            .kind(armor::Kind::Signature)
-            .build()
-            .map_err(crypto("armoring"))?;
-        let mut m = PgpStreamSigner::new(m, s.keypair.clone())
-            .map_err(crypto("signing"))?
-            .hash_algo(HashAlgorithm::SHA256)
-            .map_err(crypto("signing"))?
-            .detached()
-            .build()
+/// A SHA-256 signature (binary document) by `s` over `data`, and a copy of the digest
+/// context over `data` taken before the signature's trailer went in: the self-check
+/// verifies the signature as written against it, so the content is hashed once.
+fn sign_data(s: &PgpSigner, data: &[u8]) -> Result<(Signature, HashContext), OpenPgpError> {
+    let version = s.keypair.public().version();
+    let mut hash = HashAlgorithm::SHA256
+        .context()
+        .map_err(crypto("signing"))?
+        .for_signature(version);
+    let mut builder = SignatureBuilder::new(SignatureType::Binary);
+    if version == 6 {
+        // v6 signatures are salted: the salt is hashed before the content.
+        let size = HashAlgorithm::SHA256
+            .salt_size()
             .map_err(crypto("signing"))?;
-        m.write_all(data).map_err(io_crypto("signing"))?;
-        m.finalize().map_err(crypto("signing"))?;
+        let mut salt = vec![0; size];
+        openpgp::crypto::random(&mut salt).map_err(crypto("signing"))?;
+        hash.update(&salt);
+        builder = builder.set_prefix_salt(salt).0;
     }
+    hash.update(data);
+    let check = hash.clone();
+    let mut keypair = s.keypair.clone();
+    let sig = builder
+        .sign_hash(&mut keypair, hash)
+        .map_err(crypto("signing"))?;
+    Ok((sig, check))
+}
+
+/// The self-check of a signature of ours, as parsed back from the bytes we wrote: a
+/// binary-document signature the standard policy accepts, by a signing key of the
+/// signer's (public) certificate that is valid at the signature's time, and
+/// cryptographically valid under that public key over `content`, the digest context of
+/// exactly the signed bytes ([`sign_data`]).
+fn check_own_signature(
+    s: &PgpSigner,
+    sig: &Signature,
+    content: HashContext,
+) -> Result<(), OpenPgpError> {
+    let fail =
+        |e: anyhow::Error| OpenPgpError::SelfCheck(format!("own signature does not verify: {e}"));
+    if sig.typ() != SignatureType::Binary {
+        return Err(OpenPgpError::SelfCheck(format!(
+            "own signature has type {}, expected a binary-document signature",
+            sig.typ()
+        )));
+    }
+    let p = policy();
+    p.signature(sig, HashAlgoSecurity::CollisionResistance)
+        .map_err(fail)?;
+    let vc = s
+        .cert
+        .with_policy(&p, sig.signature_creation_time())
+        .map_err(fail)?;
+    let ka = vc
+        .keys()
+        .key_handle(s.keypair.public().fingerprint())
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .next()
+        .ok_or_else(|| {
+            OpenPgpError::SelfCheck(format!(
+                "the signing key {} is not a live signing key of the signer's certificate",
+                s.info.signing_key
+            ))
+        })?;
+    sig.verify_hash(ka.key(), content).map_err(fail)
+}
+
+/// The one signature packet in `bytes` (armored or binary), parsed as a receiver would.
+fn parse_signature(bytes: &[u8]) -> Result<Signature, OpenPgpError> {
+    let fail =
+        |e: anyhow::Error| OpenPgpError::SelfCheck(format!("own signature does not parse: {e}"));
+    let mut ppr = PacketParser::from_bytes(bytes).map_err(fail)?;
+    let mut sigs = Vec::new();
+    while let PacketParserResult::Some(pp) = ppr {
+        let (packet, next) = pp.next().map_err(fail)?;
+        match packet {
+            Packet::Signature(sig) => sigs.push(sig),
+            other => {
+                return Err(OpenPgpError::SelfCheck(format!(
+                    "own signature holds a {} packet",
+                    other.tag()
+                )))
+            }
+        }
+        ppr = next;
+    }
+    match (sigs.pop(), sigs.is_empty()) {
+        (Some(sig), true) => Ok(sig),
+        _ => Err(OpenPgpError::SelfCheck(
+            "own signature is not exactly one signature packet".into(),
+        )),
+    }
+}
+
+/// An armored signature packet (as a detached signature is written).
+fn armored_signature(sig: Signature) -> Result<Vec<u8>, OpenPgpError> {
+    let mut sink = Vec::with_capacity(1024);
+    let mut w =
+        armor::Writer::new(&mut sink, armor::Kind::Signature).map_err(io_crypto("armoring"))?;
+    Packet::Signature(sig)
+        .serialize(&mut w)
+        .map_err(crypto("armoring"))?;
+    w.finalize().map_err(io_crypto("armoring"))?;
     Ok(sink)
 }
 
 /// A binary inline-signed OpenPGP message (one-pass signature, literal data, signature)
-/// over `data`, verified before it is returned.
+/// over `data`. Before it is returned it is parsed back: exactly those three packets, a
+/// literal body equal to `data`, and a signature that passes [`check_own_signature`]
+/// against the one hash of `data` that it was made from.
 fn sign_inline(s: &PgpSigner, data: &[u8]) -> Result<Vec<u8>, OpenPgpError> {
+    let (sig, content) = sign_data(s, data)?;
+    let mut ops = OnePassSig::try_from(&sig).map_err(crypto("signing"))?;
+    ops.set_last(true);
     let mut sink = Vec::with_capacity(data.len() + 1024);
+    Packet::from(ops)
+        .serialize(&mut sink)
+        .map_err(crypto("signing"))?;
     {
-        let m = Message::new(&mut sink);
-        let m = PgpStreamSigner::new(m, s.keypair.clone())
-            .map_err(crypto("signing"))?
-            .hash_algo(HashAlgorithm::SHA256)
-            .map_err(crypto("signing"))?
+        let mut w = LiteralWriter::new(Message::new(&mut sink))
             .build()
             .map_err(crypto("signing"))?;
-        let mut w = LiteralWriter::new(m).build().map_err(crypto("signing"))?;
         w.write_all(data).map_err(io_crypto("signing"))?;
         w.finalize().map_err(crypto("signing"))?;
     }
-    let p = policy();
-    let helper = OwnSignature {
-        cert: s.cert.clone(),
+    Packet::Signature(sig)
+        .serialize(&mut sink)
+        .map_err(crypto("signing"))?;
+
+    // Read back as a receiver would (without hashing again: `content` is that hash).
+    let fail = |e: anyhow::Error| {
+        OpenPgpError::SelfCheck(format!("own signed message does not parse: {e}"))
     };
-    let same = {
-        let mut v = VerifierBuilder::from_bytes(&sink)
-            .and_then(|b| b.with_policy(&p, None, helper))
-            .map_err(|e| OpenPgpError::SelfCheck(format!("own signature does not verify: {e}")))?;
-        let mut plain = Vec::with_capacity(data.len());
-        std::io::copy(&mut v, &mut plain)
-            .map_err(|e| OpenPgpError::SelfCheck(format!("own signature does not verify: {e}")))?;
-        v.message_processed() && plain == data
-    };
-    if !same {
-        return Err(OpenPgpError::SelfCheck(
-            "own signed message does not read back to its content".into(),
-        ));
-    }
-    Ok(sink)
-}
-
-/// Verifies a detached signature as written against the content as written.
-fn verify_detached(cert: &Cert, sig: &[u8], content: &[u8]) -> Result<(), OpenPgpError> {
-    let p = policy();
-    let helper = OwnSignature { cert: cert.clone() };
-    DetachedVerifierBuilder::from_bytes(sig)
-        .and_then(|b| b.with_policy(&p, None, helper))
-        .and_then(|mut v| v.verify_bytes(content))
-        .map_err(|e| OpenPgpError::SelfCheck(format!("own signature does not verify: {e}")))
-}
-
-/// Accepts a message only when a signature by our own signer verified.
-struct OwnSignature {
-    cert: Cert,
-}
-
-impl VerificationHelper for OwnSignature {
-    fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
-        Ok(vec![self.cert.clone()])
-    }
-
-    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
-        let mut good = false;
-        for layer in structure.into_iter() {
-            if let MessageLayer::SignatureGroup { results } = layer {
-                good |= results.iter().any(|r| r.is_ok());
+    let mut tags = Vec::new();
+    let mut same = false;
+    let mut parsed = None;
+    {
+        let mut ppr = PacketParserBuilder::from_bytes(&sink[..])
+            .map_err(fail)?
+            .automatic_hashing(false)
+            .build()
+            .map_err(fail)?;
+        loop {
+            match ppr {
+                PacketParserResult::Some(mut pp) => {
+                    if let Packet::Literal(_) = pp.packet {
+                        same = pp.buffer_unread_content().map_err(fail)? == data;
+                    }
+                    let (packet, next) = pp.next().map_err(fail)?;
+                    tags.push(packet.tag());
+                    if let Packet::Signature(sig) = packet {
+                        parsed = Some(sig);
+                    }
+                    ppr = next;
+                }
+                PacketParserResult::EOF(eof) => {
+                    eof.is_message().map_err(fail)?;
+                    break;
+                }
             }
         }
-        if good {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!(
-                "no good signature by the configured signer"
-            ))
-        }
     }
+    if tags != [Tag::OnePassSig, Tag::Literal, Tag::Signature] || !same {
+        return Err(OpenPgpError::SelfCheck(format!(
+            "own signed message reads back as {tags:?}{}",
+            if same { "" } else { " with other content" }
+        )));
+    }
+    let Some(parsed) = parsed else {
+        return Err(OpenPgpError::SelfCheck(
+            "own signed message has no signature".into(),
+        ));
+    };
+    check_own_signature(s, &parsed, content)?;
+    Ok(sink)
 }
 
 /// Parses an OpenPGP message and returns the key IDs its PKESK packets name (hex),
@@ -1173,15 +1266,47 @@ mod tests {
         let signer = cert("P <p@example.com>");
         let pgp = load_with(dir.path(), &[], &signer, false, false);
         let s = pgp.signer("p@example.com").unwrap();
-        let sig = detached_signature(s, b"content\r\n").unwrap();
-        assert!(verify_detached(&s.cert, &sig, b"content\r\n").is_ok());
-        let e = verify_detached(&s.cert, &sig, b"contenu\r\n").unwrap_err();
+        let (sig, content) = sign_data(s, b"content\r\n").unwrap();
+        let written = armored_signature(sig).unwrap();
+        let sig = parse_signature(&written).unwrap();
+        assert!(check_own_signature(s, &sig, content).is_ok());
+        let (_, other) = sign_data(s, b"contenu\r\n").unwrap();
+        let e = check_own_signature(s, &sig, other).unwrap_err();
         assert!(matches!(e, OpenPgpError::SelfCheck(_)), "{e}");
         let t = super::super::TransformError::OpenPgp(e);
         assert!(
             !t.is_permanent(),
             "a self-check failure is temporary (451 4.7.0)"
         );
+    }
+
+    #[test]
+    fn the_self_check_refuses_another_keys_signature_and_the_inline_form_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let pgp = load_with(dir.path(), &[], &cert("P <p@example.com>"), false, false);
+        let other = load_with(
+            other_dir.path(),
+            &[],
+            &cert("Q <q@example.com>"),
+            false,
+            false,
+        );
+        let (s, o) = (
+            pgp.signer("p@example.com").unwrap(),
+            other.signer("q@example.com").unwrap(),
+        );
+        let (sig, content) = sign_data(o, b"content\r\n").unwrap();
+        let e = check_own_signature(s, &sig, content).unwrap_err();
+        assert!(matches!(e, OpenPgpError::SelfCheck(_)), "{e}");
+        // The inline form reads back as three packets and verifies.
+        let signed = sign_inline(s, b"content\r\n").unwrap();
+        let tags: Vec<Tag> = openpgp::PacketPile::from_bytes(&signed)
+            .unwrap()
+            .children()
+            .map(|p| p.tag())
+            .collect();
+        assert_eq!(tags, [Tag::OnePassSig, Tag::Literal, Tag::Signature]);
     }
 
     #[test]
