@@ -91,7 +91,7 @@ fn is_continuation(line: &[u8]) -> bool {
 ///   Subject, Date, Message-ID, MIME-Version or Content-Type: refused (`550 5.6.0`),
 ///   since relaying it would send those fields as body text and no From;
 /// - a message without From gets `From: <envelope sender>` (`MAILER-DAEMON@hostname`
-///   for the null sender); Date and Message-ID are added by [`add_trace_headers`].
+///   for the null sender); Date and Message-ID are added by [`super::trace::add_trace_headers`].
 ///
 /// Returns the message and what was changed, for the audit log.
 pub fn complete_header(

@@ -182,7 +182,7 @@ pub fn zip(message: &[u8], password_to: &str) -> Result<Zipped, AttachmentError>
     zip_tree(&mime::parse(message), password_to)
 }
 
-/// [`zip`] on a message's MIME tree, parsed once by the caller.
+/// [`zip()`] on a message's MIME tree, parsed once by the caller.
 pub fn zip_tree(tree: &Entity<'_>, password_to: &str) -> Result<Zipped, AttachmentError> {
     let message = tree.raw;
     let roles = Roles::of(tree);
