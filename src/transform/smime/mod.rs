@@ -236,10 +236,50 @@ impl Smime {
         sign: bool,
         encrypt_to: Option<&[X509]>,
     ) -> Result<Vec<u8>, SmimeError> {
+        let encrypting = encrypt_to.is_some();
         let split = mime::header_end(message);
         let (header, body) = message.split_at(split);
+        let (head, content) = self.split_header(header, encrypting);
+        let signer = self.signer(sender);
+        let sign_with = if sign {
+            Some(usable_signer(signer, sender)?)
+        } else {
+            None
+        };
+        // Room for the multipart/signed wrapping, so that signing inserts it in place
+        // instead of holding the entity twice (this matters for a 25 MiB message).
+        let slack = sign_with.map_or(0, |s| head.len() + 1024 + s.template.certificates.len() * 2);
+        let mut entity = Vec::with_capacity(content.len() + 2 + body.len() + slack);
+        entity.extend_from_slice(&content);
+        drop(content);
+        entity.extend_from_slice(b"\r\n");
+        entity.extend_from_slice(body);
+
+        if let Some(s) = sign_with {
+            if !encrypting && !s.opaque {
+                entity = to_7bit(entity);
+            }
+            // The outer header goes in front of whichever step runs last.
+            let prefix: &[u8] = if encrypting { &[] } else { &head };
+            entity = sign_entity(s, entity, prefix)?;
+        }
+        if let Some(certs) = encrypt_to {
+            let to_self = if self.encrypt_to_self { signer } else { None };
+            entity = self.encrypt_entity(certs, to_self, entity, &head)?;
+        }
+        if !sign && !encrypting {
+            entity.splice(0..0, head);
+        }
+        Ok(entity)
+    }
+
+    /// Splits a message's header block into the outer header (every field but the
+    /// `Content-*` ones and MIME-Version, then `MIME-Version: 1.0`) and the header of the
+    /// entity to protect (the `Content-*` fields, a plain-text Content-Type when there
+    /// was none, and with header protection a copy of the protected fields). With header
+    /// protection and encryption, the outer Subject reads `...`.
+    fn split_header(&self, header: &[u8], encrypting: bool) -> (Vec<u8>, Vec<u8>) {
         let fields = mime::fields(header);
-        let encrypting = encrypt_to.is_some();
         let mut outer: Vec<Vec<u8>> = Vec::new();
         let mut content: Vec<u8> = Vec::new();
         let mut has_ct = false;
@@ -271,49 +311,20 @@ impl Smime {
             head.extend_from_slice(o);
         }
         head.extend_from_slice(b"MIME-Version: 1.0\r\n");
-
-        let signer = self.signer(sender);
-        let sign_with = match (sign, signer) {
-            (true, Some(s)) => {
-                // A signature clients would reject is not sent: the certificate must be
-                // valid now and fit for S/MIME signing (load only warned about it).
-                if let Err(why) = s.usable_now() {
-                    return Err(SmimeError::Signer {
-                        path: s.info.cert_path.clone(),
-                        why: format!("the signing certificate cannot be used: {why}"),
-                    });
-                }
-                Some(s)
-            }
-            (true, None) => return Err(SmimeError::NoSigner(sender.to_string())),
-            (false, _) => None,
-        };
-        // Room for the multipart/signed wrapping, so that signing inserts it in place
-        // instead of holding the entity twice (this matters for a 25 MiB message).
-        let slack = sign_with.map_or(0, |s| head.len() + 1024 + s.template.certificates.len() * 2);
-        let mut entity = Vec::with_capacity(content.len() + 2 + body.len() + slack);
-        entity.extend_from_slice(&content);
-        drop(content);
-        entity.extend_from_slice(b"\r\n");
-        entity.extend_from_slice(body);
-
-        if let Some(s) = sign_with {
-            if !encrypting && !s.opaque {
-                entity = to_7bit(entity);
-            }
-            // The outer header goes in front of whichever step runs last.
-            let prefix: &[u8] = if encrypting { &[] } else { &head };
-            entity = sign_entity(s, entity, prefix)?;
-        }
-        if let Some(certs) = encrypt_to {
-            let to_self = if self.encrypt_to_self { signer } else { None };
-            entity = self.encrypt_entity(certs, to_self, entity, &head)?;
-        }
-        if !sign && !encrypting {
-            entity.splice(0..0, head);
-        }
-        Ok(entity)
+        (head, content)
     }
+}
+
+/// The signer to sign with, or why there is none: a signature clients would reject is
+/// not sent, so the certificate must be valid now and fit for S/MIME signing (load only
+/// warned about it).
+fn usable_signer<'a>(signer: Option<&'a Signer>, sender: &str) -> Result<&'a Signer, SmimeError> {
+    let s = signer.ok_or_else(|| SmimeError::NoSigner(sender.to_string()))?;
+    s.usable_now().map_err(|why| SmimeError::Signer {
+        path: s.info.cert_path.clone(),
+        why: format!("the signing certificate cannot be used: {why}"),
+    })?;
+    Ok(s)
 }
 
 #[cfg(test)]
