@@ -10,7 +10,8 @@
 //! and certificates), `sign` (SignedData and its self-check), `envelope` (EnvelopedData),
 //! `oaep` (RSA-OAEP through OpenSSL's C API), `der` and `oid` (the DER they share).
 //! This file holds the [`Smime`] handle: load, lookups, and [`Smime::protect`], which
-//! runs the steps in order.
+//! runs the steps in order. It never writes DER or calls OpenSSL's C API itself: those
+//! stay in the files named above.
 //!
 //! Invariants:
 //! - nothing leaves this module unless our own signature, read back from the emitted
