@@ -25,6 +25,7 @@ pub mod attachments;
 pub mod certstore;
 pub mod dkim;
 pub mod openpgp;
+pub mod payload;
 pub mod seven_bit;
 pub mod smime;
 

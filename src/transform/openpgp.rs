@@ -595,7 +595,7 @@ impl OpenPgp {
         head: &[u8],
         entity: Vec<u8>,
     ) -> Result<Vec<u8>, OpenPgpError> {
-        let entity = super::smime::to_7bit(entity);
+        let entity = super::payload::to_7bit(entity);
         let boundary = mime::fresh_boundary("pgp", &entity);
         let mut out = Vec::with_capacity(head.len() + entity.len() + 2048);
         out.extend_from_slice(head);
@@ -875,7 +875,7 @@ fn split_entity(message: &[u8], header_protection: bool, encrypting: bool) -> (V
         content.extend_from_slice(b"Content-Type: text/plain; charset=us-ascii\r\n");
     }
     if header_protection {
-        content = super::smime::protect_headers(&content, &fields, encrypting);
+        content = super::payload::protect_headers(&content, &fields, encrypting);
         if encrypting {
             for o in outer.iter_mut() {
                 if o.len() >= 8 && o[..8].eq_ignore_ascii_case(b"subject:") {

@@ -154,3 +154,51 @@ pub fn issuer_and_serial(cert_der: &[u8]) -> Option<Vec<u8>> {
     let issuer = tbs.expect(SEQUENCE)?;
     Some(tlv(SEQUENCE, &[issuer.raw, serial.raw]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_len_is_what_header_writes_and_the_reader_reads_it_back() {
+        for len in [
+            0usize,
+            1,
+            0x7F,
+            0x80,
+            0xFF,
+            0x100,
+            0xFFFF,
+            0x1_0000,
+            25 << 20,
+        ] {
+            let mut out = Vec::new();
+            header(OCTET_STRING, len, &mut out);
+            assert_eq!(out.len(), header_len(len), "length {len}");
+            out.resize(out.len() + len, 0xAB);
+            let mut r = Reader::new(&out);
+            let t = r.next().unwrap();
+            assert_eq!(
+                (t.tag, t.value.len(), t.raw.len()),
+                (OCTET_STRING, len, out.len())
+            );
+            assert!(r.is_empty());
+        }
+    }
+
+    #[test]
+    fn reader_refuses_malformed_elements_without_panicking() {
+        let bad: [&[u8]; 7] = [
+            &[],
+            &[OCTET_STRING],
+            &[OCTET_STRING, 2, 0], // shorter than its length
+            &[OCTET_STRING, 0x80], // indefinite length
+            &[0x1F, 1, 0],         // multi-byte tag
+            &[OCTET_STRING, 0x89, 1, 1, 1, 1, 1, 1, 1, 1, 1], // length wider than usize
+            &[OCTET_STRING, 0x82, 1], // length octets cut short
+        ];
+        for b in bad {
+            assert!(Reader::new(b).next().is_none(), "{b:?}");
+        }
+    }
+}

@@ -35,57 +35,11 @@ impl Smime {
     ) -> Result<Vec<u8>, SmimeError> {
         let recipients: Vec<&X509> = certs.iter().chain(to_self.map(|s| &s.cert)).collect();
         // Only needed to compare a decrypt-to-self; hashing is not free on large messages.
-        let digest = to_self.map(|_| sha2::Sha256::digest(&entity));
-        let all_rsa = recipients
-            .iter()
-            .all(|c| c.public_key().is_ok_and(|k| k.id() == Id::RSA));
-        let der = if all_rsa
-            && self.cipher == Cipher::Aes256Cbc
-            && self.key_transport == KeyTransport::Pkcs1v15
-        {
-            // The default, built directly: CMS_encrypt streams the content through a BIO
-            // chain into a growing buffer, copies it into the structure and again to
-            // encode it (together about as much as the AES itself).
-            // Room for the base64 form and the header in front of it, which replace the
-            // DER in the same buffer.
-            let room = prefix.len() + 256;
-            rsa_aes256_cbc(&recipients, &entity, room)?
-        } else {
-            let mut stack = Stack::new().map_err(crypto("building the recipient list"))?;
-            for c in &recipients {
-                stack
-                    .push((*c).clone())
-                    .map_err(crypto("building the recipient list"))?;
-            }
-            let cipher = match self.cipher {
-                Cipher::Aes256Cbc => openssl::symm::Cipher::aes_256_cbc(),
-                Cipher::Aes256Gcm => openssl::symm::Cipher::aes_256_gcm(),
-            };
-            match self.key_transport {
-                KeyTransport::Pkcs1v15 => {
-                    let cms = CmsContentInfo::encrypt(&stack, &entity, cipher, CMSOptions::BINARY)
-                        .map_err(crypto("encrypting"))?;
-                    cms.to_der().map_err(crypto("encoding the EnvelopedData"))?
-                }
-                KeyTransport::Oaep => oaep::encrypt(&stack, &entity, cipher)
-                    .map_err(crypto("encrypting with RSA-OAEP"))?,
-            }
-        };
-        drop(entity);
-        // Self-check: OpenSSL parses our output; with a key of our own, it decrypts to the input.
-        let parsed = CmsContentInfo::from_der(&der)
-            .map_err(|e| SmimeError::SelfCheck(format!("own EnvelopedData does not parse: {e}")))?;
-        if let Some(s) = to_self {
-            let plain = parsed.decrypt(&s.key, &s.cert).map_err(|e| {
-                SmimeError::SelfCheck(format!("own EnvelopedData does not decrypt: {e}"))
-            })?;
-            if Some(sha2::Sha256::digest(&plain)) != digest {
-                return Err(SmimeError::SelfCheck(
-                    "own EnvelopedData decrypts to different content".into(),
-                ));
-            }
-        }
-        drop(parsed);
+        let digest: Option<[u8; 32]> = to_self.map(|_| sha2::Sha256::digest(&entity).into());
+        // Room for the base64 form and the header in front of it, which replace the DER
+        // in the same buffer.
+        let der = self.enveloped_data(&recipients, entity, prefix.len() + 256)?;
+        check_enveloped_data(&der, to_self, digest)?;
         let smime_type = match self.cipher {
             Cipher::Aes256Cbc => "enveloped-data",
             Cipher::Aes256Gcm => "authEnveloped-data",
@@ -99,6 +53,71 @@ impl Smime {
         lead.extend_from_slice(part_header.as_bytes());
         Ok(mime::base64_lines_behind(&lead, der))
     }
+
+    /// The EnvelopedData DER of `entity` (consumed: freed before the caller encodes
+    /// the output) for `recipients`, in a buffer with `room` bytes to spare.
+    fn enveloped_data(
+        &self,
+        recipients: &[&X509],
+        entity: Vec<u8>,
+        room: usize,
+    ) -> Result<Vec<u8>, SmimeError> {
+        let all_rsa = recipients
+            .iter()
+            .all(|c| c.public_key().is_ok_and(|k| k.id() == Id::RSA));
+        if all_rsa
+            && self.cipher == Cipher::Aes256Cbc
+            && self.key_transport == KeyTransport::Pkcs1v15
+        {
+            // The default, built directly: CMS_encrypt streams the content through a BIO
+            // chain into a growing buffer, copies it into the structure and again to
+            // encode it (together about as much as the AES itself).
+            return rsa_aes256_cbc(recipients, &entity, room);
+        }
+        let mut stack = Stack::new().map_err(crypto("building the recipient list"))?;
+        for c in recipients {
+            stack
+                .push((*c).clone())
+                .map_err(crypto("building the recipient list"))?;
+        }
+        let cipher = match self.cipher {
+            Cipher::Aes256Cbc => openssl::symm::Cipher::aes_256_cbc(),
+            Cipher::Aes256Gcm => openssl::symm::Cipher::aes_256_gcm(),
+        };
+        match self.key_transport {
+            KeyTransport::Pkcs1v15 => {
+                let cms = CmsContentInfo::encrypt(&stack, &entity, cipher, CMSOptions::BINARY)
+                    .map_err(crypto("encrypting"))?;
+                cms.to_der().map_err(crypto("encoding the EnvelopedData"))
+            }
+            KeyTransport::Oaep => {
+                oaep::encrypt(&stack, &entity, cipher).map_err(crypto("encrypting with RSA-OAEP"))
+            }
+        }
+    }
+}
+
+/// Self-check: OpenSSL parses our EnvelopedData; with a key of our own (`to_self`), it
+/// decrypts to content whose SHA-256 is `digest`.
+fn check_enveloped_data(
+    der: &[u8],
+    to_self: Option<&Signer>,
+    digest: Option<[u8; 32]>,
+) -> Result<(), SmimeError> {
+    let parsed = CmsContentInfo::from_der(der)
+        .map_err(|e| SmimeError::SelfCheck(format!("own EnvelopedData does not parse: {e}")))?;
+    if let Some(s) = to_self {
+        let plain = parsed.decrypt(&s.key, &s.cert).map_err(|e| {
+            SmimeError::SelfCheck(format!("own EnvelopedData does not decrypt: {e}"))
+        })?;
+        let got: [u8; 32] = sha2::Sha256::digest(&plain).into();
+        if digest != Some(got) {
+            return Err(SmimeError::SelfCheck(
+                "own EnvelopedData decrypts to different content".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The DER in a buffer with room to grow into its base64 form plus `room` bytes.
@@ -132,36 +151,7 @@ fn build(
     iv: &[u8; 16],
     room: usize,
 ) -> Result<Vec<u8>, SmimeError> {
-    let rsa_alg = der::tlv(der::SEQUENCE, &[oid::RSA_ENCRYPTION, &[der::NULL, 0]]);
-    let mut infos = Vec::with_capacity(recipients.len());
-    for cert in recipients {
-        let cert_der = cert
-            .to_der()
-            .map_err(crypto("reading a recipient certificate"))?;
-        let rid = der::issuer_and_serial(&cert_der)
-            .ok_or_else(|| SmimeError::SelfCheck("recipient certificate does not parse".into()))?;
-        let rsa = cert
-            .public_key()
-            .and_then(|k| k.rsa())
-            .map_err(crypto("reading a recipient key"))?;
-        let mut wrapped = vec![0u8; rsa.size() as usize];
-        let n = rsa
-            .public_encrypt(key, &mut wrapped, openssl::rsa::Padding::PKCS1)
-            .map_err(crypto("encrypting the content key"))?;
-        wrapped.truncate(n);
-        infos.push(der::tlv(
-            der::SEQUENCE,
-            &[
-                &[der::INTEGER, 1, 0],
-                &rid,
-                &rsa_alg,
-                &der::tlv(der::OCTET_STRING, &[&wrapped]),
-            ],
-        ));
-    }
-    infos.sort(); // DER orders a SET OF by encoding
-    let info_refs: Vec<&[u8]> = infos.iter().map(Vec::as_slice).collect();
-    let recipient_infos = der::tlv(der::SET, &info_refs);
+    let recipient_infos = recipient_infos(recipients, key)?;
     let algorithm = der::tlv(
         der::SEQUENCE,
         &[oid::AES256_CBC, &der::tlv(der::OCTET_STRING, &[iv])],
@@ -209,4 +199,39 @@ fn build(
     out.truncate(start + ct_len);
     debug_assert_eq!(out.len(), total);
     Ok(out)
+}
+
+/// The `recipientInfos` SET: for each recipient, its IssuerAndSerialNumber and the
+/// content `key` wrapped with its RSA public key (PKCS#1 v1.5).
+fn recipient_infos(recipients: &[&X509], key: &[u8; 32]) -> Result<Vec<u8>, SmimeError> {
+    let rsa_alg = der::tlv(der::SEQUENCE, &[oid::RSA_ENCRYPTION, &[der::NULL, 0]]);
+    let mut infos = Vec::with_capacity(recipients.len());
+    for cert in recipients {
+        let cert_der = cert
+            .to_der()
+            .map_err(crypto("reading a recipient certificate"))?;
+        let rid = der::issuer_and_serial(&cert_der)
+            .ok_or_else(|| SmimeError::SelfCheck("recipient certificate does not parse".into()))?;
+        let rsa = cert
+            .public_key()
+            .and_then(|k| k.rsa())
+            .map_err(crypto("reading a recipient key"))?;
+        let mut wrapped = vec![0u8; rsa.size() as usize];
+        let n = rsa
+            .public_encrypt(key, &mut wrapped, openssl::rsa::Padding::PKCS1)
+            .map_err(crypto("encrypting the content key"))?;
+        wrapped.truncate(n);
+        infos.push(der::tlv(
+            der::SEQUENCE,
+            &[
+                &[der::INTEGER, 1, 0],
+                &rid,
+                &rsa_alg,
+                &der::tlv(der::OCTET_STRING, &[&wrapped]),
+            ],
+        ));
+    }
+    infos.sort(); // DER orders a SET OF by encoding
+    let info_refs: Vec<&[u8]> = infos.iter().map(Vec::as_slice).collect();
+    Ok(der::tlv(der::SET, &info_refs))
 }

@@ -10,7 +10,8 @@
 //! and certificates), `sign` (SignedData and its self-check), `envelope` (EnvelopedData),
 //! `oaep` (RSA-OAEP through OpenSSL's C API), `der` and `oid` (the DER they share).
 //! This file holds the [`Smime`] handle: load, lookups, and [`Smime::protect`], which
-//! runs the steps in order.
+//! runs the steps in order. It never writes DER or calls OpenSSL's C API itself: those
+//! stay in the files named above.
 //!
 //! Invariants:
 //! - nothing leaves this module unless our own signature, read back from the emitted
@@ -40,7 +41,8 @@ use crate::glob::glob_match;
 
 use super::certstore::{CertStore, StoreError};
 pub use super::certstore::{NoCertificate, Unusable};
-use crate::message::mime::{self, Entity, Kind};
+use super::payload::{protect_headers, to_7bit};
+use crate::message::mime;
 pub use config::{Cipher, KeyTransport, SignerConfig, SmimeConfig};
 use sign::sign_entity;
 use signer::{load_signer, Signer};
@@ -235,10 +237,50 @@ impl Smime {
         sign: bool,
         encrypt_to: Option<&[X509]>,
     ) -> Result<Vec<u8>, SmimeError> {
+        let encrypting = encrypt_to.is_some();
         let split = mime::header_end(message);
         let (header, body) = message.split_at(split);
+        let (head, content) = self.split_header(header, encrypting);
+        let signer = self.signer(sender);
+        let sign_with = if sign {
+            Some(usable_signer(signer, sender)?)
+        } else {
+            None
+        };
+        // Room for the multipart/signed wrapping, so that signing inserts it in place
+        // instead of holding the entity twice (this matters for a 25 MiB message).
+        let slack = sign_with.map_or(0, |s| head.len() + 1024 + s.template.certificates.len() * 2);
+        let mut entity = Vec::with_capacity(content.len() + 2 + body.len() + slack);
+        entity.extend_from_slice(&content);
+        drop(content);
+        entity.extend_from_slice(b"\r\n");
+        entity.extend_from_slice(body);
+
+        if let Some(s) = sign_with {
+            if !encrypting && !s.opaque {
+                entity = to_7bit(entity);
+            }
+            // The outer header goes in front of whichever step runs last.
+            let prefix: &[u8] = if encrypting { &[] } else { &head };
+            entity = sign_entity(s, entity, prefix)?;
+        }
+        if let Some(certs) = encrypt_to {
+            let to_self = if self.encrypt_to_self { signer } else { None };
+            entity = self.encrypt_entity(certs, to_self, entity, &head)?;
+        }
+        if !sign && !encrypting {
+            entity.splice(0..0, head);
+        }
+        Ok(entity)
+    }
+
+    /// Splits a message's header block into the outer header (every field but the
+    /// `Content-*` ones and MIME-Version, then `MIME-Version: 1.0`) and the header of the
+    /// entity to protect (the `Content-*` fields, a plain-text Content-Type when there
+    /// was none, and with header protection a copy of the protected fields). With header
+    /// protection and encryption, the outer Subject reads `...`.
+    fn split_header(&self, header: &[u8], encrypting: bool) -> (Vec<u8>, Vec<u8>) {
         let fields = mime::fields(header);
-        let encrypting = encrypt_to.is_some();
         let mut outer: Vec<Vec<u8>> = Vec::new();
         let mut content: Vec<u8> = Vec::new();
         let mut has_ct = false;
@@ -270,137 +312,20 @@ impl Smime {
             head.extend_from_slice(o);
         }
         head.extend_from_slice(b"MIME-Version: 1.0\r\n");
-
-        let signer = self.signer(sender);
-        let sign_with = match (sign, signer) {
-            (true, Some(s)) => {
-                // A signature clients would reject is not sent: the certificate must be
-                // valid now and fit for S/MIME signing (load only warned about it).
-                if let Err(why) = s.usable_now() {
-                    return Err(SmimeError::Signer {
-                        path: s.info.cert_path.clone(),
-                        why: format!("the signing certificate cannot be used: {why}"),
-                    });
-                }
-                Some(s)
-            }
-            (true, None) => return Err(SmimeError::NoSigner(sender.to_string())),
-            (false, _) => None,
-        };
-        // Room for the multipart/signed wrapping, so that signing inserts it in place
-        // instead of holding the entity twice (this matters for a 25 MiB message).
-        let slack = sign_with.map_or(0, |s| head.len() + 1024 + s.template.certificates.len() * 2);
-        let mut entity = Vec::with_capacity(content.len() + 2 + body.len() + slack);
-        entity.extend_from_slice(&content);
-        drop(content);
-        entity.extend_from_slice(b"\r\n");
-        entity.extend_from_slice(body);
-
-        if let Some(s) = sign_with {
-            if !encrypting && !s.opaque {
-                entity = to_7bit(entity);
-            }
-            // The outer header goes in front of whichever step runs last.
-            let prefix: &[u8] = if encrypting { &[] } else { &head };
-            entity = sign_entity(s, entity, prefix)?;
-        }
-        if let Some(certs) = encrypt_to {
-            let to_self = if self.encrypt_to_self { signer } else { None };
-            entity = self.encrypt_entity(certs, to_self, entity, &head)?;
-        }
-        if !sign && !encrypting {
-            entity.splice(0..0, head);
-        }
-        Ok(entity)
+        (head, content)
     }
 }
 
-/// RFC 9788: copies the message's own header fields into the cryptographic payload's
-/// header (`content`), marks its Content-Type with `hp="cipher"` (encrypted) or
-/// `hp="clear"` (signed only), and records the outer values in `HP-Outer` fields.
-pub(crate) fn protect_headers(
-    content: &[u8],
-    fields: &[mime::Field<'_>],
-    encrypting: bool,
-) -> Vec<u8> {
-    const PROTECTED: [&str; 10] = [
-        "from",
-        "to",
-        "cc",
-        "subject",
-        "date",
-        "message-id",
-        "reply-to",
-        "in-reply-to",
-        "references",
-        "followup-to",
-    ];
-    let mut out = Vec::with_capacity(content.len() + 512);
-    let hp = if encrypting { "cipher" } else { "clear" };
-    for f in mime::fields(content) {
-        if f.is("content-type") {
-            let raw = f.raw.strip_suffix(b"\r\n").unwrap_or(f.raw);
-            out.extend_from_slice(raw);
-            out.extend_from_slice(format!(";\r\n hp=\"{hp}\"\r\n").as_bytes());
-        } else {
-            out.extend_from_slice(f.raw);
-        }
-    }
-    for f in fields {
-        if PROTECTED.iter().any(|p| f.is(p)) {
-            out.extend_from_slice(f.raw);
-        }
-    }
-    if encrypting {
-        for f in fields {
-            if PROTECTED.iter().any(|p| f.is(p)) {
-                let value = if f.is("subject") {
-                    "...".to_string()
-                } else {
-                    f.value()
-                };
-                out.extend_from_slice(format!("HP-Outer: {}: {value}\r\n", f.name).as_bytes());
-            }
-        }
-    }
-    out
-}
-
-/// Re-encodes leaf parts that carry 8-bit data, or lines longer than RFC 5322's 998
-/// octets, in 7bit/8bit/binary transfer encoding as base64, so that a detached signature
-/// survives relays that downgrade 8BITMIME or fold long lines (RFC 8551 §3.1.3 asks for
-/// exactly this before signing). Parts already 7-bit with short lines stay byte-identical.
-pub fn to_7bit(entity: Vec<u8>) -> Vec<u8> {
-    if entity.iter().all(|c| *c < 0x80) && !mime::has_long_line(&entity) {
-        return entity;
-    }
-    let tree = mime::parse(&entity);
-    let rewritten = mime::rewrite(&tree, &mut |e: &Entity<'_>, _parent: Option<&str>| {
-        let needs = matches!(e.kind, Kind::Leaf)
-            && matches!(
-                e.info.transfer_encoding.as_str(),
-                "7bit" | "8bit" | "binary"
-            )
-            && (e.body.iter().any(|c| *c >= 0x80) || mime::has_long_line(e.body));
-        if !needs {
-            return mime::Edit::Keep;
-        }
-        let mut out = Vec::with_capacity(e.raw.len() * 4 / 3 + 64);
-        for f in mime::fields(e.header) {
-            if !f.is("content-transfer-encoding") {
-                out.extend_from_slice(f.raw);
-            }
-        }
-        out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
-        out.extend_from_slice(&mime::encode_base64_lines(e.body));
-        mime::Edit::Replace(out)
-    });
-    let changed = match rewritten {
-        Some(std::borrow::Cow::Owned(v)) => Some(v),
-        _ => None,
-    };
-    drop(tree);
-    changed.unwrap_or(entity)
+/// The signer to sign with, or why there is none: a signature clients would reject is
+/// not sent, so the certificate must be valid now and fit for S/MIME signing (load only
+/// warned about it).
+fn usable_signer<'a>(signer: Option<&'a Signer>, sender: &str) -> Result<&'a Signer, SmimeError> {
+    let s = signer.ok_or_else(|| SmimeError::NoSigner(sender.to_string()))?;
+    s.usable_now().map_err(|why| SmimeError::Signer {
+        path: s.info.cert_path.clone(),
+        why: format!("the signing certificate cannot be used: {why}"),
+    })?;
+    Ok(s)
 }
 
 #[cfg(test)]
@@ -413,31 +338,5 @@ mod tests {
         assert!(!glob_match("*@example.com", "x@example.com.evil"));
         assert!(glob_match("a?c@*", "abc@d"));
         assert!(glob_match("*", ""));
-    }
-
-    #[test]
-    fn to_7bit_reencodes_only_8bit_leaves() {
-        let e = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße\r\n--b\r\nContent-Type: text/plain\r\n\r\nplain\r\n--b--\r\n";
-        let out = to_7bit(e.as_bytes().to_vec());
-        assert!(out.iter().all(|c| *c < 0x80));
-        let s = String::from_utf8(out).unwrap();
-        assert!(s.contains("Content-Transfer-Encoding: base64\r\n\r\nR3LDvMOfZQ==\r\n"));
-        assert!(s.contains("Content-Type: text/plain\r\n\r\nplain\r\n--b--"));
-    }
-
-    #[test]
-    fn to_7bit_reencodes_leaves_with_lines_over_998_octets() {
-        let long = "x".repeat(999);
-        let ok = "y".repeat(998);
-        let e = format!("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/csv\r\n\r\n{long}\r\n--b\r\nContent-Type: text/plain\r\n\r\n{ok}\r\n--b--\r\n");
-        let out = String::from_utf8(to_7bit(e.clone().into_bytes())).unwrap();
-        assert!(!mime::has_long_line(out.as_bytes()));
-        assert!(
-            out.contains("Content-Type: text/csv\r\nContent-Transfer-Encoding: base64\r\n\r\neHh4")
-        );
-        assert!(out.contains(&format!("Content-Type: text/plain\r\n\r\n{ok}\r\n--b--")));
-        // 998 octets is within the limit: nothing changes.
-        let fine = format!("Content-Type: text/plain\r\n\r\n{ok}\r\n");
-        assert_eq!(to_7bit(fine.clone().into_bytes()), fine.into_bytes());
     }
 }

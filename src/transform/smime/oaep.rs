@@ -43,77 +43,121 @@ extern "C" {
 
 /// Frees the CMS structure and the BIO however we leave.
 struct Guard {
+    /// The EnvelopedData being built: null, or owned by this guard alone.
     cms: *mut c_void,
+    /// A read-only memory BIO over the caller's content: null, or owned by this guard
+    /// alone; it must be freed while that content is still borrowed.
     bio: *mut c_void,
 }
+
 impl Drop for Guard {
     fn drop(&mut self) {
-        // SAFETY: both pointers are either null or owned by this guard alone.
-        unsafe {
-            if !self.cms.is_null() {
-                CMS_ContentInfo_free(self.cms);
-            }
-            if !self.bio.is_null() {
-                BIO_free(self.bio);
-            }
+        if !self.cms.is_null() {
+            // SAFETY: `cms` is non-null and owned by this guard alone (no other copy is
+            // freed or used after this), so it is freed exactly once.
+            unsafe { CMS_ContentInfo_free(self.cms) };
+        }
+        if !self.bio.is_null() {
+            // SAFETY: as above, for the BIO; the content it reads is borrowed by
+            // `encrypt`, which owns this guard, so it is still alive here.
+            unsafe { BIO_free(self.bio) };
         }
     }
 }
 
+/// Encrypts `data` to `certs` in one EnvelopedData with `cipher`, RSA recipients with
+/// RSAES-OAEP (SHA-256, MGF1-SHA-256); returns its DER.
 pub fn encrypt(certs: &StackRef<X509>, data: &[u8], cipher: Cipher) -> Result<Vec<u8>, ErrorStack> {
     let len = c_int::try_from(data.len()).map_err(|_| ErrorStack::get())?;
     let sha256 = MessageDigest::sha256();
-    // SAFETY: every pointer passed below is valid for the call: `data` outlives the
-    // BIO (freed by the guard before return), the X509 pointers belong to `certs`
-    // which outlives this function, and OpenSSL copies (up-refs) what it keeps.
-    unsafe {
-        let mut g = Guard {
-            cms: std::ptr::null_mut(),
-            bio: BIO_new_mem_buf(data.as_ptr().cast(), len),
-        };
-        if g.bio.is_null() {
-            return Err(ErrorStack::get());
-        }
-        g.cms = CMS_encrypt(
+    let mut g = Guard {
+        cms: std::ptr::null_mut(),
+        bio: std::ptr::null_mut(),
+    };
+    // SAFETY: `data` is valid for reads of `len` (= its length) bytes; the read-only
+    // BIO borrows it and is freed by `g` before `data`'s borrow ends.
+    g.bio = unsafe { BIO_new_mem_buf(data.as_ptr().cast(), len) };
+    if g.bio.is_null() {
+        return Err(ErrorStack::get());
+    }
+    // SAFETY: null certificates and data are allowed with CMS_PARTIAL (recipients are
+    // added below, the content comes at CMS_final); the cipher is a static EVP_CIPHER.
+    g.cms = unsafe {
+        CMS_encrypt(
             std::ptr::null_mut(),
             std::ptr::null_mut(),
             cipher.as_ptr().cast(),
             CMS_BINARY | CMS_PARTIAL,
-        );
-        if g.cms.is_null() {
-            return Err(ErrorStack::get());
-        }
-        for cert in certs {
-            let is_rsa = cert.public_key().map(|k| k.id() == Id::RSA)?;
-            let flags = if is_rsa { CMS_KEY_PARAM } else { 0 };
-            let ri = CMS_add1_recipient_cert(g.cms, cert.as_ptr().cast(), flags);
-            if ri.is_null() {
-                return Err(ErrorStack::get());
-            }
-            if is_rsa {
-                let ctx = CMS_RecipientInfo_get0_pkey_ctx(ri);
-                if ctx.is_null()
-                    || EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) <= 0
-                    || EVP_PKEY_CTX_set_rsa_oaep_md(ctx, sha256.as_ptr().cast()) <= 0
-                    || EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, sha256.as_ptr().cast()) <= 0
-                {
-                    return Err(ErrorStack::get());
-                }
-            }
-        }
-        if CMS_final(g.cms, g.bio, std::ptr::null_mut(), CMS_BINARY) <= 0 {
-            return Err(ErrorStack::get());
-        }
-        let n = i2d_CMS_ContentInfo(g.cms, std::ptr::null_mut());
-        let n = usize::try_from(n).map_err(|_| ErrorStack::get())?;
-        if n == 0 {
-            return Err(ErrorStack::get());
-        }
-        let mut out = vec![0u8; n];
-        let mut p = out.as_mut_ptr();
-        if i2d_CMS_ContentInfo(g.cms, &mut p) <= 0 {
-            return Err(ErrorStack::get());
-        }
-        Ok(out)
+        )
+    };
+    if g.cms.is_null() {
+        return Err(ErrorStack::get());
     }
+    for cert in certs {
+        let is_rsa = cert.public_key().map(|k| k.id() == Id::RSA)?;
+        let flags = if is_rsa { CMS_KEY_PARAM } else { 0 };
+        // SAFETY: `g.cms` is live (non-null, owned by `g`); `cert` is borrowed from
+        // `certs` for the call and OpenSSL takes its own reference ("add1").
+        let ri = unsafe { CMS_add1_recipient_cert(g.cms, cert.as_ptr().cast(), flags) };
+        if ri.is_null() {
+            return Err(ErrorStack::get());
+        }
+        if is_rsa {
+            // SAFETY: `ri` is the non-null RecipientInfo just added, owned by `g.cms`,
+            // which outlives this call; CMS_KEY_PARAM made OpenSSL create its context.
+            unsafe { use_oaep(ri, &sha256)? };
+        }
+    }
+    // SAFETY: `g.cms` and `g.bio` are live (non-null, owned by `g`); a null detached
+    // content is allowed.
+    if unsafe { CMS_final(g.cms, g.bio, std::ptr::null_mut(), CMS_BINARY) } <= 0 {
+        return Err(ErrorStack::get());
+    }
+    // SAFETY: `g.cms` is live and, after CMS_final, complete.
+    unsafe { to_der(g.cms) }
+}
+
+/// Switches a key-transport RecipientInfo to RSAES-OAEP with `md` for OAEP and MGF1.
+///
+/// # Safety
+/// `ri` must be a live RSA key-transport RecipientInfo added with `CMS_KEY_PARAM`.
+unsafe fn use_oaep(ri: *mut c_void, md: &MessageDigest) -> Result<(), ErrorStack> {
+    // SAFETY: `ri` is live (caller's contract); the context belongs to it ("get0": not
+    // ours to free).
+    let ctx = unsafe { CMS_RecipientInfo_get0_pkey_ctx(ri) };
+    if ctx.is_null() {
+        return Err(ErrorStack::get());
+    }
+    // SAFETY: `ctx` is non-null and lives as long as `ri`; `md` is a static EVP_MD.
+    let ok = unsafe {
+        EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0
+            && EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md.as_ptr().cast()) > 0
+            && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md.as_ptr().cast()) > 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
+}
+
+/// The DER encoding of a CMS ContentInfo.
+///
+/// # Safety
+/// `cms` must be a live, complete `CMS_ContentInfo`.
+unsafe fn to_der(cms: *mut c_void) -> Result<Vec<u8>, ErrorStack> {
+    // SAFETY: `cms` is live (caller's contract); a null output asks for the length only.
+    let n = unsafe { i2d_CMS_ContentInfo(cms, std::ptr::null_mut()) };
+    let n = usize::try_from(n).map_err(|_| ErrorStack::get())?;
+    if n == 0 {
+        return Err(ErrorStack::get());
+    }
+    let mut out = vec![0u8; n];
+    let mut p = out.as_mut_ptr();
+    // SAFETY: `out` has room for the `n` bytes the length query reported, which is
+    // what this call writes; it advances only `p`, not used afterwards.
+    if unsafe { i2d_CMS_ContentInfo(cms, &mut p) } <= 0 {
+        return Err(ErrorStack::get());
+    }
+    Ok(out)
 }

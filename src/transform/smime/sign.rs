@@ -31,22 +31,34 @@ use crate::message::mime;
 /// base64, parses it on its own, and verifies it with the certificate's public key.
 pub(super) fn sign_entity(
     s: &Signer,
-    mut entity: Vec<u8>,
+    entity: Vec<u8>,
     prefix: &[u8],
 ) -> Result<Vec<u8>, SmimeError> {
     if s.opaque {
-        let digest: [u8; 32] = sha2::Sha256::digest(&entity).into();
-        let der = s.template.signed_data(s, &digest, Some(&entity))?;
-        drop(entity);
-        // Opaque: the check hashes the content found inside the DER again.
-        check_signed_data(s, &der, None).map_err(SmimeError::SelfCheck)?;
-        let part_header =
-            b"Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\n\
+        sign_opaque(s, entity, prefix)
+    } else {
+        sign_detached(s, entity, prefix)
+    }
+}
+
+/// Opaque signed-data: the content travels inside the DER, and the self-check hashes
+/// the content found there again.
+fn sign_opaque(s: &Signer, entity: Vec<u8>, prefix: &[u8]) -> Result<Vec<u8>, SmimeError> {
+    let digest: [u8; 32] = sha2::Sha256::digest(&entity).into();
+    let der = s.template.signed_data(s, &digest, Some(&entity))?;
+    drop(entity);
+    check_signed_data(s, &der, None).map_err(SmimeError::SelfCheck)?;
+    let part_header =
+        b"Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\n\
 Content-Disposition: attachment; filename=smime.p7m\r\n\
 Content-Transfer-Encoding: base64\r\n\r\n";
-        let lead = [prefix, &part_header[..]].concat();
-        return Ok(mime::base64_lines_behind(&lead, der));
-    }
+    let lead = [prefix, &part_header[..]].concat();
+    Ok(mime::base64_lines_behind(&lead, der))
+}
+
+/// `multipart/signed`: the entity as its first part, byte for byte, and the detached
+/// signature over those bytes as its second.
+fn sign_detached(s: &Signer, mut entity: Vec<u8>, prefix: &[u8]) -> Result<Vec<u8>, SmimeError> {
     let boundary = mime::fresh_boundary("----sealgate-signed", &entity);
     let mut lead = prefix.to_vec();
     lead.extend_from_slice(
@@ -157,6 +169,47 @@ impl SignTemplate {
         digest: &[u8; 32],
         content: Option<&[u8]>,
     ) -> Result<Vec<u8>, SmimeError> {
+        let signer_infos = self.signer_infos(s, digest)?;
+        // encapContentInfo, written around the content without copying it twice.
+        let (econtent_len, inner_len) = match content {
+            Some(c) => {
+                let octets = der::header_len(c.len()) + c.len();
+                (octets, der::header_len(octets) + octets)
+            }
+            None => (0, 0),
+        };
+        let encap_len = oid::DATA.len() + inner_len;
+        let sd_len = self.version.len()
+            + self.digest_algorithms.len()
+            + der::header_len(encap_len)
+            + encap_len
+            + self.certificates.len()
+            + signer_infos.len();
+        let explicit_len = der::header_len(sd_len) + sd_len;
+        let ci_len = oid::SIGNED_DATA.len() + der::header_len(explicit_len) + explicit_len;
+        let mut out = Vec::with_capacity(der::header_len(ci_len) + ci_len);
+        der::header(der::SEQUENCE, ci_len, &mut out);
+        out.extend_from_slice(oid::SIGNED_DATA);
+        der::header(der::CTX0, explicit_len, &mut out);
+        der::header(der::SEQUENCE, sd_len, &mut out);
+        out.extend_from_slice(&self.version);
+        out.extend_from_slice(&self.digest_algorithms);
+        der::header(der::SEQUENCE, encap_len, &mut out);
+        out.extend_from_slice(oid::DATA);
+        if let Some(c) = content {
+            der::header(der::CTX0, econtent_len, &mut out);
+            der::header(der::OCTET_STRING, c.len(), &mut out);
+            out.extend_from_slice(c);
+        }
+        out.extend_from_slice(&self.certificates);
+        out.extend_from_slice(&signer_infos);
+        debug_assert_eq!(out.len(), out.capacity());
+        Ok(out)
+    }
+
+    /// The `signerInfos` SET: signed attributes (content type, signing time now, the
+    /// message `digest`, SMIMECapabilities) and `s`'s signature over them.
+    fn signer_infos(&self, s: &Signer, digest: &[u8; 32]) -> Result<Vec<u8>, SmimeError> {
         let mut attrs = [
             der::tlv(
                 der::SEQUENCE,
@@ -194,42 +247,7 @@ impl SignTemplate {
                 &der::tlv(der::OCTET_STRING, &[&signature]),
             ],
         );
-        let signer_infos = der::tlv(der::SET, &[&signer_info]);
-        // encapContentInfo, written around the content without copying it twice.
-        let (econtent_len, inner_len) = match content {
-            Some(c) => {
-                let octets = der::header_len(c.len()) + c.len();
-                (octets, der::header_len(octets) + octets)
-            }
-            None => (0, 0),
-        };
-        let encap_len = oid::DATA.len() + inner_len;
-        let sd_len = self.version.len()
-            + self.digest_algorithms.len()
-            + der::header_len(encap_len)
-            + encap_len
-            + self.certificates.len()
-            + signer_infos.len();
-        let explicit_len = der::header_len(sd_len) + sd_len;
-        let ci_len = oid::SIGNED_DATA.len() + der::header_len(explicit_len) + explicit_len;
-        let mut out = Vec::with_capacity(der::header_len(ci_len) + ci_len);
-        der::header(der::SEQUENCE, ci_len, &mut out);
-        out.extend_from_slice(oid::SIGNED_DATA);
-        der::header(der::CTX0, explicit_len, &mut out);
-        der::header(der::SEQUENCE, sd_len, &mut out);
-        out.extend_from_slice(&self.version);
-        out.extend_from_slice(&self.digest_algorithms);
-        der::header(der::SEQUENCE, encap_len, &mut out);
-        out.extend_from_slice(oid::DATA);
-        if let Some(c) = content {
-            der::header(der::CTX0, econtent_len, &mut out);
-            der::header(der::OCTET_STRING, c.len(), &mut out);
-            out.extend_from_slice(c);
-        }
-        out.extend_from_slice(&self.certificates);
-        out.extend_from_slice(&signer_infos);
-        debug_assert_eq!(out.len(), out.capacity());
-        Ok(out)
+        Ok(der::tlv(der::SET, &[&signer_info]))
     }
 }
 
@@ -369,8 +387,15 @@ fn check_signed_data(s: &Signer, d: &[u8], digest: Option<&[u8; 32]>) -> Result<
         (None, Some(c)) => sha2::Sha256::digest(c).into(),
         _ => return Err("own signature is detached where it should not be, or not".into()),
     };
+    check_attributes(si.signed_attrs, &wanted)?;
+    verify_signature(s, si.signed_attrs, si.signature)
+}
+
+/// The signed attributes we always add are there: content type `data`, a signing
+/// time, SMIMECapabilities, and a message digest equal to `wanted`.
+fn check_attributes(signed_attrs: &[u8], wanted: &[u8; 32]) -> Result<(), String> {
     let (mut content_type, mut time, mut caps, mut message_digest) = (false, false, false, false);
-    for (oid, values, _) in attributes(si.signed_attrs) {
+    for (oid, values, _) in attributes(signed_attrs) {
         match oid {
             o if o == oid::CONTENT_TYPE => content_type = values == oid::DATA,
             o if o == oid::SIGNING_TIME => time = true,
@@ -390,14 +415,23 @@ fn check_signed_data(s: &Signer, d: &[u8], digest: Option<&[u8; 32]>) -> Result<
     if !(content_type && time && caps && message_digest) {
         return Err("own signature lacks a required signed attribute".into());
     }
+    Ok(())
+}
+
+/// The signature over the signed attributes verifies with the signing certificate's
+/// public key.
+fn verify_signature(s: &Signer, signed_attrs: &[u8], signature: &[u8]) -> Result<(), String> {
     // What was signed is the SET OF attributes, not their [0] IMPLICIT form.
-    let mut signed = si.signed_attrs.to_vec();
-    signed[0] = der::SET; // signed_attrs parsed as a TLV above, so it is not empty
+    let mut signed = signed_attrs.to_vec();
+    // `signer_info_parts` parsed it as a TLV, so it is not empty; refused if it were.
+    *signed
+        .first_mut()
+        .ok_or("own signature has no signed attributes")? = der::SET;
     let mut verifier =
         openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &s.public)
             .map_err(|e| e.to_string())?;
     verifier.update(&signed).map_err(|e| e.to_string())?;
-    match verifier.verify(si.signature) {
+    match verifier.verify(signature) {
         Ok(true) => Ok(()),
         Ok(false) => Err("own signature does not verify".into()),
         Err(e) => Err(format!("own signature does not verify: {e}")),

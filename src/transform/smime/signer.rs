@@ -45,6 +45,8 @@ impl Signer {
     }
 }
 
+/// Loads one `[[smime.signer]]`: its certificate, its key (which must belong to it),
+/// its chain, and the signature template made once from them.
 pub(super) fn load_signer(sc: &SignerConfig, base: &Path) -> Result<Signer, SmimeError> {
     let cert_path = resolve(base, &sc.cert);
     let cert = certstore::read_certs(&cert_path)?
@@ -55,15 +57,67 @@ pub(super) fn load_signer(sc: &SignerConfig, base: &Path) -> Result<Signer, Smim
             why: "no certificate in file".into(),
         })?;
     let key_path = resolve(base, &sc.key_file);
-    let key_bytes = crate::secret::read_secret_file(&key_path)?;
+    let key = read_key(&key_path)?;
+    let matches = cert
+        .public_key()
+        .map(|p| p.public_eq(&key))
+        .unwrap_or(false);
+    if !matches {
+        return Err(SmimeError::Signer {
+            path: key_path,
+            why: format!("key does not belong to certificate {}", cert_path.display()),
+        });
+    }
+    let chain = match &sc.chain {
+        Some(p) => certstore::read_certs(&resolve(base, p))?,
+        None => Vec::new(),
+    };
+    let template =
+        SignTemplate::from_openssl(&cert, &key, &chain).map_err(|why| SmimeError::Signer {
+            path: cert_path.clone(),
+            why: format!("cannot prepare signatures: {why}"),
+        })?;
+    let public = cert.public_key().map_err(|e| SmimeError::Signer {
+        path: cert_path.clone(),
+        why: format!("unreadable public key: {e}"),
+    })?;
+    let cert_der = cert.to_der().map_err(|e| SmimeError::Signer {
+        path: cert_path.clone(),
+        why: format!("certificate does not encode: {e}"),
+    })?;
+    let stored = certstore::stored(cert_path.clone(), cert.clone(), Purpose::Sign);
+    let warnings = load_warnings(&cert, &cert_path, &stored);
+    Ok(Signer {
+        senders: sc.senders.iter().map(|s| s.to_ascii_lowercase()).collect(),
+        info: SignerInfo {
+            cert_path,
+            subject: stored.subject(),
+            key: stored.key_description.clone(),
+            opaque: sc.opaque,
+            not_after: stored.not_after(),
+        },
+        cert,
+        key,
+        public,
+        cert_der,
+        template,
+        opaque: sc.opaque,
+        warnings,
+    })
+}
+
+/// Reads a signing key through [`crate::secret::read_secret_file`] and accepts only
+/// RSA of at least 2048 bits or EC on P-256/P-384.
+fn read_key(key_path: &Path) -> Result<PKey<Private>, SmimeError> {
+    let key_bytes = crate::secret::read_secret_file(key_path)?;
     let key = PKey::private_key_from_pem(&key_bytes)
         .or_else(|_| PKey::private_key_from_der(&key_bytes))
         .map_err(|_| SmimeError::Signer {
-            path: key_path.clone(),
+            path: key_path.to_path_buf(),
             why: "not a PEM or DER private key (encrypted keys are not supported)".into(),
         })?;
     let signer_err = |why: String| SmimeError::Signer {
-        path: key_path.clone(),
+        path: key_path.to_path_buf(),
         why,
     };
     match key.id() {
@@ -91,34 +145,12 @@ pub(super) fn load_signer(sc: &SignerConfig, base: &Path) -> Result<Signer, Smim
         }
         other => return Err(signer_err(format!("unsupported key type {other:?}"))),
     }
-    let matches = cert
-        .public_key()
-        .map(|p| p.public_eq(&key))
-        .unwrap_or(false);
-    if !matches {
-        return Err(signer_err(format!(
-            "key does not belong to certificate {}",
-            cert_path.display()
-        )));
-    }
-    let chain = match &sc.chain {
-        Some(p) => certstore::read_certs(&resolve(base, p))?,
-        None => Vec::new(),
-    };
-    let template =
-        SignTemplate::from_openssl(&cert, &key, &chain).map_err(|why| SmimeError::Signer {
-            path: cert_path.clone(),
-            why: format!("cannot prepare signatures: {why}"),
-        })?;
-    let public = cert.public_key().map_err(|e| SmimeError::Signer {
-        path: cert_path.clone(),
-        why: format!("unreadable public key: {e}"),
-    })?;
-    let cert_der = cert.to_der().map_err(|e| SmimeError::Signer {
-        path: cert_path.clone(),
-        why: format!("certificate does not encode: {e}"),
-    })?;
-    let stored = certstore::stored(cert_path.clone(), cert.clone(), Purpose::Sign);
+    Ok(key)
+}
+
+/// What does not stop signing but `sealgate check` should say: the certificate is not
+/// usable now (it is checked again before each signature), or expires within 30 days.
+fn load_warnings(cert: &X509, cert_path: &Path, stored: &certstore::StoredCert) -> Vec<String> {
     let mut warnings = Vec::new();
     if let Err(why) = stored.check_now() {
         warnings.push(format!(
@@ -134,23 +166,7 @@ pub(super) fn load_signer(sc: &SignerConfig, base: &Path) -> Result<Signer, Smim
             ));
         }
     }
-    Ok(Signer {
-        senders: sc.senders.iter().map(|s| s.to_ascii_lowercase()).collect(),
-        info: SignerInfo {
-            cert_path,
-            subject: stored.subject(),
-            key: stored.key_description.clone(),
-            opaque: sc.opaque,
-            not_after: stored.not_after(),
-        },
-        cert,
-        key,
-        public,
-        cert_der,
-        template,
-        opaque: sc.opaque,
-        warnings,
-    })
+    warnings
 }
 
 /// A signer with a fresh self-signed RSA certificate, built as [`load_signer`] builds it.
