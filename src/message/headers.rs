@@ -97,6 +97,17 @@ impl<'a> Headers<'a> {
             .collect()
     }
 
+    /// [`Headers::from_fields`] of a message that may not have CRLF line ends: only
+    /// its header block is checked for them, and the message copied only when that
+    /// block lacks them.
+    pub fn from_fields_of(raw: &[u8]) -> Vec<Vec<String>> {
+        let headers = Headers::of(raw);
+        match mime::canonical_crlf(headers.block()) {
+            std::borrow::Cow::Borrowed(_) => headers.from_fields(),
+            std::borrow::Cow::Owned(_) => Headers::of(&mime::canonical_crlf(raw)).from_fields(),
+        }
+    }
+
     /// The addresses in the To and Cc fields, lower case.
     pub fn recipients(&self) -> HashSet<String> {
         let mut named = HashSet::new();
@@ -164,5 +175,17 @@ mod tests {
         assert_eq!(h.value("Subject").as_deref(), Some("only"));
         let h = Headers::of(b"");
         assert!(h.fields().is_empty() && h.recipients().is_empty());
+    }
+
+    #[test]
+    fn from_fields_are_read_whatever_the_line_ends() {
+        let want = vec![vec!["a@x.test".to_string()], vec!["b@y.test".to_string()]];
+        for m in [
+            &b"From: a@x.test\r\nFrom: b@y.test\r\n\r\nbody\n"[..],
+            b"From: a@x.test\nFrom: b@y.test\n\nbody\n",
+            b"From: a@x.test\nFrom: b@y.test\n\nbody\r\n\r\nmore",
+        ] {
+            assert_eq!(Headers::from_fields_of(m), want, "{m:?}");
+        }
     }
 }

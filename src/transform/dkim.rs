@@ -358,8 +358,7 @@ impl DkimSigner {
     /// several `DKIM-Signature` headers. Returns the message with the signature header(s)
     /// prepended, or unchanged when no key fits.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, DkimError> {
-        let canon = mime::canonical_crlf(message);
-        self.sign_with_headers(message, &Headers::of(&canon))
+        self.sign_for(message, &Headers::from_fields_of(message))
     }
 
     /// [`sign`](Self::sign) for a message whose header fields are already indexed:
@@ -370,7 +369,12 @@ impl DkimSigner {
         message: &[u8],
         headers: &Headers<'_>,
     ) -> Result<Vec<u8>, DkimError> {
-        let keys = self.keys_for_message(headers);
+        self.sign_for(message, &headers.from_fields())
+    }
+
+    /// Signs `message`, whose From fields hold `from` ([`Headers::from_fields`]).
+    fn sign_for(&self, message: &[u8], from: &[Vec<String>]) -> Result<Vec<u8>, DkimError> {
+        let keys = self.keys_for_message(from);
         if keys.is_empty() {
             return Ok(message.to_vec());
         }
@@ -395,7 +399,7 @@ impl DkimSigner {
 
     /// The keys [`sign`](Self::sign) would use for this message; empty when none fits.
     pub fn signing_keys_for(&self, message: &[u8]) -> Vec<SigningKeyRef> {
-        self.keys_for_message(&Headers::of(&mime::canonical_crlf(message)))
+        self.keys_for_message(&Headers::from_fields_of(message))
             .into_iter()
             .map(|k| SigningKeyRef {
                 domain: k.info.domain.clone(),
@@ -431,8 +435,8 @@ impl DkimSigner {
         self.warnings.clone()
     }
 
-    fn keys_for_message(&self, headers: &Headers<'_>) -> Vec<&LoadedKey> {
-        match header_from_domain(headers) {
+    fn keys_for_message(&self, from: &[Vec<String>]) -> Vec<&LoadedKey> {
+        match header_from_domain(from) {
             Some(domain) => self.keys_for_domain(&domain),
             None => Vec::new(),
         }
@@ -643,9 +647,9 @@ pub(crate) fn strict_domain(written: &str) -> Option<String> {
 
 /// The domain of the header `From`, if every address in every `From` field shares it
 /// and each is written in one form only ([`strict_domain`]).
-fn header_from_domain(headers: &Headers<'_>) -> Option<String> {
+fn header_from_domain(from: &[Vec<String>]) -> Option<String> {
     let mut domain: Option<String> = None;
-    for address in headers.from_fields().iter().flatten() {
+    for address in from.iter().flatten() {
         let (_, d) = address.rsplit_once('@')?;
         let d = strict_domain(d)?;
         match &domain {
@@ -758,7 +762,7 @@ mod tests {
     use super::*;
 
     fn from_domain(message: &[u8]) -> Option<String> {
-        header_from_domain(&Headers::of(message))
+        header_from_domain(&Headers::from_fields_of(message))
     }
     use std::os::unix::fs::PermissionsExt;
 

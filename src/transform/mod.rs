@@ -318,7 +318,7 @@ pub fn separate_hidden_recipients(plans: Vec<Plan>, headers: &Headers<'_>) -> Ve
 /// field ([`crate::message::Headers::from_fields`]): for a message outside the pipeline,
 /// such as the one `sealgate sendmail` reads.
 pub fn header_from_fields(message: &[u8]) -> Vec<Vec<String>> {
-    crate::message::Headers::of(&mime::canonical_crlf(message)).from_fields()
+    Headers::from_fields_of(message)
 }
 
 /// Builds one outgoing copy: attachments -> sign -> encrypt, each S/MIME step
