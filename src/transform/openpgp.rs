@@ -228,8 +228,8 @@ pub fn normalize_address(addr: &str) -> String {
     let addr = addr.trim().trim_start_matches('<').trim_end_matches('>');
     match addr.rsplit_once('@') {
         Some((local, domain)) => {
-            let domain = idna::domain_to_ascii(domain).unwrap_or_else(|_| domain.to_string());
-            format!("{}@{}", local.to_lowercase(), domain.to_ascii_lowercase())
+            let domain = crate::address::normalize_domain(domain);
+            format!("{}@{domain}", local.to_lowercase())
         }
         None => addr.to_lowercase(),
     }

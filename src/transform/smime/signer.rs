@@ -157,14 +157,11 @@ fn load_warnings(cert: &X509, cert_path: &Path, stored: &certstore::StoredCert) 
             "{}: signing certificate: {why}",
             cert_path.display()
         ));
-    } else if let Ok(soon) = openssl::asn1::Asn1Time::days_from_now(30) {
-        if cert.not_after() < soon.as_ref() {
-            warnings.push(format!(
-                "{}: signing certificate expires within 30 days ({})",
-                cert_path.display(),
-                stored.not_after()
-            ));
-        }
+    } else if let v @ crate::validity::Validity::ExpiresSoon { .. } =
+        crate::validity::of(cert, crate::validity::WARN_DAYS)
+    {
+        // The same wording as `check` and `doctor` use for any certificate.
+        warnings.push(format!("{}: signing certificate {v}", cert_path.display()));
     }
     warnings
 }
@@ -216,5 +213,54 @@ pub(super) fn test_signer(opaque: bool) -> Signer {
         key,
         opaque,
         warnings: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate valid from now for `days` days.
+    fn cert_for_days(days: u32) -> X509 {
+        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = openssl::x509::X509Name::builder().unwrap();
+        name.append_entry_by_text("CN", "signer@example.com")
+            .unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(days).unwrap())
+            .unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        b.build()
+    }
+
+    #[test]
+    fn a_signing_certificate_near_its_end_is_warned_about_in_the_shared_wording() {
+        let path = Path::new("signer.pem");
+        let warn = |cert: &X509| {
+            let stored = certstore::stored(path.to_path_buf(), cert.clone(), Purpose::Sign);
+            load_warnings(cert, path, &stored)
+        };
+        let soon = cert_for_days(10);
+        // 10 whole days, or 9 when a second ticked between making and checking it.
+        let said = warn(&soon);
+        let expected = |days| {
+            format!(
+                "signer.pem: signing certificate expires in {days} days ({})",
+                soon.not_after()
+            )
+        };
+        assert!(
+            said == vec![expected(10)] || said == vec![expected(9)],
+            "{said:?}"
+        );
+        assert!(warn(&cert_for_days(365)).is_empty());
     }
 }
