@@ -951,8 +951,26 @@ fn one_address_cannot_take_more_than_its_share_of_slots() {
         ..EnvOptions::default()
     });
     env.start_serve();
-    let _a = Smtp::connect(env.port);
-    let _b = Smtp::connect(env.port);
+    // start_serve's readiness probe (a connection from 127.0.0.1) holds a slot until the
+    // server has seen it close, which a loaded machine may not have done yet: take the
+    // two slots as soon as they are free, then the third connection must be refused.
+    let greeted = || {
+        let mut s = TcpStream::connect(("127.0.0.1", env.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut g = [0u8; 3];
+        s.read_exact(&mut g).ok()?;
+        (&g == b"220").then_some(s)
+    };
+    let _a = wait_until(
+        "a first session from 127.0.0.1",
+        || env.diagnostics(),
+        greeted,
+    );
+    let _b = wait_until(
+        "a second session from 127.0.0.1",
+        || env.diagnostics(),
+        greeted,
+    );
     let mut third = TcpStream::connect(("127.0.0.1", env.port)).unwrap();
     third
         .set_read_timeout(Some(Duration::from_secs(10)))
