@@ -133,15 +133,15 @@ impl<'a> Reader<'a> {
     }
 
     /// The next element if it has `tag`.
-    pub fn expect(&mut self, tag: u8) -> Option<Tlv<'a>> {
+    pub fn take(&mut self, tag: u8) -> Option<Tlv<'a>> {
         self.next().filter(|t| t.tag == tag)
     }
 }
 
 /// IssuerAndSerialNumber of a certificate, copied from its own DER.
 pub fn issuer_and_serial(cert_der: &[u8]) -> Option<Vec<u8>> {
-    let cert = Reader::new(cert_der).expect(SEQUENCE)?;
-    let tbs = Reader::new(cert.value).expect(SEQUENCE)?;
+    let cert = Reader::new(cert_der).take(SEQUENCE)?;
+    let tbs = Reader::new(cert.value).take(SEQUENCE)?;
     let mut tbs = Reader::new(tbs.value);
     let mut serial = tbs.next()?;
     if serial.tag == 0xA0 {
@@ -150,8 +150,8 @@ pub fn issuer_and_serial(cert_der: &[u8]) -> Option<Vec<u8>> {
     if serial.tag != INTEGER {
         return None;
     }
-    let _signature = tbs.expect(SEQUENCE)?;
-    let issuer = tbs.expect(SEQUENCE)?;
+    let _signature = tbs.take(SEQUENCE)?;
+    let issuer = tbs.take(SEQUENCE)?;
     Some(tlv(SEQUENCE, &[issuer.raw, serial.raw]))
 }
 

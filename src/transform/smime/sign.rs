@@ -265,28 +265,24 @@ struct SignedDataParts<'a> {
 
 fn signed_data_parts(d: &[u8]) -> Option<SignedDataParts<'_>> {
     let mut top = der::Reader::new(d);
-    let ci = top.expect(der::SEQUENCE)?;
+    let ci = top.take(der::SEQUENCE)?;
     if !top.is_empty() {
         return None;
     }
     let mut ci = der::Reader::new(ci.value);
-    if ci.expect(der::OID)?.raw != oid::SIGNED_DATA {
+    if ci.take(der::OID)?.raw != oid::SIGNED_DATA {
         return None;
     }
-    let explicit = ci.expect(der::CTX0)?;
-    let mut sd = der::Reader::new(
-        der::Reader::new(explicit.value)
-            .expect(der::SEQUENCE)?
-            .value,
-    );
-    let version = sd.expect(der::INTEGER)?.raw;
-    let digest_algorithms = sd.expect(der::SET)?.raw;
-    let mut encap = der::Reader::new(sd.expect(der::SEQUENCE)?.value);
-    let content_type = encap.expect(der::OID)?.raw;
+    let explicit = ci.take(der::CTX0)?;
+    let mut sd = der::Reader::new(der::Reader::new(explicit.value).take(der::SEQUENCE)?.value);
+    let version = sd.take(der::INTEGER)?.raw;
+    let digest_algorithms = sd.take(der::SET)?.raw;
+    let mut encap = der::Reader::new(sd.take(der::SEQUENCE)?.value);
+    let content_type = encap.take(der::OID)?.raw;
     let content = match encap.next() {
         Some(e) if e.tag == der::CTX0 => {
             let mut inner = der::Reader::new(e.value);
-            Some(inner.expect(der::OCTET_STRING)?.value)
+            Some(inner.take(der::OCTET_STRING)?.value)
         }
         Some(_) => return None,
         None => None,
@@ -304,7 +300,7 @@ fn signed_data_parts(d: &[u8]) -> Option<SignedDataParts<'_>> {
         return None;
     }
     let mut infos = der::Reader::new(next.value);
-    let signer_info = infos.expect(der::SEQUENCE)?.raw;
+    let signer_info = infos.take(der::SEQUENCE)?.raw;
     Some(SignedDataParts {
         version,
         digest_algorithms,
@@ -326,14 +322,14 @@ struct SignerInfoParts<'a> {
 }
 
 fn signer_info_parts(d: &[u8]) -> Option<SignerInfoParts<'_>> {
-    let mut si = der::Reader::new(der::Reader::new(d).expect(der::SEQUENCE)?.value);
+    let mut si = der::Reader::new(der::Reader::new(d).take(der::SEQUENCE)?.value);
     let parts = SignerInfoParts {
-        version: si.expect(der::INTEGER)?.raw,
+        version: si.take(der::INTEGER)?.raw,
         sid: si.next()?.raw,
-        digest_algorithm: si.expect(der::SEQUENCE)?.raw,
-        signed_attrs: si.expect(der::CTX0)?.raw,
-        signature_algorithm: si.expect(der::SEQUENCE)?.raw,
-        signature: si.expect(der::OCTET_STRING)?.value,
+        digest_algorithm: si.take(der::SEQUENCE)?.raw,
+        signed_attrs: si.take(der::CTX0)?.raw,
+        signature_algorithm: si.take(der::SEQUENCE)?.raw,
+        signature: si.take(der::OCTET_STRING)?.value,
     };
     // unsignedAttrs are not ours to have
     si.is_empty().then_some(parts)
@@ -346,10 +342,10 @@ fn attributes(signed_attrs: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], &[u8])
         .map_or(&[][..], |t| t.value);
     let mut r = der::Reader::new(inner);
     std::iter::from_fn(move || {
-        let attr = r.expect(der::SEQUENCE)?;
+        let attr = r.take(der::SEQUENCE)?;
         let mut a = der::Reader::new(attr.value);
-        let oid = a.expect(der::OID)?.raw;
-        let values = a.expect(der::SET)?.value;
+        let oid = a.take(der::OID)?.raw;
+        let values = a.take(der::SET)?.value;
         Some((oid, values, attr.raw))
     })
 }
@@ -403,7 +399,7 @@ fn check_attributes(signed_attrs: &[u8], wanted: &[u8; 32]) -> Result<(), String
             o if o == oid::MESSAGE_DIGEST => {
                 let mut v = der::Reader::new(values);
                 message_digest = v
-                    .expect(der::OCTET_STRING)
+                    .take(der::OCTET_STRING)
                     .is_some_and(|o| o.value == wanted.as_slice());
                 if !message_digest {
                     return Err("own signature's message digest does not match the content".into());

@@ -166,9 +166,10 @@ fn load_warnings(cert: &X509, cert_path: &Path, stored: &certstore::StoredCert) 
     warnings
 }
 
-/// A signer with a fresh self-signed RSA certificate, built as [`load_signer`] builds it.
+/// A fresh RSA key and a self-signed certificate for `signer@example.com` (SAN e-mail),
+/// valid from now for `days` days.
 #[cfg(test)]
-pub(super) fn test_signer(opaque: bool) -> Signer {
+pub(super) fn self_signed(days: u32) -> (PKey<openssl::pkey::Private>, X509) {
     use openssl::x509::extension::SubjectAlternativeName;
     let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
     let mut name = openssl::x509::X509Name::builder().unwrap();
@@ -182,7 +183,7 @@ pub(super) fn test_signer(opaque: bool) -> Signer {
     b.set_pubkey(&key).unwrap();
     b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
         .unwrap();
-    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(30).unwrap())
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(days).unwrap())
         .unwrap();
     let serial = openssl::bn::BigNum::from_u32(4242)
         .unwrap()
@@ -196,7 +197,13 @@ pub(super) fn test_signer(opaque: bool) -> Signer {
     b.append_extension(san).unwrap();
     b.sign(&key, openssl::hash::MessageDigest::sha256())
         .unwrap();
-    let cert = b.build();
+    (key, b.build())
+}
+
+/// A signer with a fresh self-signed RSA certificate, built as [`load_signer`] builds it.
+#[cfg(test)]
+pub(super) fn test_signer(opaque: bool) -> Signer {
+    let (key, cert) = self_signed(30);
     Signer {
         senders: vec!["*".into()],
         template: SignTemplate::from_openssl(&cert, &key, &[]).unwrap(),
@@ -220,27 +227,6 @@ pub(super) fn test_signer(opaque: bool) -> Signer {
 mod tests {
     use super::*;
 
-    /// A self-signed certificate valid from now for `days` days.
-    fn cert_for_days(days: u32) -> X509 {
-        let key = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
-        let mut name = openssl::x509::X509Name::builder().unwrap();
-        name.append_entry_by_text("CN", "signer@example.com")
-            .unwrap();
-        let name = name.build();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        b.set_subject_name(&name).unwrap();
-        b.set_issuer_name(&name).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(days).unwrap())
-            .unwrap();
-        b.sign(&key, openssl::hash::MessageDigest::sha256())
-            .unwrap();
-        b.build()
-    }
-
     #[test]
     fn a_signing_certificate_near_its_end_is_warned_about_in_the_shared_wording() {
         let path = Path::new("signer.pem");
@@ -248,7 +234,7 @@ mod tests {
             let stored = certstore::stored(path.to_path_buf(), cert.clone(), Purpose::Sign);
             load_warnings(cert, path, &stored)
         };
-        let soon = cert_for_days(10);
+        let (_, soon) = self_signed(10);
         // 10 whole days, or 9 when a second ticked between making and checking it.
         let said = warn(&soon);
         let expected = |days| {
@@ -261,6 +247,6 @@ mod tests {
             said == vec![expected(10)] || said == vec![expected(9)],
             "{said:?}"
         );
-        assert!(warn(&cert_for_days(365)).is_empty());
+        assert!(warn(&self_signed(365).1).is_empty());
     }
 }
