@@ -493,7 +493,9 @@ impl OpenPgp {
                     s.cert.fingerprint().to_hex()
                 )),
                 Ok(_) => {
-                    if let Some(days) = expires_within(&s.cert, 30) {
+                    if let Some(days) =
+                        expires_within(&s.cert, crate::validity::WARN_DAYS.unsigned_abs())
+                    {
                         out.push(format!(
                             "{}: OpenPGP key {} expires in {days} day(s)",
                             s.path.display(),
@@ -504,7 +506,8 @@ impl OpenPgp {
             }
         }
         for sg in &self.signers {
-            if let Some(days) = expires_within(&sg.cert, 30) {
+            if let Some(days) = expires_within(&sg.cert, crate::validity::WARN_DAYS.unsigned_abs())
+            {
                 out.push(format!(
                     "{}: OpenPGP signing key {} expires in {days} day(s)",
                     sg.info.key_file.display(),
